@@ -1,0 +1,20 @@
+"""Data sources, one module per published layout, all registered in :data:`SOURCES`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medseg.data.sources.base import SOURCES, Source
+
+
+def build(name: str, **options: Any) -> Source:
+    """Build a registered data source, e.g. ``build("lgg", root="…/kaggle_3m")``."""
+    return SOURCES.build(name, **options)
+
+
+def available() -> list[str]:
+    """Names of the registered data sources."""
+    return SOURCES.available()
+
+
+__all__ = ["SOURCES", "Source", "available", "build"]
