@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# importing the modules registers the sources
+from medseg.data.sources import busi, drive, folder, hc18, lgg, microus, phantom  # noqa: F401
 from medseg.data.sources.base import SOURCES, Source
 
 

@@ -1,0 +1,34 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# TORCH pins PyTorch (a CUDA build that also runs on the CPU); e.g. `make demo TORCH="torch==2.13.0"`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test lint bench-metrics bench-lgg clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/medseg demo
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check src tests benchmarks
+
+bench-metrics: install
+	$(PY) benchmarks/metrics_speed.py
+
+bench-lgg: install
+	$(PY) benchmarks/lgg_unet.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,117 @@
+"""U-Net vs MONAI UNet on Kaggle LGG brain MRI (paper 004's data set), same loop, same split.
+
+30 patients from ``../shared/data/lgg_mri/kaggle_3m``, a seeded patient-level split (24 train /
+6 validation), 128×128 input, a fixed CPU time budget per model. Reports the per-volume DSC
+(a volume is a patient: 3D Dice over all its slices) mean and median and HD95 in mm (the Kaggle
+TIFFs carry no spacing, so 1 mm pixels and 1 mm slices are assumed), and the training time.
+
+    python benchmarks/lgg_unet.py                  # ~15 min per model on 2 CPU cores
+    python benchmarks/lgg_unet.py --minutes 1      # a quick smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from medseg.config import load_config
+from medseg.data.loading import load_splits
+from medseg.engine.evaluate import evaluate_model, write_evaluation
+from medseg.engine.predict import load_model, resolve_device
+from medseg.engine.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ROOT = REPO.parent / "shared" / "data" / "lgg_mri" / "kaggle_3m"
+
+# Similar size on purpose: both are 5-level U-Nets with widths 16..256.
+MODELS = {
+    "unet": {"features": [16, 32, 64, 128, 256]},
+    "monai_unet": {"features": [16, 32, 64, 128, 256], "num_res_units": 0},
+}
+
+
+def run(model_name: str, args: argparse.Namespace, console: Console) -> dict:
+    out = Path(args.out) / model_name
+    cfg = load_config(None, [
+        "data.source=lgg",
+        f"data.options={{root: '{args.root}'}}",
+        "data.in_channels=3",
+        f"data.image_size=[{args.size}, {args.size}]",
+        "data.split.val_fraction=0.2",
+        f"data.split.seed={args.seed}",
+        f"model.name={model_name}",
+        f"model.options={json.dumps(MODELS[model_name])}",
+        "loss.name=dice",
+        "optim.name=adam",
+        f"optim.lr={args.lr}",
+        "optim.weight_decay=0",
+        "optim.scheduler=constant",
+        f"train.epochs={args.max_epochs}",
+        f"train.batch_size={args.batch_size}",
+        f"train.max_time_minutes={args.minutes}",
+        f"train.seed={args.seed}",
+        f"train.progress={str(not args.no_progress).lower()}",
+    ])
+    cfg.output_dir = str(out)
+    start = time.perf_counter()
+    result = train(cfg, console=console)
+    train_time = time.perf_counter() - start
+    device = resolve_device("auto")
+    model, cfg = load_model(result.best_checkpoint, device)
+    splits = load_splits(cfg.data)
+    evaluation, _ = evaluate_model(model, splits.val, cfg.data.image_size, cfg.data.intensity, cfg.eval, device,
+                                   progress=False)
+    write_evaluation(evaluation, out)
+    patients = evaluation.summary["per_patient"]
+    n_params = sum(p.numel() for p in model.parameters())
+    return {
+        "model": model_name,
+        "params_M": n_params / 1e6,
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "train_min": train_time / 60,
+        "dsc_mean": patients["dice"]["mean"],
+        "dsc_median": patients["dice"]["median"],
+        "hd95_mean": patients["hd95_mm"]["mean"],
+        "hd95_median": patients["hd95_mm"]["median"],
+        "val_cases": len(splits.val_cases),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default=str(DEFAULT_ROOT))
+    parser.add_argument("--out", default="runs/bench_lgg")
+    parser.add_argument("--minutes", type=float, default=15.0, help="training time budget per model")
+    parser.add_argument("--max-epochs", type=int, default=200)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", default="unet,monai_unet")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args()
+    if not Path(args.root).is_dir():
+        raise SystemExit(f"{args.root}: LGG kaggle_3m folder not found (pass --root)")
+    console = Console()
+    rows = [run(name, args, console) for name in args.models.split(",")]
+    header = ("| model | params (M) | epochs in budget | best epoch | train time (min) | DSC mean | DSC median "
+              "| HD95 mean (mm) | HD95 median (mm) |")
+    lines = [header, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['params_M']:.2f} | {r['epochs']} | {r['best_epoch']} | "
+                     f"{r['train_min']:.1f} | {r['dsc_mean']:.4f} | {r['dsc_median']:.4f} | "
+                     f"{r['hd95_mean']:.2f} | {r['hd95_median']:.2f} |")
+    print(f"\nLGG, {rows[0]['val_cases']} validation patients, {args.size}², per-volume metrics, "
+          f"{args.minutes} min CPU budget per model, Dice loss, Adam {args.lr}:\n")
+    print("\n".join(lines))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "table.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Typed experiment configuration: dataclasses, YAML files and ``--set key=value`` overrides.
+
+The defaults are the built-in demo (the phantom in the micro-US layout, a small 2D U-Net); a YAML
+file only states what differs. Unknown keys are errors, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medseg.errors import ConfigError
+
+
+@dataclass
+class SplitConfig:
+    """Patient-level split of the training source into train/validation."""
+
+    method: str = "holdout"  # "holdout" | "kfold"
+    val_fraction: float = 0.2
+    k_folds: int = 5
+    fold: int = 0
+    seed: int = 0
+    train_cases: list[str] | None = None  # explicit lists override the method
+    val_cases: list[str] | None = None
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is shaped for the network."""
+
+    source: str = "phantom"
+    options: dict[str, Any] = field(default_factory=lambda: {"n_patients": 10, "seed": 0})
+    target: str | None = None  # annotator used as training target (source default if None)
+    test_source: str | None = None  # e.g. "microus" with options {"subset": "test"}
+    test_options: dict[str, Any] = field(default_factory=dict)
+    image_size: list[int] = field(default_factory=lambda: [96, 96])
+    in_channels: int = 1
+    intensity: str = "zscore"  # "zscore" | "minmax" | "none"
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+
+@dataclass
+class AugmentConfig:
+    """Random augmentation (paper 004 §6: rotation 15°, scale 0.05), via MONAI transforms."""
+
+    enabled: bool = True
+    prob: float = 0.5
+    rotate_deg: float = 15.0
+    scale: float = 0.05
+    flip: bool = True
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.1
+
+
+@dataclass
+class ModelConfig:
+    name: str = "unet"
+    options: dict[str, Any] = field(default_factory=lambda: {"features": [16, 32, 64, 128]})
+
+
+@dataclass
+class LossConfig:
+    name: str = "dice_bce"
+    options: dict[str, Any] = field(default_factory=dict)
+    deep_supervision_weights: list[float] | None = None
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    options: dict[str, Any] = field(default_factory=dict)
+    scheduler: str = "poly"
+    scheduler_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 16
+    num_workers: int = 0
+    seed: int = 0
+    deterministic: bool = True
+    amp: bool = True  # used on CUDA only
+    grad_clip: float | None = 12.0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1"
+    max_time_minutes: float | None = None  # stop after the epoch that crosses this budget
+    val_every: int = 1
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    hd95_mode: str = "pooled"  # "pooled" (medpy, the papers) | "max" (MONAI)
+    nsd_tolerance_mm: float = 1.0
+    threshold: float = 0.5
+    n_overlays: int = 6
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output_dir: str = "runs/experiment"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {unknown} in {where or 'config'}; valid keys: {sorted(known)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        sub = known[name].default_factory if known[name].default_factory is not dataclasses.MISSING else None
+        if sub is not None and dataclasses.is_dataclass(sub):
+            kwargs[name] = _from_dict(sub, value, f"{where}.{name}".strip("."))  # type: ignore[arg-type]
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Build a :class:`Config` from a nested dict; unknown keys raise :class:`ConfigError`."""
+    return _from_dict(Config, values, "")
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        if key not in node or not isinstance(node[key], dict):
+            node[key] = {}
+        node = node[key]
+    node[keys[-1]] = value
+
+
+def parse_override(override: str) -> tuple[str, Any]:
+    """``"train.epochs=5"`` → ``("train.epochs", 5)``; the value is parsed as YAML."""
+    if "=" not in override:
+        raise ConfigError(f"override '{override}' is not of the form key=value")
+    key, raw = override.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{override}' has an empty key")
+    if raw.strip().lower() == "none":  # YAML spells it null; accept the Python spelling too
+        return key, None
+    return key, yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults ← YAML file ← ``--set`` overrides, validated into a :class:`Config`."""
+    tree = Config().to_dict()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        _merge(tree, loaded)
+    for override in overrides or []:
+        key, value = parse_override(override)
+        _set_path(tree, key, value)
+    return config_from_dict(tree)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in ("options",):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def config_diff(config: Config, reference: Config | None = None) -> dict[str, Any]:
+    """Flat ``{dotted.key: value}`` of the entries that differ from ``reference`` (the defaults)."""
+    ref = _flatten((reference or Config()).to_dict())
+    cur = _flatten(config.to_dict())
+    return {k: v for k, v in cur.items() if ref.get(k, object()) != v}
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key not in ("options", "test_options"):
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out

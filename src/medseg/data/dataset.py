@@ -1,0 +1,110 @@
+"""A torch ``Dataset`` over 2D samples: cached preprocessing, MONAI augmentation, batch dicts.
+
+An item is ``{"image": C×H×W, "target": 1×H×W, "masks": {annotator: 1×H×W}, "spacing": (2,),
+"case_id": str, "slice_index": int}``; the default collate turns it into the batch that models
+and losses receive (losses read every annotator from ``batch["masks"]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import Compose
+from torch.utils.data import Dataset
+
+from medseg.data.sample import Sample
+from medseg.data.transforms import mask_key, preprocess_transform
+from medseg.errors import DataError
+
+
+def expand_to_slices(samples: Sequence[Sample]) -> list[Sample]:
+    """3D samples become their 2D slices; 2D samples pass through."""
+    out: list[Sample] = []
+    for sample in samples:
+        out.extend(sample.slices() if sample.ndim == 3 else [sample])
+    return out
+
+
+def common_annotators(samples: Sequence[Sample]) -> list[str]:
+    """Annotators present in every sample, the target first."""
+    if not samples:
+        raise DataError("the data set is empty: no samples to train or evaluate on")
+    shared = set(samples[0].masks)
+    for sample in samples[1:]:
+        shared &= set(sample.masks)
+    target = samples[0].target
+    if target not in shared:
+        missing = [s.source_path or s.case_id for s in samples if target not in s.masks][:5]
+        raise DataError(f"target annotator '{target}' is missing in: {missing}")
+    return [target, *sorted(shared - {target})]
+
+
+def _to_tensor(value: Any) -> torch.Tensor:
+    tensor = value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(value)
+    return tensor.float().contiguous()
+
+
+class SegmentationDataset(Dataset):
+    """2D slices (or images) preprocessed once to ``image_size``, augmented on the fly."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        image_size: Sequence[int],
+        in_channels: int,
+        intensity: str = "zscore",
+        augment: Compose | None = None,
+        annotators: Sequence[str] | None = None,
+    ) -> None:
+        slices = expand_to_slices(samples)
+        self.annotators = list(annotators) if annotators is not None else common_annotators(slices)
+        self.image_size = tuple(int(s) for s in image_size)
+        self.augment = augment
+        preprocess = preprocess_transform(self.annotators, self.image_size, intensity)
+        self.items: list[dict[str, Any]] = []
+        for sample in slices:
+            if sample.image.shape[0] != in_channels:
+                raise DataError(
+                    f"image has {sample.image.shape[0]} channel(s) but the model expects {in_channels} "
+                    f"(set data.in_channels)",
+                    sample.source_path or sample.case_id,
+                )
+            item: dict[str, Any] = {"image": sample.image}
+            for name in self.annotators:
+                item[mask_key(name)] = sample.masks[name][None].astype(np.float32)
+            item = preprocess(item)
+            scale = np.array(sample.spatial_shape, dtype=np.float64) / np.array(self.image_size)
+            self.items.append(
+                {
+                    **{k: _to_tensor(v) for k, v in item.items()},
+                    "spacing": torch.tensor(np.array(sample.spacing) * scale, dtype=torch.float32),
+                    "case_id": sample.case_id,
+                    "slice_index": -1 if sample.slice_index is None else sample.slice_index,
+                }
+            )
+
+    def set_epoch_seed(self, seed: int) -> None:
+        """Re-seed the augmentation so that epoch ``e`` draws the same values on resume."""
+        if self.augment is not None:
+            self.augment.set_random_state(seed=seed)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        arrays = {k: v for k, v in item.items() if k == "image" or k.startswith("mask_")}
+        if self.augment is not None:
+            arrays = self.augment(dict(arrays))
+        masks = {name: _to_tensor(arrays[mask_key(name)]) for name in self.annotators}
+        return {
+            "image": _to_tensor(arrays["image"]),
+            "target": masks[self.annotators[0]],
+            "masks": masks,
+            "spacing": item["spacing"],
+            "case_id": item["case_id"],
+            "slice_index": item["slice_index"],
+        }

@@ -1,0 +1,86 @@
+"""Helpers shared by the sources: channel handling, mask reading, shape checks, natural order."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from medseg.data.io import read_image
+from medseg.data.sample import binarize
+from medseg.errors import DataError
+
+# ITU-R BT.601 luma weights (what Pillow's "L" conversion uses)
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def natural_key(text: str) -> list[int | str]:
+    """Sort key that orders embedded integers numerically (``x_2`` before ``x_10``)."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
+
+
+def to_channels_first_2d(arr: np.ndarray, channels: int | None, path: str | Path) -> np.ndarray:
+    """``H×W`` or ``H×W×C`` → float32 ``C×H×W``.
+
+    ``channels=1`` converts colour to grey (BT.601 luma, alpha dropped); ``channels=3`` gives RGB
+    (grey is replicated, alpha dropped); ``None`` keeps the stored channels (alpha dropped).
+    """
+    a = np.asarray(arr)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3:
+        raise DataError(f"expected a 2D image (H×W or H×W×C), got shape {a.shape}", path)
+    if a.shape[-1] in (2, 4):  # grey+alpha / RGBA: drop alpha
+        a = a[..., :-1]
+    a = a.astype(np.float32)
+    if channels == 1 and a.shape[-1] == 3:
+        a = (a @ _LUMA)[..., None]
+    elif channels == 3 and a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    elif channels is not None and a.shape[-1] != channels:
+        raise DataError(f"cannot convert an image with {a.shape[-1]} channels to {channels}", path)
+    return np.ascontiguousarray(a.transpose(2, 0, 1))
+
+
+def read_mask_2d(path: str | Path) -> np.ndarray:
+    """Read a 2D mask file and binarize it (non-zero on any channel is foreground)."""
+    arr, _, _ = read_image(path)
+    if arr.ndim == 3:
+        arr = arr.max(axis=-1)
+    if arr.ndim != 2:
+        raise DataError(f"expected a 2D mask, got shape {arr.shape}", path)
+    return binarize(arr)
+
+
+def check_same_shape(image_shape: tuple[int, ...], image_path: str | Path,
+                     mask_shape: tuple[int, ...], mask_path: str | Path) -> None:
+    """Raise a :class:`DataError` naming both files when the spatial shapes differ."""
+    if tuple(image_shape) != tuple(mask_shape):
+        raise DataError(
+            f"mask shape {tuple(mask_shape)} ({Path(mask_path).name}) does not match image "
+            f"shape {tuple(image_shape)} ({Path(image_path).name})",
+            mask_path,
+        )
+
+
+def require_dir(path: Path, what: str) -> Path:
+    """``path`` if it is a directory, else a :class:`DataError` naming it."""
+    if not path.is_dir():
+        raise DataError(f"expected the {what} folder here, but it does not exist", path)
+    return path
+
+
+def parse_spacing(value: float | tuple[float, ...] | list[float], ndim: int, where: str) -> tuple[float, ...]:
+    """A scalar or per-axis spacing option → a tuple of ``ndim`` positive floats."""
+    vals = (float(value),) * ndim if np.isscalar(value) else tuple(float(v) for v in value)  # type: ignore[union-attr]
+    if len(vals) != ndim or any(not np.isfinite(v) or v <= 0 for v in vals):
+        raise DataError(f"spacing option must be positive, one value per axis ({ndim}); got {value}", where)
+    return vals
+
+
+def check_finite(arr: np.ndarray, path: str | Path) -> None:
+    """Raise a :class:`DataError` naming ``path`` when ``arr`` holds NaN or inf."""
+    if np.issubdtype(np.asarray(arr).dtype, np.floating) and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise DataError(f"image contains {bad} NaN/inf values", path)

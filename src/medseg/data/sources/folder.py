@@ -1,0 +1,190 @@
+"""Generic image/mask pairs found by glob patterns, 2D or 3D.
+
+``images`` and ``masks`` are glob patterns relative to ``root``. Each file gets a *key*: the text
+matched by the wildcards of the pattern's file-name part (``*_image.nrrd`` on
+``brain1_image.nrrd`` → ``brain1``; ``images/*.png`` on ``images/a.png`` → ``a``), with a
+trailing image extension (``.nii.gz``, ``.png``, ...) and the ``image_suffix`` / ``mask_suffix``
+options (``_mask``) stripped. Images and masks with the same key form a case (the key is the
+case id). An image without a mask, or a mask without an image, is a :class:`DataError` listing
+them; ``masks=None`` reads unlabeled images (no masks).
+
+Formats: PNG/TIFF/GIF/JPEG are 2D (``C×H×W``; ``channels`` 1/3/None = as stored) with spacing
+from the ``spacing`` option (default 1.0 mm, then ``meta["spacing_assumed"] = True``);
+NIfTI/NRRD/MHA are 3D (``C×D×H×W``) with the spacing of the header. Masks are binarized: any
+non-zero label is foreground (multi-label maps such as pyradiomics' 0/1/7/8/9 become 0/1), or
+only ``label`` when that option is set.
+
+Example (``../shared/data/volumes_3d``)::
+
+    build("folder", root=".../volumes_3d", images="*_image.nrrd", masks="*_label.nrrd")
+    build("folder", root=".../volumes_3d", images="prostate_phantom_subvolume.nrrd",
+          masks="prostate_phantom_subvolume-label.nrrd")
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, file_format, read_image, strip_extension
+from medseg.data.sample import Sample
+from medseg.data.sources._common import check_same_shape, natural_key, parse_spacing, to_channels_first_2d
+from medseg.data.sources.base import SOURCES, Source
+from medseg.errors import DataError
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """Glob file-name pattern → regex whose groups are the wildcard matches."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("(.*)")
+        elif c == "?":
+            out.append("(.)")
+        elif c == "[":
+            j = pattern.find("]", i + 1)
+            if j == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : j]
+                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("^" + "".join(out) + "$")
+
+
+def _has_wildcard(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def _key(path: Path, regex: re.Pattern[str], suffix: str) -> str:
+    m = regex.match(path.name)
+    key = "".join(m.groups()) if m and m.groups() else ""
+    if key.lower().endswith(NIFTI_EXTS + ITK_EXTS + IMAGE_2D_EXTS):
+        key = strip_extension(key)
+    if suffix and key.endswith(suffix):
+        key = key[: -len(suffix)]
+    return key
+
+
+@SOURCES.register("folder")
+class FolderSource(Source):
+    """Image/mask pairs matched by glob patterns (PNG/TIFF 2D, NIfTI/NRRD/MHA 3D).
+
+    Options:
+        root: base folder of the patterns.
+        images: glob for images (default ``"images/*.png"``).
+        masks: glob for masks (default ``"masks/*.png"``), or None for unlabeled data.
+        mask_suffix: removed from mask keys (e.g. ``"_mask"``); default ``""``.
+        image_suffix: removed from image keys; default ``""``.
+        spacing: mm per pixel for 2D formats (scalar or per axis); None → 1.0, assumed.
+        channels: 2D only: 1 (grey), 3 (RGB) or None (as stored).
+        label: only this label value is foreground (default: any non-zero).
+        annotator: name of the mask's annotator (default ``"expert"``).
+    """
+
+    annotators = ("expert",)
+
+    def __init__(self, root: str | Path, images: str = "images/*.png", masks: str | None = "masks/*.png",
+                 mask_suffix: str = "", image_suffix: str = "",
+                 spacing: float | tuple[float, ...] | None = None, channels: int | None = None,
+                 label: int | None = None, annotator: str = "expert", target: str | None = None) -> None:
+        super().__init__(root, target or annotator)
+        if self.root is None:
+            raise DataError("the folder source needs a root folder")
+        self.images, self.masks = images, masks
+        self.mask_suffix, self.image_suffix = mask_suffix, image_suffix
+        self.spacing_option = spacing
+        self.channels, self.label, self.annotator = channels, label, annotator
+        self._pairs: dict[str, tuple[Path, Path | None]] | None = None
+
+    def _collect(self, pattern: str, suffix: str) -> dict[str, Path]:
+        assert self.root is not None
+        regex = _pattern_regex(Path(pattern).name)
+        found: dict[str, Path] = {}
+        for p in sorted(self.root.glob(pattern)):
+            if not p.is_file():
+                continue
+            k = _key(p, regex, suffix) or strip_extension(p.name)
+            if k in found:
+                raise DataError(f"files {found[k].name} and {p.name} map to the same case id {k!r}", p.parent)
+            found[k] = p
+        return found
+
+    def pairs(self) -> dict[str, tuple[Path, Path | None]]:
+        """Case id → (image, mask or None)."""
+        if self._pairs is None:
+            imgs = self._collect(self.images, self.image_suffix)
+            if self.masks is None:
+                self._pairs = {k: (p, None) for k, p in imgs.items()}
+                return self._pairs
+            msks = self._collect(self.masks, self.mask_suffix)
+            explicit = not _has_wildcard(self.images) and not _has_wildcard(self.masks)
+            if explicit and len(imgs) == len(msks) == 1:
+                # one file named explicitly on each side: a pair whatever the names
+                msks = {next(iter(imgs)): next(iter(msks.values()))}
+            lone_i = sorted(str(imgs[k]) for k in set(imgs) - set(msks))
+            lone_m = sorted(str(msks[k]) for k in set(msks) - set(imgs))
+            if lone_i or lone_m:
+                parts = []
+                if lone_i:
+                    parts.append(f"images without a mask: {lone_i}")
+                if lone_m:
+                    parts.append(f"masks without an image: {lone_m}")
+                raise DataError("unmatched files (" + "; ".join(parts) + ")", self.root)
+            self._pairs = {k: (imgs[k], msks[k]) for k in imgs}
+        return self._pairs
+
+    def case_ids(self) -> list[str]:
+        """Sorted case ids (the file keys)."""
+        return sorted(self.pairs(), key=natural_key)
+
+    def _read_mask(self, path: Path) -> np.ndarray:
+        arr, _, _ = read_image(path)
+        if file_format(path) == "2d" and arr.ndim == 3:
+            arr = arr.max(axis=-1)
+        fg = arr == self.label if self.label is not None else arr != 0
+        return fg.astype(np.uint8)
+
+    def load_case(self, case_id: str) -> list[Sample]:
+        """The pair as one 2D or 3D sample."""
+        if case_id not in self.pairs():
+            raise DataError(f"unknown case id {case_id!r}", self.root)
+        ip, mp = self.pairs()[case_id]
+        arr, spacing, meta = read_image(ip)
+        meta = dict(meta)
+        if file_format(ip) == "2d":
+            img = to_channels_first_2d(arr, self.channels, ip)
+            spacing = parse_spacing(1.0 if self.spacing_option is None else self.spacing_option, 2, str(ip))
+            meta["spacing_assumed"] = self.spacing_option is None
+        else:
+            nsp = len(spacing or ())
+            if arr.ndim == nsp:
+                img = arr[None]
+            elif arr.ndim == nsp + 1:  # vector image, channels last
+                img = np.moveaxis(arr, -1, 0)
+            else:
+                raise DataError(f"cannot interpret array of shape {arr.shape} with spacing {spacing}", ip)
+            meta["spacing_assumed"] = False
+        masks = {}
+        if mp is not None:
+            m = self._read_mask(mp)
+            check_same_shape(img.shape[1:], ip, m.shape, mp)
+            masks[self.annotator] = m
+            meta["mask_path"] = str(mp)
+        return [
+            Sample(
+                image=img.astype(np.float32),
+                masks=masks,
+                target=self.target,
+                spacing=spacing,  # type: ignore[arg-type]
+                case_id=case_id,
+                source_path=str(ip),
+                meta=meta,
+            )
+        ]

@@ -1,0 +1,1 @@
+"""Engine: wires data, models, losses, optimizers and metrics into train / evaluate / predict."""

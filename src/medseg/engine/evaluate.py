@@ -1,0 +1,269 @@
+"""Evaluation: per-case and per-patient metric tables in mm, and a summary.
+
+Two entry points:
+
+* :func:`evaluate_model` scores a model on samples (3D volumes are predicted slice by slice and
+  scored both per slice and as whole volumes at their 3D spacing, which is the per-patient value);
+* :func:`evaluate_files` scores predictions made by any tool against ground-truth files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.progress import track
+
+from medseg.config import EvalConfig
+from medseg.data.io import read_image
+from medseg.data.sample import Sample, binarize
+from medseg.engine.predict import predict_probabilities
+from medseg.errors import DataError
+from medseg.metrics import compute_segmentation_metrics, summarize
+
+SUMMARY_METRICS = ("dice", "iou", "sensitivity", "specificity", "hd_mm", "hd95_mm", "assd_mm", "nsd")
+
+
+@dataclass
+class EvaluationResult:
+    per_case: pd.DataFrame  # level == "slice" / "image"
+    per_patient: pd.DataFrame  # level == "patient"
+    summary: dict[str, Any]
+
+    def table(self) -> pd.DataFrame:
+        """Both levels in one frame, as written to ``metrics.csv``."""
+        return pd.concat([self.per_patient, self.per_case], ignore_index=True)
+
+
+def _metric_row(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], cfg: EvalConfig) -> dict[str, Any]:
+    return compute_segmentation_metrics(
+        pred.astype(bool), gt.astype(bool), tuple(spacing),
+        hd95_mode=cfg.hd95_mode, nsd_tolerance_mm=cfg.nsd_tolerance_mm,
+    )
+
+
+def summarize_table(table: pd.DataFrame) -> dict[str, Any]:
+    """Mean, median, std and bootstrap 95% CI per metric, plus the empty-mask counts."""
+    out: dict[str, Any] = {"n": len(table)}
+    for metric in SUMMARY_METRICS:
+        if metric in table:
+            out[metric] = summarize(table[metric].to_numpy(dtype=float))
+    for flag in ("empty_gt", "empty_pred"):
+        if flag in table:
+            out[f"n_{flag}"] = int(table[flag].sum())
+    return out
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    samples: Sequence[Sample],
+    image_size: Sequence[int],
+    intensity: str,
+    cfg: EvalConfig,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[EvaluationResult, dict[str, np.ndarray]]:
+    """Score ``model`` on ``samples``; also returns the predicted masks by sample key."""
+    if not samples:
+        raise DataError("nothing to evaluate: the evaluation set is empty")
+    case_rows: list[dict[str, Any]] = []
+    patient_rows: list[dict[str, Any]] = []
+    predictions: dict[str, np.ndarray] = {}
+    iterator = track(samples, description="evaluating") if progress else samples
+    for sample in iterator:
+        probs = predict_probabilities(model, sample, image_size, intensity, device)
+        pred = probs >= cfg.threshold
+        gt = sample.target_mask.astype(bool)
+        key = sample.case_id if sample.slice_index is None else f"{sample.case_id}#{sample.slice_index}"
+        predictions[key] = pred.astype(np.uint8)
+        if sample.ndim == 3:
+            for z in range(gt.shape[0]):
+                case_rows.append({"level": "slice", "case": f"{sample.case_id}_{z:03d}", "patient": sample.case_id,
+                                  "slice_index": z, **_metric_row(pred[z], gt[z], sample.spacing[1:], cfg)})
+            patient_rows.append({"level": "patient", "case": sample.case_id, "patient": sample.case_id,
+                                 "slice_index": -1, **_metric_row(pred, gt, sample.spacing, cfg)})
+        else:
+            case_rows.append({"level": "image", "case": key, "patient": sample.case_id,
+                              "slice_index": -1 if sample.slice_index is None else sample.slice_index,
+                              **_metric_row(pred, gt, sample.spacing, cfg)})
+    per_case = pd.DataFrame(case_rows)
+    if patient_rows:
+        per_patient = pd.DataFrame(patient_rows)
+    else:  # 2D sources: a patient's value is the mean over that patient's images
+        numeric = [c for c in per_case.columns if c in SUMMARY_METRICS]
+        grouped = per_case.groupby("patient", sort=True)
+        per_patient = grouped[numeric].mean().reset_index()
+        per_patient["empty_gt"] = grouped["empty_gt"].all().to_numpy()
+        per_patient["empty_pred"] = grouped["empty_pred"].all().to_numpy()
+        per_patient.insert(0, "level", "patient")
+        per_patient.insert(1, "case", per_patient["patient"])
+        per_patient["slice_index"] = -1
+    summary = {
+        "per_patient": summarize_table(per_patient),
+        "per_case": summarize_table(per_case),
+        "hd95_mode": cfg.hd95_mode,
+        "nsd_tolerance_mm": cfg.nsd_tolerance_mm,
+        "threshold": cfg.threshold,
+    }
+    return EvaluationResult(per_case, per_patient, summary), predictions
+
+
+def write_evaluation(result: EvaluationResult, out_dir: str | Path) -> tuple[Path, Path]:
+    """``metrics.csv`` (both levels, column ``level``) and ``summary.json``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "metrics.csv"
+    result.table().to_csv(csv_path, index=False, float_format="%.6f")
+    json_path = out / "summary.json"
+    json_path.write_text(json.dumps(result.summary, indent=2, default=_json_default))
+    return csv_path, json_path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.bool_):
+        return bool(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# --- scoring predictions made by any tool ---------------------------------------------------------
+
+_EXTENSIONS = re.compile(r"(\.nii\.gz|\.nii|\.nrrd|\.nhdr|\.mha|\.mhd|\.png|\.tiff?|\.gif|\.jpe?g|\.bmp)$", re.I)
+
+
+def case_name(path: Path) -> str:
+    """File name without its (possibly double) image extension."""
+    return _EXTENSIONS.sub("", path.name)
+
+
+def _collect(path: Path) -> dict[str, Path]:
+    if path.is_file():
+        return {case_name(path): path}
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and _EXTENSIONS.search(p.name))
+        return {case_name(p): p for p in files}
+    raise DataError("prediction/ground-truth path not found", path)
+
+
+def match_files(pred: str | Path, gt: str | Path) -> list[tuple[str, Path | None, Path]]:
+    """Pair prediction and ground-truth files by case name (a single pair of files is always paired).
+
+    A ground truth without prediction is kept with ``None`` (scored as an empty prediction and
+    flagged ``missing_pred``); a prediction without ground truth is an error.
+    """
+    pred, gt = Path(pred), Path(gt)
+    if pred.is_file() and gt.is_file():
+        return [(case_name(gt), pred, gt)]
+    preds, gts = _collect(pred), _collect(gt)
+    if not gts:
+        raise DataError("no ground-truth files found", gt)
+    extra = sorted(set(preds) - set(gts))
+    if extra:
+        raise DataError(f"predictions without a ground truth of the same name: {extra[:10]}", pred)
+    return [(name, preds.get(name), gts[name]) for name in sorted(gts)]
+
+
+def evaluate_files(
+    pred: str | Path,
+    gt: str | Path,
+    cfg: EvalConfig,
+    spacing: Sequence[float] | None = None,
+    console: Console | None = None,
+) -> EvaluationResult:
+    """Score prediction files against ground-truth files (NIfTI/NRRD spacing from the header).
+
+    2D formats carry no spacing: pass ``spacing`` (mm); without it they are an error, never a
+    silent 1 mm. A label image is binarised as non-zero = foreground.
+    """
+    rows = []
+    for name, pred_path, gt_path in match_files(pred, gt):
+        gt_array, gt_spacing, _ = read_image(gt_path)
+        gt_mask = binarize(_as_label(gt_array, gt_path))
+        missing = pred_path is None
+        if missing:
+            pred_mask = np.zeros_like(gt_mask)
+        else:
+            pred_array, _, _ = read_image(pred_path)
+            pred_mask = binarize(_as_label(pred_array, pred_path))
+        if pred_mask.shape != gt_mask.shape:
+            raise DataError(f"prediction shape {pred_mask.shape} != ground-truth shape {gt_mask.shape} "
+                            f"({gt_path})", pred_path)
+        use_spacing = tuple(spacing) if spacing is not None else gt_spacing
+        if use_spacing is None:
+            raise DataError("the file carries no spacing; pass --spacing (mm per axis)", gt_path)
+        if len(use_spacing) != gt_mask.ndim:
+            raise DataError(f"spacing {tuple(use_spacing)} does not match a {gt_mask.ndim}D mask", gt_path)
+        row = {"case": name, **_metric_row(pred_mask, gt_mask, use_spacing, cfg), "missing_pred": missing}
+        row["pred_path"] = "" if pred_path is None else str(pred_path)
+        row["gt_path"] = str(gt_path)
+        rows.append(row)
+    per_case = pd.DataFrame(rows)
+    summary = {"per_case": summarize_table(per_case), "n_missing_pred": int(per_case["missing_pred"].sum()),
+               "hd95_mode": cfg.hd95_mode, "nsd_tolerance_mm": cfg.nsd_tolerance_mm}
+    return EvaluationResult(per_case=per_case, per_patient=per_case.iloc[0:0], summary=summary)
+
+
+def _as_label(array: np.ndarray, path: Path) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] in (3, 4) and array.shape[0] > 4:
+        return array[..., 0]  # an RGB(A) PNG mask: any channel carries the label
+    return array
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    split: str = "test",
+    device: str = "auto",
+    eval_cfg: EvalConfig | None = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Evaluate a training checkpoint on the ``test`` source of its config (or its ``val`` split).
+
+    Writes ``metrics.csv``, ``summary.json`` and ``overlays.png`` into ``out_dir``.
+    """
+    from medseg.data.loading import load_splits
+    from medseg.engine.predict import load_model, resolve_device
+
+    torch_device = resolve_device(device)
+    model, cfg = load_model(checkpoint, torch_device)
+    eval_cfg = eval_cfg or cfg.eval
+    splits = load_splits(cfg.data)
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got '{split}'")
+    samples = splits.test if split == "test" else splits.val
+    if not samples:
+        raise DataError(f"the config defines no '{split}' data (set data.test_source)", checkpoint)
+    result, predictions = evaluate_model(
+        model, samples, cfg.data.image_size, cfg.data.intensity, eval_cfg, torch_device, progress
+    )
+    write_evaluation(result, out_dir)
+    save_overlays_for(samples, predictions, Path(out_dir) / "overlays.png", eval_cfg.n_overlays)
+    return result
+
+
+def save_overlays_for(samples: Sequence[Sample], predictions: dict[str, np.ndarray], path: Path,
+                      n_overlays: int) -> Path:
+    """Overlay grid of the slice with the largest GT area of each case (up to ``n_overlays``)."""
+    from medseg.report.figures import OverlayPanel, save_overlay_grid
+
+    panels = []
+    for sample in samples[:n_overlays]:
+        key = sample.case_id if sample.slice_index is None else f"{sample.case_id}#{sample.slice_index}"
+        pred, gt = predictions[key], sample.target_mask
+        if sample.ndim == 3:
+            z = int(np.argmax(gt.reshape(gt.shape[0], -1).sum(1)))
+            panels.append(OverlayPanel(sample.image[:, z], gt[z], pred[z], sample.spacing[1:],
+                                       f"{sample.case_id} slice {z}"))
+        else:
+            panels.append(OverlayPanel(sample.image, gt, pred, sample.spacing, key))
+    return save_overlay_grid(panels, path)

@@ -1,0 +1,188 @@
+"""Inference: a model applied to samples or files, with masks written in the input's geometry."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medseg import models
+from medseg.config import Config, config_from_dict
+from medseg.data.io import read_image, write_image, write_volume
+from medseg.data.sample import Sample
+from medseg.data.transforms import preprocess_transform
+from medseg.engine.checkpoint import load_checkpoint
+from medseg.errors import DataError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model_from_config(cfg: Config, spatial_dims: int = 2) -> torch.nn.Module:
+    return models.build(
+        cfg.model.name,
+        in_channels=cfg.data.in_channels,
+        out_channels=1,
+        spatial_dims=spatial_dims,
+        **cfg.model.options,
+    )
+
+
+def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Config]:
+    """Rebuild the model from the config stored in a medseg checkpoint and load its weights."""
+    state = load_checkpoint(checkpoint)
+    cfg = config_from_dict(state["config"])
+    model = build_model_from_config(cfg)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: torch.nn.Module,
+    sample: Sample,
+    image_size: Sequence[int],
+    intensity: str,
+    device: torch.device,
+    batch_size: int = 16,
+) -> np.ndarray:
+    """Foreground probability at the sample's own spatial shape (3D volumes go slice by slice).
+
+    Each slice gets the same preprocessing as in training (normalise, resize to ``image_size``);
+    the probabilities are resized back bilinearly, so metrics are computed at the original
+    resolution and spacing.
+    """
+    model.eval()
+    slices = sample.slices() if sample.ndim == 3 else [sample]
+    preprocess = preprocess_transform([], image_size, intensity)
+    inputs = torch.stack([torch.as_tensor(np.asarray(preprocess({"image": s.image})["image"])) for s in slices])
+    out_shape = slices[0].spatial_shape
+    probs = []
+    for start in range(0, len(inputs), batch_size):
+        chunk = inputs[start : start + batch_size].to(device=device, dtype=torch.float32)
+        logits = model(chunk)
+        if isinstance(logits, (list, tuple)):
+            logits = logits[0]
+        prob = torch.sigmoid(logits.float())
+        prob = F.interpolate(prob, size=out_shape, mode="bilinear", align_corners=False)
+        probs.append(prob[:, 0].cpu().numpy())
+    stacked = np.concatenate(probs, axis=0)
+    return stacked if sample.ndim == 3 else stacked[0]
+
+
+def image_to_channels_first(array: np.ndarray, in_channels: int, path: str | Path, is_volume: bool) -> np.ndarray:
+    """Arrange a file's array as ``C×spatial`` with ``in_channels`` channels (RGB → grey if 1)."""
+    array = np.asarray(array, dtype=np.float32)
+    if is_volume:
+        if array.ndim != 3:
+            raise DataError(f"expected a 3D volume, got shape {array.shape}", path)
+        image = array[None]
+    elif array.ndim == 2:
+        image = array[None]
+    elif array.ndim == 3 and array.shape[-1] in (3, 4):
+        image = np.moveaxis(array[..., :3], -1, 0)
+    else:
+        raise DataError(f"cannot interpret image of shape {array.shape}", path)
+    if image.shape[0] == in_channels:
+        return image
+    if in_channels == 1 and image.shape[0] == 3:
+        return image.mean(axis=0, keepdims=True)
+    if in_channels == 3 and image.shape[0] == 1:
+        return np.repeat(image, 3, axis=0)
+    raise DataError(f"image has {image.shape[0]} channels, the model expects {in_channels}", path)
+
+
+@dataclass
+class PredictedFile:
+    input: Path
+    mask: Path
+    probabilities: Path | None
+    overlay: Path | None
+
+
+def _is_volume_path(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd"))
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff", ".jpg", ".gif"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
+
+
+def predict_files(
+    checkpoint: str | Path,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    save_probabilities: bool = False,
+    save_overlays: bool = False,
+    device: str = "auto",
+    threshold: float | None = None,
+) -> list[PredictedFile]:
+    """Segment image files or volumes; masks keep the input geometry (NIfTI affine preserved)."""
+    from medseg.report.figures import save_overlay  # figures import matplotlib; keep it lazy
+
+    torch_device = resolve_device(device)
+    model, cfg = load_model(checkpoint, torch_device)
+    thr = cfg.eval.threshold if threshold is None else threshold
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = _expand_inputs(inputs)
+    if not paths:
+        raise DataError("no input images found", ", ".join(str(p) for p in inputs))
+    results = []
+    for path in paths:
+        array, spacing, meta = read_image(path)
+        volume = _is_volume_path(path)
+        image = image_to_channels_first(array, cfg.data.in_channels, path, volume)
+        spatial = image.shape[1:]
+        spacing = tuple(spacing) if spacing is not None else (1.0,) * len(spatial)
+        sample = Sample(image=image, masks={}, target="expert", spacing=spacing, case_id=_stem(path), source_path=str(path))
+        probs = predict_probabilities(model, sample, cfg.data.image_size, cfg.data.intensity, torch_device)
+        mask = (probs >= thr).astype(np.uint8)
+        stem = _stem(path)
+        prob_path = overlay_path = None
+        if volume:
+            mask_path = out / f"{stem}_mask{path.name[len(stem):]}"
+            write_volume(mask_path, mask, meta)
+            if save_probabilities:
+                prob_path = out / f"{stem}_prob{path.name[len(stem):]}"
+                write_volume(prob_path, probs.astype(np.float32), meta)
+        else:
+            mask_path = out / f"{stem}_mask.png"
+            write_image(mask_path, mask * 255)
+            if save_probabilities:
+                prob_path = out / f"{stem}_prob.npy"
+                np.save(prob_path, probs.astype(np.float32))
+        if save_overlays:
+            overlay_path = out / f"{stem}_overlay.png"
+            save_overlay(image, None, mask, overlay_path, spacing=spacing, title=stem)
+        results.append(PredictedFile(path, mask_path, prob_path, overlay_path))
+    return results
+
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".gif", ".nii", ".nii.gz", ".nrrd", ".mha")
+
+
+def _expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)))
+        elif path.exists():
+            paths.append(path)
+        else:
+            raise DataError("input file not found", path)
+    return paths

@@ -1,0 +1,351 @@
+"""Training: config → data, model, loss, optimizer → epochs with validation and checkpoints.
+
+Each epoch re-seeds the shuffling, the augmentation and torch's global generator from
+``seed + epoch``, and ``last.pt`` is written atomically after every finished epoch, so a run
+killed mid-epoch resumes from its last finished epoch and then continues exactly as an
+uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader
+
+from medseg import losses, optim
+from medseg.config import Config, config_from_dict, save_config
+from medseg.data.dataset import SegmentationDataset
+from medseg.data.loading import load_splits
+from medseg.data.transforms import augment_transform
+from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from medseg.engine.predict import build_model_from_config, resolve_device
+from medseg.errors import ConfigError
+
+HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_time_s", "elapsed_s")
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_dice: float = float("-inf")
+    best_epoch: int = -1
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.output_dir / "best.pt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.output_dir / "last.pt"
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _collate_masks_first(outputs: Any) -> torch.Tensor:
+    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
+
+def _volume_dice_update(stats: dict[str, list[float]], logits: torch.Tensor, batch: dict[str, Any]) -> None:
+    pred = (logits > 0).float()
+    target = batch["target"].to(pred.device)
+    inter = (pred * target).flatten(1).sum(1)
+    total = pred.flatten(1).sum(1) + target.flatten(1).sum(1)
+    for case_id, i, t in zip(batch["case_id"], inter.tolist(), total.tolist(), strict=True):
+        acc = stats.setdefault(case_id, [0.0, 0.0])
+        acc[0] += i
+        acc[1] += t
+
+
+def _mean_case_dice(stats: dict[str, list[float]]) -> float:
+    # Empty-mask policy: a case with no foreground in GT and prediction scores Dice 1.
+    scores = [1.0 if total == 0 else 2.0 * inter / total for inter, total in stats.values()]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+class _Progress:
+    """Rich progress bar that can be switched off (tests, CI logs)."""
+
+    def __init__(self, enabled: bool, console: Console) -> None:
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not enabled,
+            transient=True,
+        )
+
+    def __enter__(self) -> Progress:
+        self.progress.__enter__()
+        return self.progress
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+
+def train(
+    cfg: Config,
+    resume: bool = False,
+    console: Console | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train ``cfg`` into ``cfg.output_dir``; ``resume=True`` continues from ``last.pt``.
+
+    ``on_step(epoch, step)`` is called after every optimiser step (used by tests to interrupt a
+    run mid-epoch).
+    """
+    console = console or Console()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tcfg = cfg.train
+    if tcfg.epochs < 1:
+        raise ConfigError(f"train.epochs must be ≥ 1, got {tcfg.epochs}")
+    seed_everything(tcfg.seed, tcfg.deterministic)
+    device = resolve_device(tcfg.device)
+
+    resume_state = None
+    if resume:
+        last = out / "last.pt"
+        if not last.is_file():
+            raise ConfigError(f"{last}: nothing to resume (no last.pt in {out})")
+        resume_state = load_checkpoint(last)
+        stored = config_from_dict(resume_state["config"])
+        stored.train.epochs = tcfg.epochs  # allow extending a finished run
+        cfg = stored
+        cfg.output_dir = str(out)
+        tcfg = cfg.train
+
+    splits = load_splits(cfg.data)
+    spatial_dims = 2
+    train_set = SegmentationDataset(
+        splits.train,
+        cfg.data.image_size,
+        cfg.data.in_channels,
+        cfg.data.intensity,
+    )
+    # The augmentation needs the annotator keys, which the dataset finds while loading.
+    train_set.augment = augment_transform(train_set.annotators, spatial_dims, cfg.augment)
+    val_set = SegmentationDataset(
+        splits.val, cfg.data.image_size, cfg.data.in_channels, cfg.data.intensity, annotators=train_set.annotators
+    )
+    console.print(
+        f"[bold]medseg train[/]: {len(splits.train_cases)} train cases ({len(train_set)} slices), "
+        f"{len(splits.val_cases)} validation cases ({len(val_set)} slices), device {device}"
+    )
+
+    model = build_model_from_config(cfg, spatial_dims).to(device)
+    loss_fn = losses.build(cfg.loss.name, **cfg.loss.options)
+    ds_loss: torch.nn.Module | None = None
+    optimizer = optim.build(
+        cfg.optim.name, params=model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+        **cfg.optim.options,
+    )
+    batch_size = min(tcfg.batch_size, len(train_set))
+    scheduler = optim.build_scheduler(
+        cfg.optim.scheduler, optimizer, total_steps=tcfg.epochs * steps_per_epoch(len(train_set), batch_size), **cfg.optim.scheduler_options
+    )
+    use_amp = tcfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    result = TrainResult(output_dir=out)
+    start_epoch = 0
+    elapsed_before = 0.0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        scaler.load_state_dict(resume_state["scaler"])
+        start_epoch = int(resume_state["epoch"])
+        result.history = list(resume_state["history"])
+        result.best_dice = float(resume_state["best_dice"])
+        result.best_epoch = int(resume_state["best_epoch"])
+        elapsed_before = float(result.history[-1]["elapsed_s"]) if result.history else 0.0
+        console.print(f"resuming from {out / 'last.pt'} after epoch {start_epoch}")
+    save_config(cfg, out / "config.yaml")
+
+    writer = None
+    if tcfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tensorboard"))
+
+    run_start = time.perf_counter()
+    for epoch in range(start_epoch, tcfg.epochs):
+        epoch_start = time.perf_counter()
+        epoch_seed = tcfg.seed + epoch
+        train_set.set_epoch_seed(epoch_seed)
+        torch.manual_seed(epoch_seed)
+        loader = DataLoader(
+            train_set,
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=tcfg.num_workers,
+            generator=torch.Generator().manual_seed(epoch_seed),
+        )
+        model.train()
+        running = 0.0
+        with _Progress(tcfg.progress, console) as progress:
+            task = progress.add_task(f"epoch {epoch + 1}/{tcfg.epochs}", total=len(loader), info="")
+            for step, batch in enumerate(loader):
+                image = batch["image"].to(device)
+                target = batch["target"].to(device)
+                batch = {**batch, "image": image, "target": target,
+                         "masks": {k: v.to(device) for k, v in batch["masks"].items()}}
+                with torch.autocast(device.type, enabled=use_amp):
+                    outputs = model(image)
+                    if isinstance(outputs, (list, tuple)):
+                        if ds_loss is None:
+                            ds_loss = losses.DeepSupervisionLoss(loss_fn, cfg.loss.deep_supervision_weights)
+                        loss = ds_loss(outputs, target, batch)
+                    else:
+                        loss = loss_fn(outputs, target, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
+                        "lower optim.lr or check the data"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if tcfg.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                running += loss.item()
+                progress.update(task, advance=1, info=f"loss {running / (step + 1):.4f}")
+                if on_step is not None:
+                    on_step(epoch, step)
+        train_loss = running / max(1, len(loader))
+        val_loss, val_dice = validate(model, val_set, loss_fn, device, batch_size)
+        epoch_time = time.perf_counter() - epoch_start
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_dice": val_dice,
+            "lr": optimizer.param_groups[0]["lr"],
+            "epoch_time_s": epoch_time,
+            "elapsed_s": elapsed_before + time.perf_counter() - run_start,
+        }
+        result.history.append(record)
+        improved = val_dice > result.best_dice
+        if improved:
+            result.best_dice, result.best_epoch = val_dice, epoch + 1
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "epoch": epoch + 1,
+            "history": result.history,
+            "best_dice": result.best_dice,
+            "best_epoch": result.best_epoch,
+            "config": cfg.to_dict(),
+            "annotators": train_set.annotators,
+        }
+        if improved:
+            save_checkpoint(state, out / "best.pt")
+        save_checkpoint(state, out / "last.pt")
+        _write_history(result.history, out / "history.csv")
+        if writer is not None:
+            for key in ("train_loss", "val_loss", "val_dice", "lr", "epoch_time_s"):
+                writer.add_scalar(key, record[key], epoch + 1)
+            _log_overlay(writer, model, val_set, device, epoch + 1)
+        console.print(
+            f"epoch {epoch + 1:3d}/{tcfg.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+            f"val Dice {val_dice:.4f}{' *' if improved else ''}  {epoch_time:.1f}s"
+        )
+        if tcfg.max_time_minutes is not None and record["elapsed_s"] > 60 * tcfg.max_time_minutes:
+            console.print(f"time budget of {tcfg.max_time_minutes} min reached after epoch {epoch + 1}")
+            break
+    if writer is not None:
+        writer.close()
+    return result
+
+
+@torch.no_grad()
+def validate(
+    model: torch.nn.Module,
+    dataset: SegmentationDataset,
+    loss_fn: torch.nn.Module,
+    device: torch.device,
+    batch_size: int,
+) -> tuple[float, float]:
+    """Mean validation loss, and the mean per-case (per-volume) Dice at the network resolution."""
+    if len(dataset) == 0:
+        return float("nan"), float("nan")
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    total, n = 0.0, 0
+    stats: dict[str, list[float]] = {}
+    for batch in loader:
+        image = batch["image"].to(device)
+        target = batch["target"].to(device)
+        batch = {**batch, "image": image, "target": target,
+                 "masks": {k: v.to(device) for k, v in batch["masks"].items()}}
+        logits = _collate_masks_first(model(image)).float()
+        total += loss_fn(logits, target, batch).item() * image.shape[0]
+        n += image.shape[0]
+        _volume_dice_update(stats, logits, batch)
+    return total / max(1, n), _mean_case_dice(stats)
+
+
+def _write_history(history: list[dict[str, float]], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: row[k] for k in HISTORY_FIELDS})
+    tmp.replace(path)
+
+
+@torch.no_grad()
+def _log_overlay(writer: Any, model: torch.nn.Module, dataset: SegmentationDataset, device: torch.device,
+                 step: int, n: int = 4) -> None:
+    """TensorBoard image: image grey, GT in green, prediction in red, for the first ``n`` slices."""
+    if len(dataset) == 0:
+        return
+    idx = np.linspace(0, len(dataset) - 1, min(n, len(dataset))).astype(int)
+    items = [dataset[int(i)] for i in idx]
+    image = torch.stack([it["image"] for it in items]).to(device)
+    pred = (_collate_masks_first(model(image)) > 0).float().cpu()
+    grey = image[:, :1].cpu()
+    grey = (grey - grey.amin(dim=(2, 3), keepdim=True)) / (
+        grey.amax(dim=(2, 3), keepdim=True) - grey.amin(dim=(2, 3), keepdim=True) + 1e-8
+    )
+    target = torch.stack([it["target"] for it in items])
+    rgb = grey.repeat(1, 3, 1, 1) * 0.7
+    rgb[:, 1:2] += 0.3 * target
+    rgb[:, 0:1] += 0.3 * pred
+    writer.add_images("val/overlay_gt_green_pred_red", rgb.clamp(0, 1), step)
+
+
+def steps_per_epoch(n_items: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch (the loader drops the last incomplete batch)."""
+    return max(1, math.floor(n_items / max(1, batch_size)))

@@ -1,0 +1,11 @@
+"""Segmentation models, built by name: ``medseg.models.build("unet", in_channels=1, out_channels=1)``.
+
+Every model returns logits; a deep-supervision model returns ``[main, aux...]`` in training mode.
+Importing this package imports each architecture module so that it registers itself.
+"""
+
+from medseg.models import monai_unet, unet  # noqa: F401  (registration side effect)
+from medseg.models.registry import MODELS, available, build, describe
+from medseg.models.unet import UNet
+
+__all__ = ["MODELS", "UNet", "available", "build", "describe"]

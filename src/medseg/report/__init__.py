@@ -1,0 +1,1 @@
+"""Reports: figures (curves, overlays) built from the engine's tables."""

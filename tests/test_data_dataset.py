@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from medseg.data.dataset import SegmentationDataset, common_annotators, expand_to_slices
+from medseg.data.sample import Sample
+from medseg.errors import DataError
+
+
+def _volume(case: str, channels: int = 1) -> Sample:
+    image = np.random.default_rng(0).normal(size=(channels, 3, 24, 20)).astype(np.float32)
+    expert = np.zeros((3, 24, 20), np.uint8)
+    expert[:, 6:18, 5:15] = 1
+    other = expert.copy()
+    other[:, 6:8] = 0
+    return Sample(image, {"expert": expert, "non_expert": other}, "expert", (2.0, 0.5, 0.5), case)
+
+
+def test_expand_and_annotators() -> None:
+    slices = expand_to_slices([_volume("a"), _volume("b")])
+    assert len(slices) == 6 and slices[0].ndim == 2
+    assert common_annotators(slices) == ["expert", "non_expert"]
+    with pytest.raises(DataError, match="empty"):
+        common_annotators([])
+
+
+def test_items_and_batches() -> None:
+    ds = SegmentationDataset([_volume("a")], (16, 16), in_channels=1)
+    item = ds[0]
+    assert item["image"].shape == (1, 16, 16)
+    assert item["target"].shape == (1, 16, 16)
+    assert set(item["masks"]) == {"expert", "non_expert"}
+    # resizing 24x20 → 16x16 changes the pixel spacing accordingly
+    torch.testing.assert_close(item["spacing"], torch.tensor([0.5 * 24 / 16, 0.5 * 20 / 16]))
+    batch = next(iter(DataLoader(ds, batch_size=3)))
+    assert batch["image"].shape == (3, 1, 16, 16)
+    assert batch["masks"]["non_expert"].shape == (3, 1, 16, 16)
+    assert batch["case_id"] == ["a", "a", "a"]
+    assert batch["slice_index"].tolist() == [0, 1, 2]
+
+
+def test_wrong_channel_count_names_the_case() -> None:
+    with pytest.raises(DataError, match="3 channel"):
+        SegmentationDataset([_volume("rgbcase", channels=3)], (16, 16), in_channels=1)
