@@ -51,13 +51,18 @@ def _blob(
     amp: float,
 ) -> np.ndarray:
     """Ellipsoid (in mm) whose normalised radius is modulated by a smooth random field."""
-    grids = np.meshgrid(*[np.arange(s, dtype=np.float32) * sp for s, sp in zip(shape, spacing, strict=True)],
-                        indexing="ij", sparse=True)
+    grids = np.meshgrid(
+        *[np.arange(s, dtype=np.float32) * sp for s, sp in zip(shape, spacing, strict=True)],
+        indexing="ij",
+        sparse=True,
+    )
     rho2 = sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre_mm, radii_mm, strict=True))
     return rho2 < (1.0 + amp * _smooth_field(rng, shape, 6)) ** 2
 
 
-def make_pair(rng: np.random.Generator, shape: tuple[int, ...], spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+def make_pair(
+    rng: np.random.Generator, shape: tuple[int, ...], spacing: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """One realistic (pred, gt) pair: gt blob, pred = perturbed gt (+ occasionally a false positive)."""
     extent = np.asarray(shape) * np.asarray(spacing)
     if len(shape) == 3:
@@ -97,16 +102,24 @@ def _timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
-def run(pairs: list[tuple[np.ndarray, np.ndarray]], spacing: tuple[float, ...], skip_medpy: bool) -> dict[str, float]:
+def run(
+    pairs: list[tuple[np.ndarray, np.ndarray]], spacing: tuple[float, ...], skip_medpy: bool
+) -> dict[str, float]:
     """Seconds per pair of each method and max |Δ| against the references."""
     t = {"pooled": 0.0, "max": 0.0, "monai": 0.0, "medpy": 0.0}
     d = {"pooled_vs_medpy": 0.0, "max_vs_monai": 0.0, "nsd_pooled": 0.0, "nsd_max": 0.0}
     for pred, gt in pairs:
-        dt, m_pool = _timed(lambda p=pred, g=gt: compute_segmentation_metrics(
-            p, g, spacing, hd95_mode="pooled", nsd_tolerance_mm=NSD_TOL_MM))
+        dt, m_pool = _timed(
+            lambda p=pred, g=gt: compute_segmentation_metrics(
+                p, g, spacing, hd95_mode="pooled", nsd_tolerance_mm=NSD_TOL_MM
+            )
+        )
         t["pooled"] += dt
-        dt, m_max = _timed(lambda p=pred, g=gt: compute_segmentation_metrics(
-            p, g, spacing, hd95_mode="max", nsd_tolerance_mm=NSD_TOL_MM))
+        dt, m_max = _timed(
+            lambda p=pred, g=gt: compute_segmentation_metrics(
+                p, g, spacing, hd95_mode="max", nsd_tolerance_mm=NSD_TOL_MM
+            )
+        )
         t["max"] += dt
         dt, (hd_monai, nsd_monai) = _timed(lambda p=pred, g=gt: _monai_hd95_nsd(p, g, spacing))
         t["monai"] += dt
@@ -146,20 +159,32 @@ def main() -> None:
     r2 = run(pairs2, SPACING_2D, args.no_medpy)
     r3 = run(pairs3, SPACING_3D, args.no_medpy)
 
-    print(f"\n{args.n2d} 2D pairs 256x256 @ {SPACING_2D} mm; {args.n3d} 3D pairs {'x'.join(map(str, shape3))} "
-          f"@ {SPACING_3D} mm, mean gt foreground {fg3:.0f} voxels; NSD tolerance {NSD_TOL_MM} mm\n")
-    print("| method | 2D ms/pair | 3D s/pair | speed-up vs MONAI (2D / 3D) | max abs Δ HD95 (mm) | max abs Δ NSD |")
+    print(
+        f"\n{args.n2d} 2D pairs 256x256 @ {SPACING_2D} mm; {args.n3d} 3D pairs {'x'.join(map(str, shape3))} "
+        f"@ {SPACING_3D} mm, mean gt foreground {fg3:.0f} voxels; NSD tolerance {NSD_TOL_MM} mm\n"
+    )
+    print(
+        "| method | 2D ms/pair | 3D s/pair | speed-up vs MONAI (2D / 3D) "
+        "| max abs Δ HD95 (mm) | max abs Δ NSD |"
+    )
     print("|---|---|---|---|---|---|")
 
     def row(name: str, key: str, dhd: str, dnsd: str) -> None:
         su = f"{r2['monai'] / r2[key]:.1f}× / {r3['monai'] / r3[key]:.1f}×"
         print(f"| {name} | {1e3 * r2[key]:.2f} | {r3[key]:.3f} | {su} | {dhd} | {dnsd} |")
 
-    row("medseg, hd95_mode=pooled (all metrics)", "pooled",
+    row(
+        "medseg, hd95_mode=pooled (all metrics)",
+        "pooled",
         f"{max(r2['pooled_vs_medpy'], r3['pooled_vs_medpy']):.2e} vs medpy" if not args.no_medpy else "n/a",
-        f"{max(r2['nsd_pooled'], r3['nsd_pooled']):.2e}")
-    row("medseg, hd95_mode=max (all metrics)", "max", f"{max(r2['max_vs_monai'], r3['max_vs_monai']):.2e} vs MONAI",
-        f"{max(r2['nsd_max'], r3['nsd_max']):.2e}")
+        f"{max(r2['nsd_pooled'], r3['nsd_pooled']):.2e}",
+    )
+    row(
+        "medseg, hd95_mode=max (all metrics)",
+        "max",
+        f"{max(r2['max_vs_monai'], r3['max_vs_monai']):.2e} vs MONAI",
+        f"{max(r2['nsd_max'], r3['nsd_max']):.2e}",
+    )
     row("MONAI hausdorff(95) + surface_dice", "monai", "reference (max)", "reference")
     if not args.no_medpy:
         row("medpy hd95 (no NSD)", "medpy", "reference (pooled)", "n/a")

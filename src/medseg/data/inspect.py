@@ -143,7 +143,7 @@ def render_inspect(report: InspectReport) -> Table:
     for col, just in [("case", "left"), ("samples", "right"), ("slices", "right"), ("size", "right"),
                       ("spacing (mm)", "right"), ("fg %", "right"), ("annotators", "left"),
                       ("agreement (Dice)", "left")]:
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+        table.add_column(col, justify=just, no_wrap=col == "case")  # type: ignore[arg-type]
     for r in report.rows:
         table.add_row(
             r.case_id,

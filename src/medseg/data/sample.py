@@ -48,6 +48,8 @@ class Sample:
         self.image = np.asarray(self.image, dtype=np.float32)
         self.spacing = tuple(float(s) for s in self.spacing)
         self.validate()
+        # bool / integer / float {0,1} masks are stored as uint8 (validate checked the values)
+        self.masks = {k: m if m.dtype == np.uint8 else m.astype(np.uint8) for k, m in self.masks.items()}
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -82,6 +84,13 @@ class Sample:
         if any(not np.isfinite(s) or s <= 0 for s in self.spacing):
             raise DataError(f"spacing must be positive and finite, got {self.spacing}", where)
         for name, mask in self.masks.items():
+            mask = np.asarray(mask)
+            if mask.size and np.any((mask != 0) & (mask != 1)):
+                raise DataError(
+                    f"mask '{name}' must be binary {{0, 1}} (values {np.unique(mask)[:6].tolist()}...); "
+                    "binarize label maps first",
+                    where,
+                )
             if mask.shape != self.spatial_shape:
                 raise DataError(
                     f"mask '{name}' has shape {mask.shape} but the image has spatial shape "
@@ -119,7 +128,7 @@ class Sample:
 
 def binarize(mask: np.ndarray) -> np.ndarray:
     """Any label image → uint8 {0,1} (non-zero is foreground)."""
-    return (np.asarray(mask) > 0).astype(np.uint8)
+    return (np.asarray(mask) != 0).astype(np.uint8)
 
 
 def stack_slices(slices: Sequence[Sample], slice_thickness: float | None = None) -> Sample:

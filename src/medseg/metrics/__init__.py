@@ -1,5 +1,12 @@
 """Segmentation metrics in millimetres (see ``functional`` for definitions and the empty-mask policy)."""
 
+from medseg.metrics.aggregate import (
+    metrics_per_volume,
+    per_case_table,
+    per_patient_table,
+    summarize,
+    summary_table,
+)
 from medseg.metrics.functional import (
     assd,
     compute_segmentation_metrics,
@@ -20,8 +27,13 @@ __all__ = [
     "hausdorff_distance",
     "image_diagonal_mm",
     "iou",
+    "metrics_per_volume",
     "nsd",
+    "per_case_table",
+    "per_patient_table",
     "sensitivity",
     "specificity",
+    "summarize",
+    "summary_table",
     "surface_distances",
 ]

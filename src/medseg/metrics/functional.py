@@ -27,8 +27,9 @@ Hausdorff definitions (``hausdorff_distance``)
   ``compute_hausdorff_distance(percentile=95, directed=False)``.
 Percentiles use linear interpolation (``numpy.percentile`` default, same as ``torch.quantile``).
 
-ASSD is medpy's ``assd``: the mean of the two directed mean surface distances,
-``(mean(d_pred_to_gt) + mean(d_gt_to_pred)) / 2`` (not the mean of the pooled set).
+ASSD is medpy's ``assd`` (medpy 0.5, installed here): the mean of both directed distance sets
+concatenated, ``mean(concat(d_pred_to_gt, d_gt_to_pred))``. medpy <= 0.4 used the mean of the two
+directed means, ``(mean(d_pred_to_gt) + mean(d_gt_to_pred)) / 2``; ``assd(..., mode="mean")`` gives it.
 
 NSD (normalized surface Dice) is MONAI's ``compute_surface_dice`` with ``use_subvoxels=False``:
 ``(#{d_pred_to_gt <= tol} + #{d_gt_to_pred <= tol}) / (n_pred_surface + n_gt_surface)``.
@@ -77,6 +78,7 @@ __all__ = [
 ]
 
 HDMode = Literal["pooled", "max"]
+ASSDMode = Literal["pooled", "mean"]
 
 
 # --------------------------------------------------------------------------- validation
@@ -292,7 +294,9 @@ def _check_percentile(percentile: float | None) -> None:
         raise ValueError(f"percentile must be in [0, 100] or None, got {percentile!r}")
 
 
-def _hd_from(d_pg: NDArray[np.float64], d_gp: NDArray[np.float64], percentile: float | None, mode: str) -> float:
+def _hd_from(
+    d_pg: NDArray[np.float64], d_gp: NDArray[np.float64], percentile: float | None, mode: str
+) -> float:
     """Hausdorff distance from two non-empty directed distance sets (see module docstring)."""
     if percentile is None:
         return float(max(d_pg.max(), d_gp.max()))
@@ -302,14 +306,23 @@ def _hd_from(d_pg: NDArray[np.float64], d_gp: NDArray[np.float64], percentile: f
     return float(max(np.percentile(d_pg, percentile), np.percentile(d_gp, percentile)))
 
 
-def _assd_from(d_pg: NDArray[np.float64], d_gp: NDArray[np.float64]) -> float:
-    # medpy.metric.binary.assd: mean((asd(result, reference), asd(reference, result)))
+def _assd_from(d_pg: NDArray[np.float64], d_gp: NDArray[np.float64], mode: str = "pooled") -> float:
+    if mode == "pooled":  # medpy>=0.5 assd: numpy.concatenate([sd1, sd2]).mean()
+        return float((d_pg.sum() + d_gp.sum()) / (d_pg.size + d_gp.size))
+    # medpy<=0.4 assd: mean((asd(result, reference), asd(reference, result)))
     return float((d_pg.mean() + d_gp.mean()) / 2.0)
+
+
+# Distances are products of float spacings: a lattice distance equal to the tolerance (e.g. 2 x 0.7 mm
+# vs 1.4 mm) may come out 1 ulp above it. Such ties count as within tolerance (MONAI compares float32
+# values, which absorbs them too).
+_TIE_RTOL = 1e-9
 
 
 def _nsd_from(d_pg: NDArray[np.float64], d_gp: NDArray[np.float64], tolerance_mm: float) -> float:
     # MONAI compute_surface_dice(use_subvoxels=False): boundary_correct / boundary_complete
-    correct = np.count_nonzero(d_pg <= tolerance_mm) + np.count_nonzero(d_gp <= tolerance_mm)
+    tol = tolerance_mm * (1.0 + _TIE_RTOL)
+    correct = np.count_nonzero(d_pg <= tol) + np.count_nonzero(d_gp <= tol)
     return float(correct / (d_pg.size + d_gp.size))
 
 
@@ -342,18 +355,25 @@ def hausdorff_distance(
     return _hd_from(d_pg, d_gp, percentile, mode)
 
 
-def assd(pred: ArrayLike, gt: ArrayLike, spacing: Sequence[float]) -> float:
-    """Average symmetric surface distance in mm, medpy's definition.
+def assd(pred: ArrayLike, gt: ArrayLike, spacing: Sequence[float], mode: ASSDMode = "pooled") -> float:
+    """Average symmetric surface distance in mm.
 
-    ``(mean(d_pred_to_gt) + mean(d_gt_to_pred)) / 2`` — the mean of the two directed mean distances.
+    ``mode="pooled"`` (default, used by ``compute_segmentation_metrics``): the mean of both directed
+    distance sets concatenated, ``mean(concat(d_pred_to_gt, d_gt_to_pred))`` = medpy 0.5 ``assd``.
+    ``mode="mean"``: the mean of the two directed means, ``(mean(d_pred_to_gt) + mean(d_gt_to_pred)) / 2``
+    = medpy <= 0.4 ``assd``. They differ when the two surfaces have different voxel counts.
     Both masks empty → 0.0; exactly one empty → the image diagonal in mm.
     """
+    if mode not in ("pooled", "mean"):
+        raise ValueError(
+            f"mode must be 'pooled' (medpy 0.5) or 'mean' (mean of directed means), got {mode!r}"
+        )
     p, g = _check_pair(pred, gt)
     sp = _check_spacing(spacing, p.ndim)
     ep, eg = _emptiness(p, g)
     if ep or eg:
         return 0.0 if ep and eg else image_diagonal_mm(p.shape, sp)
-    return _assd_from(*surface_distances(p, g, sp))
+    return _assd_from(*surface_distances(p, g, sp), mode)
 
 
 def nsd(pred: ArrayLike, gt: ArrayLike, spacing: Sequence[float], tolerance_mm: float = 1.0) -> float:

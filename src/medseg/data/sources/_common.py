@@ -44,8 +44,18 @@ def to_channels_first_2d(arr: np.ndarray, channels: int | None, path: str | Path
 
 
 def read_mask_2d(path: str | Path) -> np.ndarray:
-    """Read a 2D mask file and binarize it (non-zero on any channel is foreground)."""
-    arr, _, _ = read_image(path)
+    """Read a 2D mask file and binarize it.
+
+    Non-zero on any channel is foreground. Palette images are resolved through their palette
+    first (an index says nothing by itself: Pillow may store white as index 0), and a palette
+    colour brighter than mid-grey is foreground (DRIVE ``2nd_manual``: index 0 = (4, 2, 4),
+    index 1 = (252, 254, 252)).
+    """
+    arr, _, meta = read_image(path)
+    if meta.get("palette"):
+        pal = np.asarray(meta["palette"], dtype=np.float32)
+        pal = np.pad(pal, (0, max(0, 768 - pal.size)))[:768].reshape(256, 3)
+        return ((pal @ _LUMA)[arr] > 127.5).astype(np.uint8)
     if arr.ndim == 3:
         arr = arr.max(axis=-1)
     if arr.ndim != 2:

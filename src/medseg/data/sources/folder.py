@@ -30,7 +30,13 @@ import numpy as np
 
 from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, file_format, read_image, strip_extension
 from medseg.data.sample import Sample
-from medseg.data.sources._common import check_same_shape, natural_key, parse_spacing, to_channels_first_2d
+from medseg.data.sources._common import (
+    check_same_shape,
+    natural_key,
+    parse_spacing,
+    read_mask_2d,
+    to_channels_first_2d,
+)
 from medseg.data.sources.base import SOURCES, Source
 from medseg.errors import DataError
 
@@ -145,6 +151,8 @@ class FolderSource(Source):
         return sorted(self.pairs(), key=natural_key)
 
     def _read_mask(self, path: Path) -> np.ndarray:
+        if self.label is None and file_format(path) == "2d":
+            return read_mask_2d(path)
         arr, _, _ = read_image(path)
         if file_format(path) == "2d" and arr.ndim == 3:
             arr = arr.max(axis=-1)
