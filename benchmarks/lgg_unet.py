@@ -36,26 +36,29 @@ MODELS = {
 
 def run(model_name: str, args: argparse.Namespace, console: Console) -> dict:
     out = Path(args.out) / model_name
-    cfg = load_config(None, [
-        "data.source=lgg",
-        f"data.options={{root: '{args.root}'}}",
-        "data.in_channels=3",
-        f"data.image_size=[{args.size}, {args.size}]",
-        "data.split.val_fraction=0.2",
-        f"data.split.seed={args.seed}",
-        f"model.name={model_name}",
-        f"model.options={json.dumps(MODELS[model_name])}",
-        "loss.name=dice",
-        "optim.name=adam",
-        f"optim.lr={args.lr}",
-        "optim.weight_decay=0",
-        "optim.scheduler=constant",
-        f"train.epochs={args.max_epochs}",
-        f"train.batch_size={args.batch_size}",
-        f"train.max_time_minutes={args.minutes}",
-        f"train.seed={args.seed}",
-        f"train.progress={str(not args.no_progress).lower()}",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "data.source=lgg",
+            f"data.options={{root: '{args.root}'}}",
+            "data.in_channels=3",
+            f"data.image_size=[{args.size}, {args.size}]",
+            "data.split.val_fraction=0.2",
+            f"data.split.seed={args.seed}",
+            f"model.name={model_name}",
+            f"model.options={json.dumps(MODELS[model_name])}",
+            "loss.name=dice",
+            "optim.name=adam",
+            f"optim.lr={args.lr}",
+            "optim.weight_decay=0",
+            "optim.scheduler=constant",
+            f"train.epochs={args.max_epochs}",
+            f"train.batch_size={args.batch_size}",
+            f"train.max_time_minutes={args.minutes}",
+            f"train.seed={args.seed}",
+            f"train.progress={str(not args.no_progress).lower()}",
+        ],
+    )
     cfg.output_dir = str(out)
     start = time.perf_counter()
     result = train(cfg, console=console)
@@ -63,8 +66,9 @@ def run(model_name: str, args: argparse.Namespace, console: Console) -> dict:
     device = resolve_device("auto")
     model, cfg = load_model(result.best_checkpoint, device)
     splits = load_splits(cfg.data)
-    evaluation, _ = evaluate_model(model, splits.val, cfg.data.image_size, cfg.data.intensity, cfg.eval, device,
-                                   progress=False)
+    evaluation, _ = evaluate_model(
+        model, splits.val, cfg.data.image_size, cfg.data.intensity, cfg.eval, device, progress=False
+    )
     write_evaluation(evaluation, out)
     patients = evaluation.summary["per_patient"]
     n_params = sum(p.numel() for p in model.parameters())
@@ -83,7 +87,9 @@ def run(model_name: str, args: argparse.Namespace, console: Console) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", default=str(DEFAULT_ROOT))
     parser.add_argument("--out", default="runs/bench_lgg")
     parser.add_argument("--minutes", type=float, default=15.0, help="training time budget per model")
@@ -99,15 +105,21 @@ def main() -> None:
         raise SystemExit(f"{args.root}: LGG kaggle_3m folder not found (pass --root)")
     console = Console()
     rows = [run(name, args, console) for name in args.models.split(",")]
-    header = ("| model | params (M) | epochs in budget | best epoch | train time (min) | DSC mean | DSC median "
-              "| HD95 mean (mm) | HD95 median (mm) |")
+    header = (
+        "| model | params (M) | epochs in budget | best epoch | train time (min) | DSC mean | DSC median "
+        "| HD95 mean (mm) | HD95 median (mm) |"
+    )
     lines = [header, "|" + "---|" * 9]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['params_M']:.2f} | {r['epochs']} | {r['best_epoch']} | "
-                     f"{r['train_min']:.1f} | {r['dsc_mean']:.4f} | {r['dsc_median']:.4f} | "
-                     f"{r['hd95_mean']:.2f} | {r['hd95_median']:.2f} |")
-    print(f"\nLGG, {rows[0]['val_cases']} validation patients, {args.size}², per-volume metrics, "
-          f"{args.minutes} min CPU budget per model, Dice loss, Adam {args.lr}:\n")
+        lines.append(
+            f"| {r['model']} | {r['params_M']:.2f} | {r['epochs']} | {r['best_epoch']} | "
+            f"{r['train_min']:.1f} | {r['dsc_mean']:.4f} | {r['dsc_median']:.4f} | "
+            f"{r['hd95_mean']:.2f} | {r['hd95_median']:.2f} |"
+        )
+    print(
+        f"\nLGG, {rows[0]['val_cases']} validation patients, {args.size}², per-volume metrics, "
+        f"{args.minutes} min CPU budget per model, Dice loss, Adam {args.lr}:\n"
+    )
     print("\n".join(lines))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "table.md").write_text("\n".join(lines) + "\n")

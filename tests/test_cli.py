@@ -10,8 +10,15 @@ runner = CliRunner()
 
 
 def test_help_on_every_command() -> None:
-    for args in (["--help"], ["train", "--help"], ["evaluate", "--help"], ["predict", "--help"],
-                 ["demo", "--help"], ["data", "--help"], ["data", "inspect", "--help"]):
+    for args in (
+        ["--help"],
+        ["train", "--help"],
+        ["evaluate", "--help"],
+        ["predict", "--help"],
+        ["demo", "--help"],
+        ["data", "--help"],
+        ["data", "inspect", "--help"],
+    ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
 
@@ -27,22 +34,41 @@ def test_phantom_inspect_train_predict(tmp_path: Path) -> None:
     root = tmp_path / "microus"
     result = runner.invoke(app, ["data", "phantom", "--out", str(root), "--n-train", "3", "--n-test", "1"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (root / "train" / "micro_ultrasound_scans").iterdir())[0] == "microUS_train_01.nii.gz"
+    assert (
+        sorted(p.name for p in (root / "train" / "micro_ultrasound_scans").iterdir())[0]
+        == "microUS_train_01.nii.gz"
+    )
     result = runner.invoke(app, ["data", "inspect", "--source", "microus", "--root", str(root)])
     assert result.exit_code == 0, result.output
     assert "train_01" in result.output
     run = tmp_path / "run"
-    result = runner.invoke(app, [
-        "train", "--out", str(run), "--no-progress",
-        "--set", f"data.options={{root: '{root}', subset: train}}", "--set", "data.source=microus",
-        "--set", "data.image_size=[32, 32]", "--set", "model.options={features: [4, 8]}",
-        "--set", "train.epochs=1", "--set", "train.tensorboard=false",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--out",
+            str(run),
+            "--no-progress",
+            "--set",
+            f"data.options={{root: '{root}', subset: train}}",
+            "--set",
+            "data.source=microus",
+            "--set",
+            "data.image_size=[32, 32]",
+            "--set",
+            "model.options={features: [4, 8]}",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.tensorboard=false",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (run / "best.pt").is_file() and (run / "curves.png").is_file()
     scan = root / "test" / "micro_ultrasound_scans" / "microUS_test_01.nii.gz"
-    result = runner.invoke(app, ["predict", str(run / "best.pt"), str(scan), "--out", str(tmp_path / "pred"),
-                                 "--device", "cpu"])
+    result = runner.invoke(
+        app, ["predict", str(run / "best.pt"), str(scan), "--out", str(tmp_path / "pred"), "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "pred" / "microUS_test_01_mask.nii.gz").is_file()
 
@@ -52,8 +78,20 @@ def test_evaluate_pred_gt(tmp_path: Path) -> None:
     mask[2:8, 2:8] = 255
     Image.fromarray(mask).save(tmp_path / "p.png")
     Image.fromarray(mask).save(tmp_path / "g.png")
-    result = runner.invoke(app, ["evaluate", "--pred", str(tmp_path / "p.png"), "--gt", str(tmp_path / "g.png"),
-                                 "--spacing", "0.5,0.5", "--out", str(tmp_path / "ev")])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--pred",
+            str(tmp_path / "p.png"),
+            "--gt",
+            str(tmp_path / "g.png"),
+            "--spacing",
+            "0.5,0.5",
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Dice 1.0000" in result.output
     assert (tmp_path / "ev" / "metrics.csv").is_file()

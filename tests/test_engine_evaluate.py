@@ -92,8 +92,9 @@ def test_evaluate_model_per_slice_and_per_patient() -> None:
     gt = np.zeros((3, 16, 16), np.uint8)
     gt[1, 4:12, 4:12] = 1
     volume = Sample(np.random.rand(1, 3, 16, 16), {"expert": gt}, "expert", (2.0, 0.5, 0.5), "pat")
-    result, predictions = evaluate_model(model, [volume], (16, 16), "zscore", EvalConfig(),
-                                         torch.device("cpu"), progress=False)
+    result, predictions = evaluate_model(
+        model, [volume], (16, 16), "zscore", EvalConfig(), torch.device("cpu"), progress=False
+    )
     assert len(result.per_case) == 3 and len(result.per_patient) == 1
     assert result.per_case["empty_gt"].sum() == 2
     assert predictions["pat"].shape == gt.shape

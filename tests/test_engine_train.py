@@ -78,8 +78,9 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_deep_supervision_model_trains(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path / "ds", "model.options={features: [4, 8, 16], deep_supervision: true}",
-                      "train.epochs=1")
+    cfg = tiny_config(
+        tmp_path / "ds", "model.options={features: [4, 8, 16], deep_supervision: true}", "train.epochs=1"
+    )
     result = train(cfg)
     assert len(result.history) == 1
 

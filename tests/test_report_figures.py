@@ -8,7 +8,9 @@ from medseg.report.figures import OverlayPanel, save_overlay, save_overlay_grid,
 
 
 def test_training_curves(tmp_path: Path) -> None:
-    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_dice": 0.5 + e / 10} for e in (1, 2, 3)]
+    history = [
+        {"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_dice": 0.5 + e / 10} for e in (1, 2, 3)
+    ]
     path = save_training_curves(history, tmp_path / "curves.png")
     assert Image.open(path).size[0] > 500
     with pytest.raises(ValueError):

@@ -30,7 +30,9 @@ def _parse_options(options: list[str] | None) -> dict:
 
 @app.command()
 def train(
-    config: Annotated[Path | None, typer.Argument(help="YAML config (defaults: the phantom demo recipe)")] = None,
+    config: Annotated[
+        Path | None, typer.Argument(help="YAML config (defaults: the phantom demo recipe)")
+    ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. train.epochs=5")] = None,
     out: Annotated[Path | None, typer.Option(help="output directory (overrides output_dir)")] = None,
     resume: Annotated[bool, typer.Option(help="continue from OUT/last.pt")] = False,
@@ -50,15 +52,18 @@ def train(
         save_training_curves(result.history, result.output_dir / "curves.png")
     except MedsegError as exc:
         _fail(exc)
-    console.print(f"best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch}; "
-                  f"checkpoints in {result.output_dir}")
+    console.print(
+        f"best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch}; "
+        f"checkpoints in {result.output_dir}"
+    )
 
 
 @app.command()
 def evaluate(
     checkpoint: Annotated[Path | None, typer.Argument(help="medseg checkpoint to evaluate")] = None,
     out: Annotated[Path, typer.Option(help="output directory for metrics.csv and summary.json")] = Path(
-        "runs/evaluation"),
+        "runs/evaluation"
+    ),
     split: Annotated[str, typer.Option(help="with a checkpoint: 'test' or 'val'")] = "test",
     pred: Annotated[Path | None, typer.Option(help="prediction file or folder (any tool)")] = None,
     gt: Annotated[Path | None, typer.Option(help="ground-truth file or folder, matched by name")] = None,
@@ -83,9 +88,11 @@ def evaluate(
             result = evaluate_files(pred, gt, cfg, spacing_mm)
             csv_path, _ = write_evaluation(result, out)
             summary = result.summary["per_case"]
-            console.print(f"{summary['n']} cases: Dice {summary['dice']['mean']:.4f} (median "
-                          f"{summary['dice']['median']:.4f}), HD95 {summary['hd95_mm']['mean']:.2f} mm; "
-                          f"wrote {csv_path}")
+            console.print(
+                f"{summary['n']} cases: Dice {summary['dice']['mean']:.4f} (median "
+                f"{summary['dice']['median']:.4f}), HD95 {summary['hd95_mm']['mean']:.2f} mm; "
+                f"wrote {csv_path}"
+            )
             return
         if checkpoint is None:
             _fail(ValueError("give a CHECKPOINT, or --pred and --gt"))
@@ -129,7 +136,9 @@ def demo(
     from medseg.engine.demo import run_demo
 
     try:
-        run_demo(out, n_train=n_train, n_test=n_test, epochs=epochs, seed=seed, progress=progress, console=console)
+        run_demo(
+            out, n_train=n_train, n_test=n_test, epochs=epochs, seed=seed, progress=progress, console=console
+        )
     except MedsegError as exc:
         _fail(exc)
 
@@ -180,7 +189,9 @@ def data_sources() -> None:
 def data_inspect(
     source: Annotated[str, typer.Option(help="registered source name (medseg data sources)")],
     root: Annotated[Path | None, typer.Option(help="data root in the source's published layout")] = None,
-    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="source option key=value")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="source option key=value")
+    ] = None,
 ) -> None:
     """Cases, slices, sizes, spacing, mask coverage and annotator agreement of a data source."""
     from medseg.data.inspect import inspect_source, render_inspect

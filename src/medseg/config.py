@@ -82,7 +82,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 12
+    epochs: int = 20
     batch_size: int = 16
     num_workers: int = 0
     seed: int = 0
@@ -125,9 +125,7 @@ def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(
-            f"unknown key(s) {unknown} in {where or 'config'}; valid keys: {sorted(known)}"
-        )
+        raise ConfigError(f"unknown key(s) {unknown} in {where or 'config'}; valid keys: {sorted(known)}")
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
         sub = known[name].default_factory if known[name].default_factory is not dataclasses.MISSING else None

@@ -55,7 +55,9 @@ def run_demo(
     )
     write_evaluation(evaluation, out)
     save_overlays_for(test, predictions, out / "overlay.png", cfg.eval.n_overlays)
-    console.print(results_table(evaluation, title=f"demo: {len(test)} test patients (best epoch {result.best_epoch})"))
+    console.print(
+        results_table(evaluation, title=f"demo: {len(test)} test patients (best epoch {result.best_epoch})")
+    )
     console.print(f"wrote {out}/metrics.csv, summary.json, curves.png, overlay.png, best.pt, last.pt")
     return evaluation
 
@@ -67,12 +69,21 @@ def results_table(evaluation: EvaluationResult, title: str = "per-patient result
         table.add_column(column, justify="right" if column != "patient" else "left")
     frame = evaluation.per_patient
     for _, row in frame.iterrows():
-        table.add_row(str(row["case"]), f"{row['dice']:.4f}", f"{row['iou']:.4f}", f"{row['hd95_mm']:.2f}",
-                      f"{row['assd_mm']:.2f}", f"{row['nsd']:.4f}")
+        table.add_row(
+            str(row["case"]),
+            f"{row['dice']:.4f}",
+            f"{row['iou']:.4f}",
+            f"{row['hd95_mm']:.2f}",
+            f"{row['assd_mm']:.2f}",
+            f"{row['nsd']:.4f}",
+        )
     stats = evaluation.summary["per_patient"]
     for label, key in (("mean", "mean"), ("median", "median")):
-        table.add_row(f"[bold]{label}", *(
-            f"{stats[m][key]:.4f}" if m in ("dice", "iou", "nsd") else f"{stats[m][key]:.2f}"
-            for m in ("dice", "iou", "hd95_mm", "assd_mm", "nsd")
-        ))
+        table.add_row(
+            f"[bold]{label}",
+            *(
+                f"{stats[m][key]:.4f}" if m in ("dice", "iou", "nsd") else f"{stats[m][key]:.2f}"
+                for m in ("dice", "iou", "hd95_mm", "assd_mm", "nsd")
+            ),
+        )
     return table

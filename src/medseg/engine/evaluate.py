@@ -43,10 +43,15 @@ class EvaluationResult:
         return pd.concat([self.per_patient, self.per_case], ignore_index=True)
 
 
-def _metric_row(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], cfg: EvalConfig) -> dict[str, Any]:
+def _metric_row(
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], cfg: EvalConfig
+) -> dict[str, Any]:
     return compute_segmentation_metrics(
-        pred.astype(bool), gt.astype(bool), tuple(spacing),
-        hd95_mode=cfg.hd95_mode, nsd_tolerance_mm=cfg.nsd_tolerance_mm,
+        pred.astype(bool),
+        gt.astype(bool),
+        tuple(spacing),
+        hd95_mode=cfg.hd95_mode,
+        nsd_tolerance_mm=cfg.nsd_tolerance_mm,
     )
 
 
@@ -86,14 +91,34 @@ def evaluate_model(
         predictions[key] = pred.astype(np.uint8)
         if sample.ndim == 3:
             for z in range(gt.shape[0]):
-                case_rows.append({"level": "slice", "case": f"{sample.case_id}_{z:03d}", "patient": sample.case_id,
-                                  "slice_index": z, **_metric_row(pred[z], gt[z], sample.spacing[1:], cfg)})
-            patient_rows.append({"level": "patient", "case": sample.case_id, "patient": sample.case_id,
-                                 "slice_index": -1, **_metric_row(pred, gt, sample.spacing, cfg)})
+                case_rows.append(
+                    {
+                        "level": "slice",
+                        "case": f"{sample.case_id}_{z:03d}",
+                        "patient": sample.case_id,
+                        "slice_index": z,
+                        **_metric_row(pred[z], gt[z], sample.spacing[1:], cfg),
+                    }
+                )
+            patient_rows.append(
+                {
+                    "level": "patient",
+                    "case": sample.case_id,
+                    "patient": sample.case_id,
+                    "slice_index": -1,
+                    **_metric_row(pred, gt, sample.spacing, cfg),
+                }
+            )
         else:
-            case_rows.append({"level": "image", "case": key, "patient": sample.case_id,
-                              "slice_index": -1 if sample.slice_index is None else sample.slice_index,
-                              **_metric_row(pred, gt, sample.spacing, cfg)})
+            case_rows.append(
+                {
+                    "level": "image",
+                    "case": key,
+                    "patient": sample.case_id,
+                    "slice_index": -1 if sample.slice_index is None else sample.slice_index,
+                    **_metric_row(pred, gt, sample.spacing, cfg),
+                }
+            )
     per_case = pd.DataFrame(case_rows)
     if patient_rows:
         per_patient = pd.DataFrame(patient_rows)
@@ -137,7 +162,9 @@ def _json_default(value: Any) -> Any:
 
 # --- scoring predictions made by any tool ---------------------------------------------------------
 
-_EXTENSIONS = re.compile(r"(\.nii\.gz|\.nii|\.nrrd|\.nhdr|\.mha|\.mhd|\.png|\.tiff?|\.gif|\.jpe?g|\.bmp)$", re.I)
+_EXTENSIONS = re.compile(
+    r"(\.nii\.gz|\.nii|\.nrrd|\.nhdr|\.mha|\.mhd|\.png|\.tiff?|\.gif|\.jpe?g|\.bmp)$", re.I
+)
 
 
 def case_name(path: Path) -> str:
@@ -195,8 +222,10 @@ def evaluate_files(
             pred_array, _, _ = read_image(pred_path)
             pred_mask = binarize(_as_label(pred_array, pred_path))
         if pred_mask.shape != gt_mask.shape:
-            raise DataError(f"prediction shape {pred_mask.shape} != ground-truth shape {gt_mask.shape} "
-                            f"({gt_path})", pred_path)
+            raise DataError(
+                f"prediction shape {pred_mask.shape} != ground-truth shape {gt_mask.shape} ({gt_path})",
+                pred_path,
+            )
         use_spacing = tuple(spacing) if spacing is not None else gt_spacing
         if use_spacing is None:
             raise DataError("the file carries no spacing; pass --spacing (mm per axis)", gt_path)
@@ -207,8 +236,12 @@ def evaluate_files(
         row["gt_path"] = str(gt_path)
         rows.append(row)
     per_case = pd.DataFrame(rows)
-    summary = {"per_case": summarize_table(per_case), "n_missing_pred": int(per_case["missing_pred"].sum()),
-               "hd95_mode": cfg.hd95_mode, "nsd_tolerance_mm": cfg.nsd_tolerance_mm}
+    summary = {
+        "per_case": summarize_table(per_case),
+        "n_missing_pred": int(per_case["missing_pred"].sum()),
+        "hd95_mode": cfg.hd95_mode,
+        "nsd_tolerance_mm": cfg.nsd_tolerance_mm,
+    }
     return EvaluationResult(per_case=per_case, per_patient=per_case.iloc[0:0], summary=summary)
 
 
@@ -251,8 +284,9 @@ def evaluate_checkpoint(
     return result
 
 
-def save_overlays_for(samples: Sequence[Sample], predictions: dict[str, np.ndarray], path: Path,
-                      n_overlays: int) -> Path:
+def save_overlays_for(
+    samples: Sequence[Sample], predictions: dict[str, np.ndarray], path: Path, n_overlays: int
+) -> Path:
     """Overlay grid of the slice with the largest GT area of each case (up to ``n_overlays``)."""
     from medseg.report.figures import OverlayPanel, save_overlay_grid
 
@@ -262,8 +296,11 @@ def save_overlays_for(samples: Sequence[Sample], predictions: dict[str, np.ndarr
         pred, gt = predictions[key], sample.target_mask
         if sample.ndim == 3:
             z = int(np.argmax(gt.reshape(gt.shape[0], -1).sum(1)))
-            panels.append(OverlayPanel(sample.image[:, z], gt[z], pred[z], sample.spacing[1:],
-                                       f"{sample.case_id} slice {z}"))
+            panels.append(
+                OverlayPanel(
+                    sample.image[:, z], gt[z], pred[z], sample.spacing[1:], f"{sample.case_id} slice {z}"
+                )
+            )
         else:
             panels.append(OverlayPanel(sample.image, gt, pred, sample.spacing, key))
     return save_overlay_grid(panels, path)

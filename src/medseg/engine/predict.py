@@ -63,7 +63,9 @@ def predict_probabilities(
     model.eval()
     slices = sample.slices() if sample.ndim == 3 else [sample]
     preprocess = preprocess_transform([], image_size, intensity)
-    inputs = torch.stack([torch.as_tensor(np.asarray(preprocess({"image": s.image})["image"])) for s in slices])
+    inputs = torch.stack(
+        [torch.as_tensor(np.asarray(preprocess({"image": s.image})["image"])) for s in slices]
+    )
     out_shape = slices[0].spatial_shape
     probs = []
     for start in range(0, len(inputs), batch_size):
@@ -78,7 +80,9 @@ def predict_probabilities(
     return stacked if sample.ndim == 3 else stacked[0]
 
 
-def image_to_channels_first(array: np.ndarray, in_channels: int, path: str | Path, is_volume: bool) -> np.ndarray:
+def image_to_channels_first(
+    array: np.ndarray, in_channels: int, path: str | Path, is_volume: bool
+) -> np.ndarray:
     """Arrange a file's array as ``C×spatial`` with ``in_channels`` channels (RGB → grey if 1)."""
     array = np.asarray(array, dtype=np.float32)
     if is_volume:
@@ -148,16 +152,23 @@ def predict_files(
         image = image_to_channels_first(array, cfg.data.in_channels, path, volume)
         spatial = image.shape[1:]
         spacing = tuple(spacing) if spacing is not None else (1.0,) * len(spatial)
-        sample = Sample(image=image, masks={}, target="expert", spacing=spacing, case_id=_stem(path), source_path=str(path))
+        sample = Sample(
+            image=image,
+            masks={},
+            target="expert",
+            spacing=spacing,
+            case_id=_stem(path),
+            source_path=str(path),
+        )
         probs = predict_probabilities(model, sample, cfg.data.image_size, cfg.data.intensity, torch_device)
         mask = (probs >= thr).astype(np.uint8)
         stem = _stem(path)
         prob_path = overlay_path = None
         if volume:
-            mask_path = out / f"{stem}_mask{path.name[len(stem):]}"
+            mask_path = out / f"{stem}_mask{path.name[len(stem) :]}"
             write_volume(mask_path, mask, meta)
             if save_probabilities:
-                prob_path = out / f"{stem}_prob{path.name[len(stem):]}"
+                prob_path = out / f"{stem}_prob{path.name[len(stem) :]}"
                 write_volume(prob_path, probs.astype(np.float32), meta)
         else:
             mask_path = out / f"{stem}_mask.png"

@@ -149,7 +149,11 @@ def train(
     # The augmentation needs the annotator keys, which the dataset finds while loading.
     train_set.augment = augment_transform(train_set.annotators, spatial_dims, cfg.augment)
     val_set = SegmentationDataset(
-        splits.val, cfg.data.image_size, cfg.data.in_channels, cfg.data.intensity, annotators=train_set.annotators
+        splits.val,
+        cfg.data.image_size,
+        cfg.data.in_channels,
+        cfg.data.intensity,
+        annotators=train_set.annotators,
     )
     console.print(
         f"[bold]medseg train[/]: {len(splits.train_cases)} train cases ({len(train_set)} slices), "
@@ -160,12 +164,18 @@ def train(
     loss_fn = losses.build(cfg.loss.name, **cfg.loss.options)
     ds_loss: torch.nn.Module | None = None
     optimizer = optim.build(
-        cfg.optim.name, params=model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+        cfg.optim.name,
+        params=model.parameters(),
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
         **cfg.optim.options,
     )
     batch_size = min(tcfg.batch_size, len(train_set))
     scheduler = optim.build_scheduler(
-        cfg.optim.scheduler, optimizer, total_steps=tcfg.epochs * steps_per_epoch(len(train_set), batch_size), **cfg.optim.scheduler_options
+        cfg.optim.scheduler,
+        optimizer,
+        total_steps=tcfg.epochs * steps_per_epoch(len(train_set), batch_size),
+        **cfg.optim.scheduler_options,
     )
     use_amp = tcfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -213,8 +223,12 @@ def train(
             for step, batch in enumerate(loader):
                 image = batch["image"].to(device)
                 target = batch["target"].to(device)
-                batch = {**batch, "image": image, "target": target,
-                         "masks": {k: v.to(device) for k, v in batch["masks"].items()}}
+                batch = {
+                    **batch,
+                    "image": image,
+                    "target": target,
+                    "masks": {k: v.to(device) for k, v in batch["masks"].items()},
+                }
                 with torch.autocast(device.type, enabled=use_amp):
                     outputs = model(image)
                     if isinstance(outputs, (list, tuple)):
@@ -306,8 +320,12 @@ def validate(
     for batch in loader:
         image = batch["image"].to(device)
         target = batch["target"].to(device)
-        batch = {**batch, "image": image, "target": target,
-                 "masks": {k: v.to(device) for k, v in batch["masks"].items()}}
+        batch = {
+            **batch,
+            "image": image,
+            "target": target,
+            "masks": {k: v.to(device) for k, v in batch["masks"].items()},
+        }
         logits = _collate_masks_first(model(image)).float()
         total += loss_fn(logits, target, batch).item() * image.shape[0]
         n += image.shape[0]
@@ -326,8 +344,14 @@ def _write_history(history: list[dict[str, float]], path: Path) -> None:
 
 
 @torch.no_grad()
-def _log_overlay(writer: Any, model: torch.nn.Module, dataset: SegmentationDataset, device: torch.device,
-                 step: int, n: int = 4) -> None:
+def _log_overlay(
+    writer: Any,
+    model: torch.nn.Module,
+    dataset: SegmentationDataset,
+    device: torch.device,
+    step: int,
+    n: int = 4,
+) -> None:
     """TensorBoard image: image grey, GT in green, prediction in red, for the first ``n`` slices."""
     if len(dataset) == 0:
         return

@@ -35,8 +35,14 @@ def save_training_curves(history: Sequence[dict[str, float]], path: str | Path) 
     dice = [h["val_dice"] for h in history]
     ax_dice.plot(epochs, dice, "o-", color="tab:green", label="validation Dice (per case)")
     best = int(np.nanargmax(dice))
-    ax_dice.scatter([epochs[best]], [dice[best]], s=120, facecolors="none", edgecolors="k",
-                    label=f"best {dice[best]:.3f} @ {epochs[best]}")
+    ax_dice.scatter(
+        [epochs[best]],
+        [dice[best]],
+        s=120,
+        facecolors="none",
+        edgecolors="k",
+        label=f"best {dice[best]:.3f} @ {epochs[best]}",
+    )
     ax_dice.set_xlabel("epoch")
     ax_dice.set_ylabel("Dice")
     ax_dice.set_ylim(0, 1)
@@ -78,8 +84,12 @@ def _draw(ax: plt.Axes, panel: OverlayPanel) -> None:
     ax.axis("off")
 
 
-def save_overlay_grid(panels: Sequence[OverlayPanel], path: str | Path, columns: int = 3,
-                      suptitle: str = "ground truth: green, prediction: red") -> Path:
+def save_overlay_grid(
+    panels: Sequence[OverlayPanel],
+    path: str | Path,
+    columns: int = 3,
+    suptitle: str = "ground truth: green, prediction: red",
+) -> Path:
     """A grid of overlays; each panel shows the image with GT (green) and prediction (red) contours."""
     if not panels:
         raise ValueError("no overlay panels to draw")
@@ -98,8 +108,14 @@ def save_overlay_grid(panels: Sequence[OverlayPanel], path: str | Path, columns:
     return path
 
 
-def save_overlay(image: np.ndarray, gt: np.ndarray | None, pred: np.ndarray | None, path: str | Path,
-                 spacing: Sequence[float] = (1.0, 1.0), title: str = "") -> Path:
+def save_overlay(
+    image: np.ndarray,
+    gt: np.ndarray | None,
+    pred: np.ndarray | None,
+    path: str | Path,
+    spacing: Sequence[float] = (1.0, 1.0),
+    title: str = "",
+) -> Path:
     """One overlay; for a volume (``C×D×H×W`` image) the slice with the largest mask is shown."""
     image = np.asarray(image)
     if image.ndim == 4:
