@@ -4,14 +4,17 @@ Usage::
 
     .venv/bin/python benchmarks/metrics_speed.py            # 100 2D pairs of 256^2, 5 3D pairs of 64x256x256
     .venv/bin/python benchmarks/metrics_speed.py --quick    # tiny run (smoke test)
+    .venv/bin/python benchmarks/metrics_speed.py --workers 4  # threads for the multi-thread row
 
 Inputs: perturbed ellipses/ellipsoids (radius modulated by a smooth random field), pred = gt with a
 shifted centre, different radii and a different perturbation field, and sometimes a small spurious
 blob. 3D: spacing (3.0, 0.5, 0.5) mm, ~400k foreground voxels. 2D: spacing (0.8, 0.8) mm.
 
-Timed per pair (single thread each):
-* medseg: ``compute_segmentation_metrics`` (all metrics incl. HD95 and NSD, distances computed once).
-* MONAI:  ``compute_hausdorff_distance(percentile=95)`` + ``compute_surface_dice`` (one-hot tensors).
+Timed per pair (single thread each, except the one medseg row marked with its thread count):
+* medseg: ``compute_segmentation_metrics`` (all metrics incl. HD95 and NSD, distances computed once),
+  ``workers=1``; plus one row with ``workers=--workers`` (threads for the KD-tree queries).
+* MONAI:  ``compute_hausdorff_distance(percentile=95)`` + ``compute_surface_dice`` (one-hot tensors,
+  ``torch.set_num_threads(1)``).
 * medpy:  ``hd95`` only (medpy has no NSD).
 Agreement: max |Δ| of HD95 vs the matching reference (pooled vs medpy hd95, max vs MONAI) and of NSD
 vs MONAI.
@@ -103,11 +106,11 @@ def _timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 
 def run(
-    pairs: list[tuple[np.ndarray, np.ndarray]], spacing: tuple[float, ...], skip_medpy: bool
+    pairs: list[tuple[np.ndarray, np.ndarray]], spacing: tuple[float, ...], skip_medpy: bool, workers: int
 ) -> dict[str, float]:
     """Seconds per pair of each method and max |Δ| against the references."""
-    t = {"pooled": 0.0, "max": 0.0, "monai": 0.0, "medpy": 0.0}
-    d = {"pooled_vs_medpy": 0.0, "max_vs_monai": 0.0, "nsd_pooled": 0.0, "nsd_max": 0.0}
+    t = {"pooled": 0.0, "max": 0.0, "threads": 0.0, "monai": 0.0, "medpy": 0.0}
+    d = {"pooled_vs_medpy": 0.0, "max_vs_monai": 0.0, "nsd_pooled": 0.0, "nsd_max": 0.0, "threads_diff": 0.0}
     for pred, gt in pairs:
         dt, m_pool = _timed(
             lambda p=pred, g=gt: compute_segmentation_metrics(
@@ -121,6 +124,14 @@ def run(
             )
         )
         t["max"] += dt
+        dt, m_thr = _timed(
+            lambda p=pred, g=gt: compute_segmentation_metrics(
+                p, g, spacing, hd95_mode="pooled", nsd_tolerance_mm=NSD_TOL_MM, workers=workers
+            )
+        )
+        t["threads"] += dt
+        # multi-threaded queries must give exactly the single-thread values
+        d["threads_diff"] = max(d["threads_diff"], max(abs(m_thr[k] - m_pool[k]) for k in ("hd95_mm", "nsd")))
         dt, (hd_monai, nsd_monai) = _timed(lambda p=pred, g=gt: _monai_hd95_nsd(p, g, spacing))
         t["monai"] += dt
         d["max_vs_monai"] = max(d["max_vs_monai"], abs(m_max["hd95_mm"] - hd_monai))
@@ -142,6 +153,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny run: 5 2D pairs, 1 small 3D pair")
     ap.add_argument("--no-medpy", action="store_true", help="skip medpy (slow in 3D)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2, help="threads for the multi-thread medseg row")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -155,9 +167,9 @@ def main() -> None:
     fg3 = np.mean([g.sum() for _, g in pairs3]) if pairs3 else 0.0
 
     # warm-up (imports, first-call overheads) outside the timings
-    run(pairs2[:1], SPACING_2D, args.no_medpy)
-    r2 = run(pairs2, SPACING_2D, args.no_medpy)
-    r3 = run(pairs3, SPACING_3D, args.no_medpy)
+    run(pairs2[:1], SPACING_2D, args.no_medpy, args.workers)
+    r2 = run(pairs2, SPACING_2D, args.no_medpy, args.workers)
+    r3 = run(pairs3, SPACING_3D, args.no_medpy, args.workers)
 
     print(
         f"\n{args.n2d} 2D pairs 256x256 @ {SPACING_2D} mm; {args.n3d} 3D pairs {'x'.join(map(str, shape3))} "
@@ -174,20 +186,27 @@ def main() -> None:
         print(f"| {name} | {1e3 * r2[key]:.2f} | {r3[key]:.3f} | {su} | {dhd} | {dnsd} |")
 
     row(
-        "medseg, hd95_mode=pooled (all metrics)",
+        "medseg, hd95_mode=pooled (all metrics), 1 thread",
         "pooled",
         f"{max(r2['pooled_vs_medpy'], r3['pooled_vs_medpy']):.2e} vs medpy" if not args.no_medpy else "n/a",
         f"{max(r2['nsd_pooled'], r3['nsd_pooled']):.2e}",
     )
     row(
-        "medseg, hd95_mode=max (all metrics)",
+        "medseg, hd95_mode=max (all metrics), 1 thread",
         "max",
         f"{max(r2['max_vs_monai'], r3['max_vs_monai']):.2e} vs MONAI",
         f"{max(r2['nsd_max'], r3['nsd_max']):.2e}",
     )
-    row("MONAI hausdorff(95) + surface_dice", "monai", "reference (max)", "reference")
+    dthr = f"{max(r2['threads_diff'], r3['threads_diff']):.1e}"
+    row(
+        f"medseg, hd95_mode=pooled (all metrics), workers={args.workers} ({args.workers} threads)",
+        "threads",
+        f"{dthr} vs 1 thread",
+        f"{dthr} vs 1 thread",
+    )
+    row("MONAI hausdorff(95) + surface_dice, 1 thread", "monai", "reference (max)", "reference")
     if not args.no_medpy:
-        row("medpy hd95 (no NSD)", "medpy", "reference (pooled)", "n/a")
+        row("medpy hd95 (no NSD), 1 thread", "medpy", "reference (pooled)", "n/a")
 
 
 if __name__ == "__main__":

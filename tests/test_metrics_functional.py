@@ -387,3 +387,57 @@ def test_nsd_tolerance_tie_on_lattice() -> None:
     pred[7, 5] = True
     assert nsd(pred, gt, (0.7, 1.0), tolerance_mm=1.4) == 1.0
     assert nsd(pred, gt, (0.7, 1.0), tolerance_mm=1.39) == 0.0
+
+
+# ----------------------------------------------------------------------------- threads, random cases
+
+
+@pytest.mark.parametrize("workers", [2, -1])
+def test_workers_give_identical_results(workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Multi-threaded KD-tree queries return bit-identical distances and metrics."""
+    from medseg.metrics import functional
+
+    monkeypatch.setattr(functional, "_MIN_QUERIES_FOR_THREADS", 1)  # thread even the small test cases
+    for pred, gt, sp in ALL_PAIRS:
+        ref = surface_distances(pred, gt, sp)
+        got = surface_distances(pred, gt, sp, workers=workers)
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
+        assert compute_segmentation_metrics(pred, gt, sp, workers=workers) == compute_segmentation_metrics(
+            pred, gt, sp
+        )
+
+
+@pytest.mark.parametrize("workers", [0, -2, 1.5, True, "2"])
+def test_bad_workers(workers: object) -> None:
+    m = np.ones((4, 4), bool)
+    with pytest.raises(ValueError, match="workers"):
+        surface_distances(m, m, (1.0, 1.0), workers=workers)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="workers"):
+        compute_segmentation_metrics(m, m, (1.0, 1.0), workers=workers)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_anisotropic_cases_match_medpy(seed: int) -> None:
+    """Random 2D/3D anisotropic masks, incl. masks touching the image border, tiny masks (1-3 voxels)
+    and a surface entirely on the other one: every directed distance equals medpy's to 1e-9 mm."""
+    rng = np.random.default_rng(100 + seed)
+    ndim = 2 + seed % 2
+    shape = tuple(int(s) for s in rng.integers(5, 18, ndim))
+    sp = tuple(float(s) for s in rng.uniform(0.3, 3.5, ndim))
+    cases = []
+    gt = _blob(rng, shape, 1.5, 0.35)
+    gt[(0,) * ndim] = True  # touches the border
+    cases.append((_blob(rng, shape, 1.5, 0.3) | (rng.random(shape) < 0.02), gt))
+    tiny = np.zeros(shape, bool)
+    tiny[tuple(int(rng.integers(0, s)) for s in shape)] = True
+    tiny[tuple(s - 1 for s in shape)] = True  # far corner
+    cases.append((tiny, gt))
+    cases.append((gt, tiny))
+    full = np.ones(shape, bool)  # every voxel on the image border is surface
+    cases.append((full, gt))
+    cases.append((gt, gt))  # identical: all zero
+    for pred, g in cases:
+        d_pg, d_gp = surface_distances(pred, g, sp)
+        np.testing.assert_allclose(d_pg, _medpy_sds(pred, g, sp), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(d_gp, _medpy_sds(g, pred, sp), rtol=0, atol=1e-9)

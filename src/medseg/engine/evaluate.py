@@ -10,7 +10,6 @@ Two entry points:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from rich.console import Console
 from rich.progress import track
 
 from medseg.config import EvalConfig
-from medseg.data.io import read_image
+from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, file_format, read_image, strip_extension
 from medseg.data.sample import Sample, binarize
 from medseg.engine.predict import predict_probabilities
 from medseg.errors import DataError
@@ -162,21 +161,21 @@ def _json_default(value: Any) -> Any:
 
 # --- scoring predictions made by any tool ---------------------------------------------------------
 
-_EXTENSIONS = re.compile(
-    r"(\.nii\.gz|\.nii|\.nrrd|\.nhdr|\.mha|\.mhd|\.png|\.tiff?|\.gif|\.jpe?g|\.bmp)$", re.I
-)
+_KNOWN_EXTENSIONS = IMAGE_2D_EXTS + NIFTI_EXTS + ITK_EXTS
 
 
 def case_name(path: Path) -> str:
     """File name without its (possibly double) image extension."""
-    return _EXTENSIONS.sub("", path.name)
+    return strip_extension(path.name)
 
 
 def _collect(path: Path) -> dict[str, Path]:
     if path.is_file():
         return {case_name(path): path}
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and _EXTENSIONS.search(p.name))
+        files = sorted(
+            p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(_KNOWN_EXTENSIONS)
+        )
         return {case_name(p): p for p in files}
     raise DataError("prediction/ground-truth path not found", path)
 
@@ -247,8 +246,8 @@ def evaluate_files(
 
 def _as_label(array: np.ndarray, path: Path) -> np.ndarray:
     array = np.asarray(array)
-    if array.ndim == 3 and array.shape[-1] in (3, 4) and array.shape[0] > 4:
-        return array[..., 0]  # an RGB(A) PNG mask: any channel carries the label
+    if file_format(path) == "2d" and array.ndim == 3:
+        return array[..., 0]  # an RGB(A) mask image: any channel carries the label
     return array
 
 

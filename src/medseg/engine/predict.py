@@ -12,7 +12,16 @@ import torch.nn.functional as F
 
 from medseg import models
 from medseg.config import Config, config_from_dict
-from medseg.data.io import read_image, write_image, write_volume
+from medseg.data.io import (
+    IMAGE_2D_EXTS,
+    ITK_EXTS,
+    NIFTI_EXTS,
+    file_format,
+    read_image,
+    strip_extension,
+    write_image,
+    write_volume,
+)
 from medseg.data.sample import Sample
 from medseg.data.transforms import preprocess_transform
 from medseg.engine.checkpoint import load_checkpoint
@@ -112,19 +121,6 @@ class PredictedFile:
     overlay: Path | None
 
 
-def _is_volume_path(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd"))
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for ext in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff", ".jpg", ".gif"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return path.stem
-
-
 def predict_files(
     checkpoint: str | Path,
     inputs: Sequence[str | Path],
@@ -148,7 +144,7 @@ def predict_files(
     results = []
     for path in paths:
         array, spacing, meta = read_image(path)
-        volume = _is_volume_path(path)
+        volume = file_format(path) != "2d"
         image = image_to_channels_first(array, cfg.data.in_channels, path, volume)
         spatial = image.shape[1:]
         spacing = tuple(spacing) if spacing is not None else (1.0,) * len(spatial)
@@ -157,12 +153,12 @@ def predict_files(
             masks={},
             target="expert",
             spacing=spacing,
-            case_id=_stem(path),
+            case_id=strip_extension(path.name),
             source_path=str(path),
         )
         probs = predict_probabilities(model, sample, cfg.data.image_size, cfg.data.intensity, torch_device)
         mask = (probs >= thr).astype(np.uint8)
-        stem = _stem(path)
+        stem = strip_extension(path.name)
         prob_path = overlay_path = None
         if volume:
             mask_path = out / f"{stem}_mask{path.name[len(stem) :]}"
@@ -183,7 +179,7 @@ def predict_files(
     return results
 
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".gif", ".nii", ".nii.gz", ".nrrd", ".mha")
+IMAGE_SUFFIXES = IMAGE_2D_EXTS + NIFTI_EXTS + ITK_EXTS
 
 
 def _expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:

@@ -51,7 +51,9 @@ Only the two surfaces matter, so everything happens in the bounding box of ``pre
 padded by one background voxel gives the same erosion as the full image (outside the box, and outside
 the image under ``border_value=0``, everything is background). Surface voxels that lie on both surfaces
 have distance 0; the others are queried in a ``scipy.spatial.cKDTree`` built on the other surface's
-points in mm (exact Euclidean, float64).
+points in mm (exact Euclidean, float64). Each direction is computed once and shared by HD, HD95, ASSD
+and NSD. ``workers`` (``surface_distances``, ``compute_segmentation_metrics``) splits the queries over
+threads (default 1 = single thread); results are bit-identical for any value.
 """
 
 from __future__ import annotations
@@ -107,6 +109,16 @@ def _check_spacing(spacing: Sequence[float], ndim: int) -> NDArray[np.float64]:
     if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
         raise ValueError(f"spacing entries must be finite and > 0 mm, got {spacing!r}")
     return sp
+
+
+def _check_workers(workers: int) -> int:
+    if (
+        isinstance(workers, bool)
+        or not isinstance(workers, int | np.integer)
+        or not (workers == -1 or workers >= 1)
+    ):
+        raise ValueError(f"workers must be a positive int or -1 (all CPUs), got {workers!r}")
+    return int(workers)
 
 
 def image_diagonal_mm(shape: Sequence[int], spacing: Sequence[float]) -> float:
@@ -209,45 +221,53 @@ def _border(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     return mask & ~eroded
 
 
+def _points_mm(idx: NDArray[np.intp], shape: tuple[int, ...], sp: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Coordinates in mm (``n x ndim``, float64) of flat C-order indices into an array of ``shape``."""
+    return np.stack(np.unravel_index(idx, shape), axis=1) * sp
+
+
+_MIN_QUERIES_FOR_THREADS = 20_000
+
+
 def _directed(
-    idx_a: NDArray[np.intp],
-    border_b: NDArray[np.bool_],
-    tree_b: cKDTree | None,
-    sp: NDArray[np.float64],
+    pts_a: NDArray[np.float64],
+    a_on_b: NDArray[np.bool_],
+    pts_b: NDArray[np.float64],
+    workers: int,
 ) -> NDArray[np.float64]:
-    """Distance (mm) of each surface voxel ``idx_a`` (flat indices into the crop, C order) to the
-    nearest voxel of ``border_b``, whose points (in mm) are in ``tree_b`` (None if ``border_b`` is empty).
+    """Distance (mm) of each surface point ``pts_a`` to the nearest surface point ``pts_b``.
+
+    ``a_on_b`` flags the points of ``pts_a`` that are also surface points of the other mask (distance 0);
+    only the others are queried, in a ``cKDTree`` of ``pts_b`` (exact Euclidean, float64). ``inf`` for
+    every point if ``pts_b`` is empty.
     """
-    out = np.zeros(idx_a.shape[0], dtype=np.float64)
-    if idx_a.shape[0] == 0:
+    out = np.zeros(pts_a.shape[0], dtype=np.float64)
+    if pts_a.shape[0] == 0:
         return out
-    if tree_b is None:
+    if pts_b.shape[0] == 0:
         out[:] = np.inf
         return out
-    # Voxels on both surfaces are at distance 0; only the others need a nearest-neighbour query.
-    off = ~border_b.ravel()[idx_a]
+    off = ~a_on_b
     if np.any(off):
-        pts = np.stack(np.unravel_index(idx_a[off], border_b.shape), axis=1) * sp
-        out[off] = tree_b.query(pts, k=1)[0]
+        # unbalanced, non-compact nodes and leafsize 64 build + query fastest here (measured on the
+        # 3D benchmark: leafsize 16/32/48/64/128 -> 101/84/79/78.5/86 ms per pair, both directions)
+        tree = cKDTree(pts_b, leafsize=64, balanced_tree=False, compact_nodes=False)
+        q = pts_a[off]
+        # threads only pay off for large queries (thread start-up ~0.1 ms; 2D slices stay single-threaded)
+        w = workers if q.shape[0] >= _MIN_QUERIES_FOR_THREADS else 1
+        out[off] = tree.query(q, k=1, workers=w)[0]
     return out
 
 
-def _tree(idx: NDArray[np.intp], shape: tuple[int, ...], sp: NDArray[np.float64]) -> cKDTree | None:
-    """KD-tree of surface points in mm (exact Euclidean nearest neighbours), None if there are none."""
-    if idx.shape[0] == 0:
-        return None
-    pts = np.stack(np.unravel_index(idx, shape), axis=1) * sp
-    # unbalanced, non-compact nodes and leafsize 32 build and query fastest here (measured)
-    return cKDTree(pts, leafsize=32, balanced_tree=False, compact_nodes=False)
-
-
 def _distances_from_borders(
-    bp: NDArray[np.bool_], bg: NDArray[np.bool_], sp: NDArray[np.float64]
+    bp: NDArray[np.bool_], bg: NDArray[np.bool_], sp: NDArray[np.float64], workers: int = 1
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     ip, ig = np.flatnonzero(bp), np.flatnonzero(bg)
+    # each surface's points are computed once: query points in one direction, tree in the other
+    xp, xg = _points_mm(ip, bp.shape, sp), _points_mm(ig, bg.shape, sp)
     return (
-        _directed(ip, bg, _tree(ig, bg.shape, sp), sp),
-        _directed(ig, bp, _tree(ip, bp.shape, sp), sp),
+        _directed(xp, bg.ravel()[ip], xg, workers),
+        _directed(xg, bp.ravel()[ig], xp, workers),
     )
 
 
@@ -262,7 +282,7 @@ def _surfaces(
 
 
 def surface_distances(
-    pred: ArrayLike, gt: ArrayLike, spacing: Sequence[float]
+    pred: ArrayLike, gt: ArrayLike, spacing: Sequence[float], *, workers: int = 1
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Directed surface distances in mm: ``(d_pred_to_gt, d_gt_to_pred)``.
 
@@ -271,14 +291,17 @@ def surface_distances(
     ``get_surface_distance(*get_mask_edges(pred, gt), "euclidean", spacing)`` (surface definition in the
     module docstring). An empty mask has no surface voxels (empty array); the surface voxels of a mask
     whose counterpart is empty get ``inf``.
+    ``workers``: threads for the nearest-neighbour queries (``cKDTree.query``; -1 = all CPUs). The
+    default 1 is single-threaded; any value gives bit-identical results.
     """
+    w = _check_workers(workers)
     p, g = _check_pair(pred, gt)
     sp = _check_spacing(spacing, p.ndim)
     surf = _surfaces(p, g)
     if surf is None:
         empty = np.zeros(0, dtype=np.float64)
         return empty, empty.copy()
-    return _distances_from_borders(*surf, sp)
+    return _distances_from_borders(*surf, sp, w)
 
 
 # --------------------------------------------------------------------------- distance metrics
@@ -398,14 +421,18 @@ def compute_segmentation_metrics(
     spacing: Sequence[float],
     hd95_mode: HDMode = "pooled",
     nsd_tolerance_mm: float = 1.0,
+    *,
+    workers: int = 1,
 ) -> dict[str, float | bool]:
     """All metrics of one pred/gt pair, with the surface distances computed once.
 
     Returns a dict with keys ``dice, iou, sensitivity, specificity, hd_mm, hd95_mm, assd_mm, nsd``
     (floats, never NaN; empty-mask policy in the module docstring) and ``empty_gt, empty_pred`` (bools).
     ``hd95_mode`` selects the HD95 definition (``"pooled"`` = medpy, ``"max"`` = MONAI).
+    ``workers``: threads for the nearest-neighbour queries (see ``surface_distances``); default 1.
     """
     _check_mode(hd95_mode)
+    _check_workers(workers)
     if not (math.isfinite(nsd_tolerance_mm) and nsd_tolerance_mm >= 0):
         raise ValueError(f"nsd_tolerance_mm must be finite and >= 0, got {nsd_tolerance_mm!r}")
     p, g = _check_pair(pred, gt)
@@ -423,7 +450,7 @@ def compute_segmentation_metrics(
         diag = image_diagonal_mm(p.shape, sp)
         out.update(hd_mm=diag, hd95_mm=diag, assd_mm=diag, nsd=0.0)
     else:
-        d_pg, d_gp = surface_distances(p, g, sp)
+        d_pg, d_gp = surface_distances(p, g, sp, workers=workers)
         out.update(
             hd_mm=_hd_from(d_pg, d_gp, None, hd95_mode),
             hd95_mm=_hd_from(d_pg, d_gp, 95.0, hd95_mode),
