@@ -48,6 +48,9 @@ def run(model_name: str, args: argparse.Namespace, console: Console) -> dict:
             f"model.name={model_name}",
             f"model.options={json.dumps(MODELS[model_name])}",
             "loss.name=dice",
+        # Batch Dice (nnU-Net): most LGG slices have no tumour, and a per-slice soft Dice on an
+        # empty slice is ~1 whatever the network does, which swamps the tumour slices.
+        "loss.options={batch_dice: true, smooth: 1.0}",
             "optim.name=adam",
             f"optim.lr={args.lr}",
             "optim.weight_decay=0",
@@ -118,7 +121,7 @@ def main() -> None:
         )
     print(
         f"\nLGG, {rows[0]['val_cases']} validation patients, {args.size}², per-volume metrics, "
-        f"{args.minutes} min CPU budget per model, Dice loss, Adam {args.lr}:\n"
+        f"{args.minutes} min CPU budget per model, batch Dice loss, Adam {args.lr}:\n"
     )
     print("\n".join(lines))
     Path(args.out).mkdir(parents=True, exist_ok=True)

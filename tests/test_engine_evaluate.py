@@ -10,6 +10,7 @@ from PIL import Image
 from medseg.config import EvalConfig, load_config
 from medseg.data.sample import Sample
 from medseg.engine.evaluate import (
+    annotator_disagreement,
     case_name,
     evaluate_files,
     evaluate_model,
@@ -107,3 +108,31 @@ def test_summarize_table_counts_flags() -> None:
     summary = summarize_table(frame)
     assert summary["n"] == 2 and summary["n_empty_gt"] == 1
     assert summary["dice"]["mean"] == pytest.approx(0.75)
+
+
+def test_evaluate_model_reports_both_protocols() -> None:
+    cfg = load_config(None, ["model.options={features: [4, 8]}"])
+    model = build_model_from_config(cfg).eval()
+    gt = np.zeros((3, 16, 16), np.uint8)
+    gt[:, 4:12, 4:12] = 1
+    volume = Sample(np.random.rand(1, 3, 16, 16), {"expert": gt}, "expert", (2.0, 0.5, 0.5), "pat")
+    both = EvalConfig(protocols=["volumetric", "microsegnet"])
+    result, _ = evaluate_model(model, [volume], (16, 16), "zscore", both, torch.device("cpu"), progress=False)
+    assert "microsegnet_dice" in result.per_patient
+    assert "official MicroSegNet" in result.summary["protocol_microsegnet"]["description"]
+    with pytest.raises(ValueError, match="protocol"):
+        evaluate_model(
+            model, [volume], (16, 16), "zscore", EvalConfig(protocols=["bogus"]), torch.device("cpu")
+        )
+
+
+def test_annotator_disagreement() -> None:
+    a = np.array([[1, 1, 0, 0]], np.uint8)
+    b = np.array([[1, 0, 1, 0]], np.uint8)
+    c = np.array([[1, 1, 0, 1]], np.uint8)
+    one = Sample(np.zeros((1, 1, 4)), {"expert": a}, "expert", (1.0, 1.0), "x")
+    assert annotator_disagreement(one) is None
+    two = Sample(np.zeros((1, 1, 4)), {"expert": a, "non_expert": b}, "expert", (1.0, 1.0), "x")
+    assert annotator_disagreement(two).tolist() == [[False, True, True, False]]  # XOR
+    three = Sample(np.zeros((1, 1, 4)), {"expert": a, "non_expert": b, "r": c}, "expert", (1.0, 1.0), "x")
+    assert annotator_disagreement(three).tolist() == [[False, True, True, True]]  # any disagreement

@@ -37,3 +37,14 @@ def test_volume_overlay_picks_a_slice(tmp_path: Path) -> None:
     assert path.is_file()
     with pytest.raises(ValueError):
         save_overlay_grid([], tmp_path / "none.png")
+
+
+def test_hard_region_is_shaded_yellow(tmp_path: Path) -> None:
+    gt = np.zeros((40, 40), np.uint8)
+    gt[10:30, 10:30] = 1
+    hard = np.zeros_like(gt)
+    hard[8:14, 8:32] = 1
+    panel = OverlayPanel(np.zeros((1, 40, 40)), gt, gt, (1.0, 1.0), "hard", hard)
+    rgb = np.asarray(Image.open(save_overlay_grid([panel], tmp_path / "h.png")).convert("RGB")).astype(int)
+    yellow = (rgb[..., 0] > 90) & (rgb[..., 1] > 80) & (rgb[..., 2] < 40)
+    assert yellow.sum() > 100

@@ -102,6 +102,9 @@ class EvalConfig:
     nsd_tolerance_mm: float = 1.0
     threshold: float = 0.5
     n_overlays: int = 6
+    # "volumetric" (3D per patient, header spacing; always computed) and/or "microsegnet"
+    # (the official MicroSegNet test script, see medseg.metrics.protocols)
+    protocols: list[str] = field(default_factory=lambda: ["volumetric"])
 
 
 @dataclass

@@ -26,7 +26,7 @@ from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, file_format, rea
 from medseg.data.sample import Sample, binarize
 from medseg.engine.predict import predict_probabilities
 from medseg.errors import DataError
-from medseg.metrics import compute_segmentation_metrics, summarize
+from medseg.metrics import PROTOCOLS, compute_segmentation_metrics, microsegnet_protocol, summarize
 
 SUMMARY_METRICS = ("dice", "iou", "sensitivity", "specificity", "hd_mm", "hd95_mm", "assd_mm", "nsd")
 
@@ -51,6 +51,7 @@ def _metric_row(
         tuple(spacing),
         hd95_mode=cfg.hd95_mode,
         nsd_tolerance_mm=cfg.nsd_tolerance_mm,
+        workers=-1,  # bit-identical to one thread; large 3D surfaces use every core
     )
 
 
@@ -78,6 +79,9 @@ def evaluate_model(
     """Score ``model`` on ``samples``; also returns the predicted masks by sample key."""
     if not samples:
         raise DataError("nothing to evaluate: the evaluation set is empty")
+    unknown = sorted(set(cfg.protocols) - set(PROTOCOLS))
+    if unknown:
+        raise ValueError(f"unknown evaluation protocol(s) {unknown}; choose from {PROTOCOLS}")
     case_rows: list[dict[str, Any]] = []
     patient_rows: list[dict[str, Any]] = []
     predictions: dict[str, np.ndarray] = {}
@@ -99,15 +103,17 @@ def evaluate_model(
                         **_metric_row(pred[z], gt[z], sample.spacing[1:], cfg),
                     }
                 )
-            patient_rows.append(
-                {
-                    "level": "patient",
-                    "case": sample.case_id,
-                    "patient": sample.case_id,
-                    "slice_index": -1,
-                    **_metric_row(pred, gt, sample.spacing, cfg),
-                }
-            )
+            patient_row = {
+                "level": "patient",
+                "case": sample.case_id,
+                "patient": sample.case_id,
+                "slice_index": -1,
+            }
+            patient_row.update(_metric_row(pred, gt, sample.spacing, cfg))
+            if "microsegnet" in cfg.protocols:
+                official = microsegnet_protocol(pred, gt)
+                patient_row.update({f"microsegnet_{k}": v for k, v in official.items()})
+            patient_rows.append(patient_row)
         else:
             case_rows.append(
                 {
@@ -136,7 +142,17 @@ def evaluate_model(
         "hd95_mode": cfg.hd95_mode,
         "nsd_tolerance_mm": cfg.nsd_tolerance_mm,
         "threshold": cfg.threshold,
+        "protocol": "volumetric: 3D per patient at header spacing, empty masks by the documented policy",
     }
+    if "microsegnet_dice" in per_patient:
+        summary["protocol_microsegnet"] = {
+            "description": "official MicroSegNet test script: per slice, only slices where prediction and "
+            "ground truth are both non-empty, HD95 (pooled) in pixels x 0.033586 mm, mean per patient "
+            "then over patients",
+            "dice": summarize(per_patient["microsegnet_dice"].to_numpy(dtype=float)),
+            "hd95_mm": summarize(per_patient["microsegnet_hd95_mm"].to_numpy(dtype=float)),
+            "n_slices_skipped": int(per_patient["microsegnet_n_slices_skipped"].sum()),
+        }
     return EvaluationResult(per_case, per_patient, summary), predictions
 
 
@@ -283,23 +299,47 @@ def evaluate_checkpoint(
     return result
 
 
+def annotator_disagreement(sample: Sample) -> np.ndarray | None:
+    """Where the annotators disagree (expert XOR non-expert for two), or ``None`` with one annotator."""
+    if len(sample.masks) < 2:
+        return None
+    stacked = np.stack([m.astype(bool) for m in sample.masks.values()])
+    return stacked.any(axis=0) & ~stacked.all(axis=0)
+
+
 def save_overlays_for(
     samples: Sequence[Sample], predictions: dict[str, np.ndarray], path: Path, n_overlays: int
 ) -> Path:
-    """Overlay grid of the slice with the largest GT area of each case (up to ``n_overlays``)."""
+    """Overlay grid of the slice with the largest GT area of each case (up to ``n_overlays``).
+
+    Ground truth is drawn in green, the prediction in red, and where several annotators exist the
+    region where they disagree (the "hard" region of AG-BCE) is shaded yellow.
+    """
     from medseg.report.figures import OverlayPanel, save_overlay_grid
 
     panels = []
+    any_hard = False
     for sample in samples[:n_overlays]:
         key = sample.case_id if sample.slice_index is None else f"{sample.case_id}#{sample.slice_index}"
         pred, gt = predictions[key], sample.target_mask
+        hard = annotator_disagreement(sample)
+        any_hard = any_hard or hard is not None
         if sample.ndim == 3:
             z = int(np.argmax(gt.reshape(gt.shape[0], -1).sum(1)))
+            title = f"{sample.case_id} slice {z}"
             panels.append(
                 OverlayPanel(
-                    sample.image[:, z], gt[z], pred[z], sample.spacing[1:], f"{sample.case_id} slice {z}"
+                    sample.image[:, z],
+                    gt[z],
+                    pred[z],
+                    sample.spacing[1:],
+                    title,
+                    None if hard is None else hard[z],
                 )
             )
         else:
-            panels.append(OverlayPanel(sample.image, gt, pred, sample.spacing, key))
-    return save_overlay_grid(panels, path)
+            panels.append(OverlayPanel(sample.image, gt, pred, sample.spacing, key, hard))
+    legend = "ground truth: green, prediction: red"
+    if any_hard:
+        legend += ", annotators disagree: yellow"
+    return save_overlay_grid(panels, path, suptitle=legend)

@@ -19,8 +19,18 @@ from medseg.metrics.functional import (
     specificity,
     surface_distances,
 )
+from medseg.metrics.protocols import (
+    MICROSEGNET_PIXEL_MM,
+    PROTOCOLS,
+    microsegnet_protocol,
+    volumetric_protocol,
+)
 
 __all__ = [
+    "MICROSEGNET_PIXEL_MM",
+    "PROTOCOLS",
+    "microsegnet_protocol",
+    "volumetric_protocol",
     "assd",
     "compute_segmentation_metrics",
     "dice",

@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 
 GT_COLOR = "#00c000"
 PRED_COLOR = "#ff2020"
+HARD_RGBA = (1.0, 0.85, 0.0, 0.45)  # translucent yellow: where the annotators disagree
 
 
 def save_training_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
@@ -63,6 +64,7 @@ class OverlayPanel:
     pred: np.ndarray | None
     spacing: Sequence[float] = (1.0, 1.0)
     title: str = ""
+    hard: np.ndarray | None = None  # annotator disagreement (expert XOR non-expert), shaded
 
 
 def _display_image(image: np.ndarray) -> np.ndarray:
@@ -77,6 +79,10 @@ def _draw(ax: plt.Axes, panel: OverlayPanel) -> None:
     shown = _display_image(panel.image)
     sy, sx = panel.spacing[-2], panel.spacing[-1]
     ax.imshow(shown, cmap="gray", aspect=sy / sx, interpolation="nearest")
+    if panel.hard is not None and np.any(panel.hard):
+        shade = np.zeros((*np.asarray(panel.hard).shape, 4))
+        shade[np.asarray(panel.hard, dtype=bool)] = HARD_RGBA
+        ax.imshow(shade, aspect=sy / sx, interpolation="nearest")
     for mask, color in ((panel.gt, GT_COLOR), (panel.pred, PRED_COLOR)):
         if mask is not None and np.any(mask) and not np.all(mask):
             ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors=[color], linewidths=1.4)
