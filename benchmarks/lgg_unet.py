@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 from rich.console import Console
 
 from medseg.config import load_config
-from medseg.data.loading import load_splits
-from medseg.engine.evaluate import evaluate_model, write_evaluation
-from medseg.engine.predict import load_model, resolve_device
-from medseg.engine.train import train
+from medseg.engine.experiment import train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "lgg_mri" / "kaggle_3m"
@@ -48,9 +44,9 @@ def run(model_name: str, args: argparse.Namespace, console: Console) -> dict:
             f"model.name={model_name}",
             f"model.options={json.dumps(MODELS[model_name])}",
             "loss.name=dice",
-        # Batch Dice (nnU-Net): most LGG slices have no tumour, and a per-slice soft Dice on an
-        # empty slice is ~1 whatever the network does, which swamps the tumour slices.
-        "loss.options={batch_dice: true, smooth: 1.0}",
+            # Batch Dice (nnU-Net): most LGG slices have no tumour, and a per-slice soft Dice on an
+            # empty slice is ~1 whatever the network does, which swamps the tumour slices.
+            "loss.options={batch_dice: true, smooth: 1.0}",
             "optim.name=adam",
             f"optim.lr={args.lr}",
             "optim.weight_decay=0",
@@ -63,30 +59,8 @@ def run(model_name: str, args: argparse.Namespace, console: Console) -> dict:
         ],
     )
     cfg.output_dir = str(out)
-    start = time.perf_counter()
-    result = train(cfg, console=console)
-    train_time = time.perf_counter() - start
-    device = resolve_device("auto")
-    model, cfg = load_model(result.best_checkpoint, device)
-    splits = load_splits(cfg.data)
-    evaluation, _ = evaluate_model(
-        model, splits.val, cfg.data.image_size, cfg.data.intensity, cfg.eval, device, progress=False
-    )
-    write_evaluation(evaluation, out)
-    patients = evaluation.summary["per_patient"]
-    n_params = sum(p.numel() for p in model.parameters())
-    return {
-        "model": model_name,
-        "params_M": n_params / 1e6,
-        "epochs": len(result.history),
-        "best_epoch": result.best_epoch,
-        "train_min": train_time / 60,
-        "dsc_mean": patients["dice"]["mean"],
-        "dsc_median": patients["dice"]["median"],
-        "hd95_mean": patients["hd95_mm"]["mean"],
-        "hd95_median": patients["hd95_mm"]["median"],
-        "val_cases": len(splits.val_cases),
-    }
+    experiment = train_and_evaluate(cfg, split="val", console=console)
+    return {"model": model_name, **experiment.row()}
 
 
 def main() -> None:
@@ -116,11 +90,11 @@ def main() -> None:
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['params_M']:.2f} | {r['epochs']} | {r['best_epoch']} | "
-            f"{r['train_min']:.1f} | {r['dsc_mean']:.4f} | {r['dsc_median']:.4f} | "
-            f"{r['hd95_mean']:.2f} | {r['hd95_median']:.2f} |"
+            f"{r['train_min']:.1f} | {r['dice_mean']:.4f} | {r['dice_median']:.4f} | "
+            f"{r['hd95_mm_mean']:.2f} | {r['hd95_mm_median']:.2f} |"
         )
     print(
-        f"\nLGG, {rows[0]['val_cases']} validation patients, {args.size}², per-volume metrics, "
+        f"\nLGG, {rows[0]['n_patients']} validation patients, {args.size}², per-volume metrics, "
         f"{args.minutes} min CPU budget per model, batch Dice loss, Adam {args.lr}:\n"
     )
     print("\n".join(lines))

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from medseg.data.dataset import SegmentationDataset, common_annotators, expand_to_slices
+from medseg.data.dataset import SegmentationDataset, all_annotators, expand_to_slices
 from medseg.data.sample import Sample
 from medseg.errors import DataError
 
@@ -20,9 +20,9 @@ def _volume(case: str, channels: int = 1) -> Sample:
 def test_expand_and_annotators() -> None:
     slices = expand_to_slices([_volume("a"), _volume("b")])
     assert len(slices) == 6 and slices[0].ndim == 2
-    assert common_annotators(slices) == ["expert", "non_expert"]
+    assert all_annotators(slices) == ["expert", "non_expert"]
     with pytest.raises(DataError, match="empty"):
-        common_annotators([])
+        all_annotators([])
 
 
 def test_items_and_batches() -> None:
@@ -43,3 +43,23 @@ def test_items_and_batches() -> None:
 def test_wrong_channel_count_names_the_case() -> None:
     with pytest.raises(DataError, match="3 channel"):
         SegmentationDataset([_volume("rgbcase", channels=3)], (16, 16), in_channels=1)
+
+
+def test_missing_annotator_falls_back_to_the_target() -> None:
+    both = _volume("a")
+    single = Sample(both.image, {"expert": both.masks["expert"]}, "expert", both.spacing, "b")
+    ds = SegmentationDataset([both, single], (16, 16), in_channels=1)
+    assert ds.annotators == ["expert", "non_expert"]
+    item = ds[3]  # first slice of "b"
+    assert item["annotator_present"] == {"expert": True, "non_expert": False}
+    assert torch.equal(item["masks"]["non_expert"], item["masks"]["expert"])
+    assert ds[0]["annotator_present"]["non_expert"]
+    with pytest.raises(DataError, match="c.nii.gz"):
+        Sample(
+            both.image,
+            {"non_expert": both.masks["non_expert"]},
+            "expert",
+            both.spacing,
+            "c",
+            source_path="c.nii.gz",
+        )

@@ -1,8 +1,8 @@
 """A torch ``Dataset`` over 2D samples: cached preprocessing, MONAI augmentation, batch dicts.
 
 An item is ``{"image": C×H×W, "target": 1×H×W, "masks": {annotator: 1×H×W}, "spacing": (2,),
-"case_id": str, "slice_index": int}``; the default collate turns it into the batch that models
-and losses receive (losses read every annotator from ``batch["masks"]``).
+"case_id": str, "slice_index": int, "annotator_present": {annotator: bool}}``; the default collate
+turns it into the batch that models and losses receive (losses read every annotator from ``batch["masks"]``).
 """
 
 from __future__ import annotations
@@ -28,18 +28,16 @@ def expand_to_slices(samples: Sequence[Sample]) -> list[Sample]:
     return out
 
 
-def common_annotators(samples: Sequence[Sample]) -> list[str]:
-    """Annotators present in every sample, the target first."""
+def all_annotators(samples: Sequence[Sample]) -> list[str]:
+    """Every annotator seen in any sample, the target first; the target must be in every sample."""
     if not samples:
         raise DataError("the data set is empty: no samples to train or evaluate on")
-    shared = set(samples[0].masks)
-    for sample in samples[1:]:
-        shared &= set(sample.masks)
     target = samples[0].target
-    if target not in shared:
-        missing = [s.source_path or s.case_id for s in samples if target not in s.masks][:5]
-        raise DataError(f"target annotator '{target}' is missing in: {missing}")
-    return [target, *sorted(shared - {target})]
+    missing = [s.source_path or s.case_id for s in samples if target not in s.masks]
+    if missing:
+        raise DataError(f"target annotator '{target}' is missing in {len(missing)} sample(s): {missing[:5]}")
+    names = set().union(*(s.masks for s in samples))
+    return [target, *sorted(names - {target})]
 
 
 def _to_tensor(value: Any) -> torch.Tensor:
@@ -60,7 +58,7 @@ class SegmentationDataset(Dataset):
         annotators: Sequence[str] | None = None,
     ) -> None:
         slices = expand_to_slices(samples)
-        self.annotators = list(annotators) if annotators is not None else common_annotators(slices)
+        self.annotators = list(annotators) if annotators is not None else all_annotators(slices)
         self.image_size = tuple(int(s) for s in image_size)
         self.augment = augment
         preprocess = preprocess_transform(self.annotators, self.image_size, intensity)
@@ -73,8 +71,13 @@ class SegmentationDataset(Dataset):
                     sample.source_path or sample.case_id,
                 )
             item: dict[str, Any] = {"image": sample.image}
+            present = {}
             for name in self.annotators:
-                item[mask_key(name)] = sample.masks[name][None].astype(np.float32)
+                # A sample without this annotator gets the target's mask: the annotators then agree
+                # everywhere, so annotation-guided losses fall back to their plain form there.
+                present[name] = name in sample.masks
+                mask = sample.masks[name] if present[name] else sample.target_mask
+                item[mask_key(name)] = mask[None].astype(np.float32)
             item = preprocess(item)
             scale = np.array(sample.spatial_shape, dtype=np.float64) / np.array(self.image_size)
             self.items.append(
@@ -83,6 +86,7 @@ class SegmentationDataset(Dataset):
                     "spacing": torch.tensor(np.array(sample.spacing) * scale, dtype=torch.float32),
                     "case_id": sample.case_id,
                     "slice_index": -1 if sample.slice_index is None else sample.slice_index,
+                    "annotator_present": present,
                 }
             )
 
@@ -107,4 +111,5 @@ class SegmentationDataset(Dataset):
             "spacing": item["spacing"],
             "case_id": item["case_id"],
             "slice_index": item["slice_index"],
+            "annotator_present": item["annotator_present"],
         }

@@ -8,12 +8,9 @@ from rich.console import Console
 from rich.table import Table
 
 from medseg.config import Config
-from medseg.data.loading import load_splits
 from medseg.data.phantom import write_phantom_microus
-from medseg.engine.evaluate import EvaluationResult, evaluate_model, save_overlays_for, write_evaluation
-from medseg.engine.predict import load_model, resolve_device
-from medseg.engine.train import train
-from medseg.report.figures import save_training_curves
+from medseg.engine.evaluate import EvaluationResult
+from medseg.engine.experiment import train_and_evaluate
 
 
 def demo_config(out_dir: str | Path, data_root: str | Path) -> Config:
@@ -45,18 +42,14 @@ def run_demo(
     cfg.train.progress = progress
     if epochs is not None:
         cfg.train.epochs = epochs
-    result = train(cfg, console=console)
-    save_training_curves(result.history, out / "curves.png")
-    device = resolve_device(cfg.train.device)
-    model, cfg = load_model(result.best_checkpoint, device)
-    test = load_splits(cfg.data).test
-    evaluation, predictions = evaluate_model(
-        model, test, cfg.data.image_size, cfg.data.intensity, cfg.eval, device, progress
-    )
-    write_evaluation(evaluation, out)
-    save_overlays_for(test, predictions, out / "overlay.png", cfg.eval.n_overlays)
+    experiment = train_and_evaluate(cfg, split="test", console=console, progress=progress)
+    evaluation = experiment.evaluation
     console.print(
-        results_table(evaluation, title=f"demo: {len(test)} test patients (best epoch {result.best_epoch})")
+        results_table(
+            evaluation,
+            title=f"demo: {len(evaluation.per_patient)} test patients "
+            f"(best epoch {experiment.train.best_epoch})",
+        )
     )
     console.print(f"wrote {out}/metrics.csv, summary.json, curves.png, overlay.png, best.pt, last.pt")
     return evaluation

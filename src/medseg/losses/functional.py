@@ -6,6 +6,8 @@ one-hot) unless stated. Everything is vectorised over the batch and stays on the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -121,3 +123,244 @@ def dense_target(logits: Tensor, target: Tensor, name: str = "loss") -> Tensor:
         f"{name}: logits shape {tuple(logits.shape)} and target shape {tuple(target.shape)} are "
         "incompatible; expected the same shape, or B×1×spatial class indices when K ≥ 2"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Annotation-guided losses: MicroSegNet's AG-BCE (Jiang et al. 2023, arXiv 2305.19956) and the
+# adaptive focal loss of the micro-ultrasound capstone thesis (Thakur 2024, §3.3.3–§3.3.6).
+# --------------------------------------------------------------------------------------------
+
+AnnotationList = Tensor | Sequence[Tensor] | None
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """float32 for half/bfloat16 inputs (AMP), the input's dtype for float32/float64."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _as_list(annotations: AnnotationList) -> list[Tensor]:
+    if annotations is None:
+        return []
+    if isinstance(annotations, Tensor):
+        return [annotations]
+    return list(annotations)
+
+
+def dilate_mask(mask: Tensor, ks: int) -> Tensor:
+    """Binary dilation with a ``ks×ks`` square (``ks×ks×ks`` cube in 3D), anchored as OpenCV does.
+
+    Equivalent to ``cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_RECT, (ks, ks)))`` per 2D
+    image, the operation MicroSegNet applies to the hard region (official ``utils.py``,
+    ``attention_BCE_loss``). OpenCV's default anchor is the kernel centre ``(ks//2, ks//2)``, so
+    output pixel ``i`` is the maximum of the input over offsets ``-(ks//2) … ks-1-ks//2``: for an
+    odd ``ks`` the window is centred; for an even ``ks`` it reaches one pixel further back than
+    forward (``ks = 4``: offsets −2…+1; ``ks = 2``: −1…0). ``ks = 1`` is the identity. OpenCV's
+    default border value never wins a dilation, which zero padding reproduces for masks ≥ 0.
+
+    Implemented as zero padding (asymmetric for even ``ks``) + ``max_pool`` with stride 1, on the
+    mask's device and vectorised over the batch.
+
+    Args:
+        mask: ``B×H×W``, ``B×C×H×W`` or ``B×C×D×H×W``, values ≥ 0 (bool, integer or float).
+        ks: kernel size ≥ 1.
+
+    Returns:
+        A floating tensor with ``mask``'s shape (``mask``'s dtype if floating, else float32).
+    """
+    if ks < 1:
+        raise ValueError(f"dilate_mask: kernel size must be ≥ 1, got {ks}")
+    if mask.ndim not in (3, 4, 5):
+        raise ValueError(f"dilate_mask expects B×H×W, B×C×H×W or B×C×D×H×W, got {tuple(mask.shape)}")
+    x = mask if mask.is_floating_point() else mask.to(torch.float32)
+    if ks == 1:
+        return x
+    squeeze = x.ndim == 3
+    if squeeze:
+        x = x.unsqueeze(1)
+    before = ks // 2  # OpenCV anchor
+    after = ks - 1 - before
+    n_spatial = x.ndim - 2
+    x = F.pad(x, (before, after) * n_spatial, value=0.0)
+    pool = F.max_pool2d if n_spatial == 2 else F.max_pool3d
+    out = pool(x, kernel_size=ks, stride=1)
+    return out.squeeze(1) if squeeze else out
+
+
+def hard_region(reference: Tensor, others: AnnotationList, ks: int = 1) -> Tensor:
+    """MicroSegNet's hard region: where the annotators disagree, dilated by a ``ks×ks`` square.
+
+    With one other annotator this is ``reference XOR other`` (MicroSegNet §2.3; thesis §3.3.6
+    "hard = y_true ⊕ y_std"); with several it is the OR of the XORs with the reference, i.e. the
+    pixels where not all annotators agree. Masks are binarised at 0.5 first. No other annotator
+    gives an empty hard region. The result is float (``reference``'s dtype if floating), on
+    ``reference``'s device, with ``reference``'s shape.
+    """
+    ref = reference >= 0.5
+    disagree = torch.zeros_like(ref)
+    for other in _as_list(others):
+        check_same_shape(reference, other, "hard_region (annotations)")
+        disagree |= (other >= 0.5) != ref
+    dtype = reference.dtype if reference.is_floating_point() else torch.float32
+    return dilate_mask(disagree.to(dtype), ks)
+
+
+def ag_bce(
+    logits: Tensor,
+    expert: Tensor,
+    non_expert: AnnotationList,
+    *,
+    w_hard: float = 4.0,
+    ks: int = 4,
+    beta: float = 0.5,
+) -> Tensor:
+    """Annotation-guided BCE (MicroSegNet, arXiv 2305.19956, §2.3 "AG-BCE loss"), a scalar.
+
+    ``hard`` = (expert XOR non-expert) dilated by a ``ks×ks`` square (:func:`hard_region`,
+    OpenCV anchor), ``easy = 1 − hard``. Per pixel (the official code's β-weighted BCE)
+
+        ℓᵢ = −β·yᵢ·log pᵢ − (1 − β)·(1 − yᵢ)·log(1 − pᵢ),   p = σ(logits), y = expert,
+
+    and, with W = W_hard / W_easy and N the number of elements (B·H·W for one channel),
+
+        L = (Σ_easy ℓᵢ + W·Σ_hard ℓᵢ) / ((1 + W)·N).
+
+    This is the official ``attention_BCE_loss(h_W, y_true, y_pred, y_std, ks)`` value
+    (``((1/(1+h_W))·easy_loss + (h_W/(1+h_W))·hard_loss) / number_of_pixels``, β = 0.5). The
+    official code uses W = 4 (its ``--weight`` default), the paper's text reports W = 12 as the
+    best ratio: pass ``w_hard=12`` for that. ``log p`` and ``log(1 − p)`` are computed as
+    ``logsigmoid(±logits)`` instead of the official ``log(σ + 1e-6)``, so logits of ±100 give
+    finite values and gradients; the two agree to ~1e-6 relative where p is not saturated.
+
+    Args:
+        logits: ``B×1×H×W`` or ``B×H×W`` (any shape that the masks share).
+        expert: the expert mask (the target), same shape.
+        non_expert: the other annotation(s), same shape; several → hard where any disagree;
+            ``None``/empty → empty hard region, L = mean(ℓ) / (1 + W).
+        w_hard: W, the hard/easy weight ratio (> 0).
+        ks: dilation kernel size (official: 4 at full resolution, 3, 2, 1 at ½, ¼, ⅛).
+        beta: β ∈ [0, 1], weight of the foreground term (official 0.5).
+    """
+    check_same_shape(logits, expert, "ag_bce")
+    if w_hard <= 0:
+        raise ValueError(f"ag_bce: w_hard must be positive, got {w_hard}")
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"ag_bce: beta must be in [0, 1], got {beta}")
+    x = logits.to(_compute_dtype(logits))
+    y = expert.to(x.dtype)
+    hard = hard_region(y, [o.to(x.dtype) for o in _as_list(non_expert)], ks)
+    # −log σ(x) = softplus(−x), −log(1 − σ(x)) = softplus(x): stable for any logit.
+    per_pixel = beta * y * F.softplus(-x) + (1.0 - beta) * (1.0 - y) * F.softplus(x)
+    weight = 1.0 + (w_hard - 1.0) * hard  # W on hard pixels, 1 on easy ones
+    return (per_pixel * weight).sum() / ((1.0 + w_hard) * per_pixel.numel())
+
+
+def focal(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    alpha_mode: str = "balanced",
+) -> Tensor:
+    """Sigmoid focal loss (Lin et al. 2017), mean over elements; the thesis baseline (§3.3.1–§3.3.3).
+
+    ``alpha_mode="balanced"`` is ``torchvision.ops.sigmoid_focal_loss(reduction="mean")``:
+    FL = α_t·(1 − p_t)^γ·BCE with α_t = α for y = 1 and 1 − α for y = 0 (Lin et al. eq. 5).
+    ``alpha_mode="uniform"`` is the thesis' §3.3.3 pseudocode ("focal_weight = α·(1 − p_t)^γ"),
+    the same α on every pixel: α · torchvision's loss with α-weighting disabled. Defaults
+    α = 0.25, γ = 2 (§3.2.4). The BCE factor is computed from logits (stable at ±100); γ < 1
+    makes the gradient at p_t = 1 infinite, so keep γ = 0 or γ ≥ 1.
+    """
+    from torchvision.ops import sigmoid_focal_loss
+
+    check_same_shape(logits, target, "focal")
+    x = logits.to(_compute_dtype(logits))
+    y = target.to(x.dtype)
+    if alpha_mode == "balanced":
+        return sigmoid_focal_loss(x, y, alpha=alpha, gamma=gamma, reduction="mean")
+    if alpha_mode == "uniform":
+        return alpha * sigmoid_focal_loss(x, y, alpha=-1.0, gamma=gamma, reduction="mean")
+    raise ValueError(f"focal: alpha_mode must be 'balanced' or 'uniform', got {alpha_mode!r}")
+
+
+def adaptive_focal_gamma(logits: Tensor, y_std: AnnotationList) -> Tensor:
+    """γ of the adaptive focal loss (thesis §3.3.6): sample_difficulty + annotation_variability.
+
+    sample_difficulty = 1 − mean(σ(logits)) and annotation_variability = mean(y_std), both means
+    over the whole batch (every pixel of every sample: one γ per call). With several second
+    annotations, the variability is the mean over all of them. A 0-dim tensor, with gradient
+    through the difficulty term (detach it to treat γ as a constant).
+    """
+    x = logits.to(_compute_dtype(logits))
+    difficulty = 1.0 - torch.sigmoid(x).mean()
+    others = _as_list(y_std)
+    if not others:
+        return difficulty
+    variability = torch.stack([o.to(x.dtype).mean() for o in others]).mean()
+    return difficulty + variability
+
+
+def adaptive_focal(
+    logits: Tensor,
+    y_true: Tensor,
+    y_std: AnnotationList,
+    *,
+    ks: int = 4,
+    theta: float = 0.5,
+    detach_gamma: bool = True,
+    gamma_min: float = 1e-6,
+) -> Tensor:
+    """Adaptive focal loss, thesis "Prostate cancer segmentation from micro-ultrasound images using
+    adaptive focal loss" (Thakur 2024) §3.3.6, a scalar.
+
+    Algorithm (§3.3.6, in order): hard = dilate(y_true ⊕ y_std, ks×ks) (:func:`hard_region`),
+    easy = 1 − hard; per pixel FL = −θ·(1 − p_t)^γ·log p_t with p_t = p if y = 1 else 1 − p,
+    p = σ(logits); hard_loss = Σ FL·hard, easy_loss = Σ FL·easy; γ =
+    :func:`adaptive_focal_gamma` = (1 − mean p) + mean(y_std);
+
+        LOSS = (γ·hard_loss + easy_loss / γ) / N_pixels.
+
+    Choices where the thesis is ambiguous:
+
+    * **one γ for both roles.** §3.3.6 uses the same symbol in the focusing exponent
+      (1 − p_t)^γ and in the hard/easy weights γ·, 1/γ; so do we (as does the public code that
+      accompanies the pseudocode).
+    * **probabilities, not logits.** "mean(y_pred) is the average prediction confidence", so
+      the difficulty uses σ(logits) (1 − mean of logits would be unbounded).
+    * **per batch.** Means and sums run over the whole batch (one γ per call) and
+      N_pixels = B·C·H·W, as in the AG-BCE code the loss is derived from
+      (``number_of_pixels = y_true.shape[0]·shape[1]·shape[2]`` on B×H×W tensors).
+    * **γ is a constant for autograd** (``detach_gamma=True``, like the reference's
+      ``.item()``); ``detach_gamma=False`` also back-propagates through the difficulty term.
+    * **θ = 0.5** (§3.3.6 leaves θ, §3.3.9's β, unspecified; 0.5 is AG-BCE's β).
+    * **ε.** §3.3.6's log(p_t + ε) guards log 0 in probability space; here log p_t =
+      logsigmoid(±logits) and (1 − p_t)^γ = exp(γ·logsigmoid(∓logits)), finite with finite
+      gradients at any logit and any γ ≥ 0, so no ε is needed (values differ by ≤ ε/p_t).
+      γ is clamped to ≥ ``gamma_min`` so that 1/γ stays finite.
+    * Targets are binarised at 0.5 for p_t (the reference tests ``y_true == 1``); y_std enters
+      the variability as given.
+    * **no second annotation** (``y_std=None`` or empty): y_std is taken equal to y_true, as if
+      the annotators agreed: empty hard region, variability = mean(y_true), so γ keeps the scale
+      it has on batches that do have a second annotation.
+
+    Args:
+        logits: ``B×1×H×W`` or ``B×H×W``.
+        y_true: expert mask, same shape.
+        y_std: the second annotation(s) ("y_std" in the thesis), same shape.
+        ks: dilation kernel (OpenCV anchor, as in AG-BCE).
+        theta: θ, the constant factor of the focal term.
+        detach_gamma: treat γ as a constant (no gradient through it).
+        gamma_min: lower clamp of γ.
+    """
+    check_same_shape(logits, y_true, "adaptive_focal")
+    x = logits.to(_compute_dtype(logits))
+    others = [o.to(x.dtype) for o in _as_list(y_std)] or [y_true.to(x.dtype)]
+    hard = hard_region(y_true.to(x.dtype), others, ks)
+    gamma = adaptive_focal_gamma(x, others).clamp_min(gamma_min)
+    if detach_gamma:
+        gamma = gamma.detach()
+    z = torch.where(y_true >= 0.5, x, -x)  # p_t = σ(z), 1 − p_t = σ(−z)
+    per_pixel = -theta * torch.exp(gamma * F.logsigmoid(-z)) * F.logsigmoid(z)
+    hard_loss = (per_pixel * hard).sum()
+    easy_loss = (per_pixel * (1.0 - hard)).sum()
+    return (gamma * hard_loss + easy_loss / gamma) / per_pixel.numel()
