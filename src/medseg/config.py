@@ -105,6 +105,9 @@ class EvalConfig:
     # "volumetric" (3D per patient, header spacing; always computed) and/or "microsegnet"
     # (the official MicroSegNet test script, see medseg.metrics.protocols)
     protocols: list[str] = field(default_factory=lambda: ["volumetric"])
+    # pixel size the microsegnet protocol multiplies HD95 (pixels) by: the official script's
+    # 0.033586 mm for real micro-US; null = the in-plane spacing from the image header
+    microsegnet_pixel_mm: float | None = 0.033586
 
 
 @dataclass

@@ -111,7 +111,8 @@ def evaluate_model(
             }
             patient_row.update(_metric_row(pred, gt, sample.spacing, cfg))
             if "microsegnet" in cfg.protocols:
-                official = microsegnet_protocol(pred, gt)
+                pixel_mm = cfg.microsegnet_pixel_mm or float(sample.spacing[-1])
+                official = microsegnet_protocol(pred, gt, pixel_mm=pixel_mm)
                 patient_row.update({f"microsegnet_{k}": v for k, v in official.items()})
             patient_rows.append(patient_row)
         else:
@@ -147,8 +148,9 @@ def evaluate_model(
     if "microsegnet_dice" in per_patient:
         summary["protocol_microsegnet"] = {
             "description": "official MicroSegNet test script: per slice, only slices where prediction and "
-            "ground truth are both non-empty, HD95 (pooled) in pixels x 0.033586 mm, mean per patient "
-            "then over patients",
+            "ground truth are both non-empty, HD95 (pooled) in pixels x "
+            f"{cfg.microsegnet_pixel_mm or 'the header pixel size in'} mm, "
+            "mean per patient then over patients",
             "dice": summarize(per_patient["microsegnet_dice"].to_numpy(dtype=float)),
             "hd95_mm": summarize(per_patient["microsegnet_hd95_mm"].to_numpy(dtype=float)),
             "n_slices_skipped": int(per_patient["microsegnet_n_slices_skipped"].sum()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +37,18 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def build_model_from_config(cfg: Config, spatial_dims: int = 2) -> torch.nn.Module:
+    """Build ``cfg.model`` for ``cfg.data``; models that need ``img_size`` (ViTs) get the input size."""
+    options = dict(cfg.model.options)
+    factory = models.MODELS.get(cfg.model.name)
+    if "img_size" in inspect.signature(factory).parameters and "img_size" not in options:
+        size = [int(v) for v in cfg.data.image_size]
+        options["img_size"] = size[0] if len(set(size)) == 1 else tuple(size)
     return models.build(
         cfg.model.name,
         in_channels=cfg.data.in_channels,
         out_channels=1,
         spatial_dims=spatial_dims,
-        **cfg.model.options,
+        **options,
     )
 
 

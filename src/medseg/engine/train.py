@@ -231,7 +231,9 @@ def train(
                 }
                 with torch.autocast(device.type, enabled=use_amp):
                     outputs = model(image)
-                    if isinstance(outputs, (list, tuple)):
+                    if isinstance(outputs, (list, tuple)) and getattr(loss_fn, "accepts_multiscale", False):
+                        loss = loss_fn(outputs, target, batch)  # e.g. MicroSegNet's per-scale AG-BCE
+                    elif isinstance(outputs, (list, tuple)):
                         if ds_loss is None:
                             ds_loss = losses.DeepSupervisionLoss(loss_fn, cfg.loss.deep_supervision_weights)
                         loss = ds_loss(outputs, target, batch)

@@ -102,6 +102,7 @@ class AGBCELoss(_AnnotatorMixin, nn.Module):
         beta: β, weight of the foreground term (official 0.5).
         expert: the name of the target annotator in ``batch["masks"]`` (excluded from others).
         others: names of the other annotators; default all of ``batch["masks"]`` but ``expert``.
+        eps: ε inside the logs, log(p + ε) (official 1e-6, computed stably from the logits).
 
     Fallback: with no other annotator in the batch the hard region is empty and the loss is
     mean(ℓ) / (1 + W), i.e. β-weighted BCE (β = 0.5: half the BCE) scaled by 1/(1 + W) — the value
@@ -115,6 +116,7 @@ class AGBCELoss(_AnnotatorMixin, nn.Module):
         beta: float = 0.5,
         expert: str = "expert",
         others: Sequence[str] | None = None,
+        eps: float = 1e-6,
     ) -> None:
         super().__init__()
         if w_hard <= 0:
@@ -124,13 +126,16 @@ class AGBCELoss(_AnnotatorMixin, nn.Module):
         self.w_hard = float(w_hard)
         self.ks = _check_ks(ks)
         self.beta = float(beta)
+        if eps < 0:
+            raise ConfigError(f"eps must be ≥ 0, got {eps}")
+        self.eps = float(eps)
         self._init_annotators(expert, others)
 
     def forward(self, logits: Tensor, target: Tensor, batch: Mapping[str, Any] | None = None) -> Tensor:
         """Scalar AG-BCE; the other annotators come from ``batch["masks"]``."""
         check_same_shape(logits, target, "AGBCELoss")
         others = self.other_annotations(target, batch)
-        return ag_bce(logits, target, others, w_hard=self.w_hard, ks=self.ks, beta=self.beta)
+        return ag_bce(logits, target, others, w_hard=self.w_hard, ks=self.ks, beta=self.beta, eps=self.eps)
 
 
 class AdaptiveFocalLoss(_AnnotatorMixin, nn.Module):
@@ -146,6 +151,7 @@ class AdaptiveFocalLoss(_AnnotatorMixin, nn.Module):
         detach_gamma: γ is a constant for autograd (the reference computes it with ``.item()``).
         expert, others: as in :class:`AGBCELoss`; with several others y_std is all of them (hard
             where any disagree, variability = mean over them).
+        eps: ε in log(p_t + ε) (1e-6, computed stably from the logits).
 
     Fallback: with no other annotator, y_std is taken equal to the target (empty hard region,
     variability = mean(target)); a warning is issued once.
@@ -158,6 +164,7 @@ class AdaptiveFocalLoss(_AnnotatorMixin, nn.Module):
         detach_gamma: bool = True,
         expert: str = "expert",
         others: Sequence[str] | None = None,
+        eps: float = 1e-6,
     ) -> None:
         super().__init__()
         if theta <= 0:
@@ -165,6 +172,9 @@ class AdaptiveFocalLoss(_AnnotatorMixin, nn.Module):
         self.ks = _check_ks(ks)
         self.theta = float(theta)
         self.detach_gamma = bool(detach_gamma)
+        if eps < 0:
+            raise ConfigError(f"eps must be ≥ 0, got {eps}")
+        self.eps = float(eps)
         self._init_annotators(expert, others)
 
     def forward(self, logits: Tensor, target: Tensor, batch: Mapping[str, Any] | None = None) -> Tensor:
@@ -172,7 +182,13 @@ class AdaptiveFocalLoss(_AnnotatorMixin, nn.Module):
         check_same_shape(logits, target, "AdaptiveFocalLoss")
         others = self.other_annotations(target, batch)
         return adaptive_focal(
-            logits, target, others, ks=self.ks, theta=self.theta, detach_gamma=self.detach_gamma
+            logits,
+            target,
+            others,
+            ks=self.ks,
+            theta=self.theta,
+            detach_gamma=self.detach_gamma,
+            eps=self.eps,
         )
 
 
@@ -216,7 +232,7 @@ class AGBCEDeepSupervisionLoss(nn.Module):
     the engine to pass the whole list instead of wrapping the loss in ``DeepSupervisionLoss``.
 
     Args:
-        w_hard, beta, expert, others: as in :class:`AGBCELoss`.
+        w_hard, beta, expert, others, eps: as in :class:`AGBCELoss`.
         ks_per_scale: dilation kernel per output, full resolution first.
         weights: weight per output, used as given (official: all 1, a plain sum).
         intermediate: ``ag_bce`` or ``bce`` for the outputs after the first.
@@ -235,6 +251,7 @@ class AGBCEDeepSupervisionLoss(nn.Module):
         beta: float = 0.5,
         expert: str = "expert",
         others: Sequence[str] | None = None,
+        eps: float = 1e-6,
     ) -> None:
         super().__init__()
         if intermediate not in INTERMEDIATE:
@@ -256,7 +273,8 @@ class AGBCEDeepSupervisionLoss(nn.Module):
         self.intermediate = intermediate
         self.target_downsample = target_downsample
         self.scale_losses = nn.ModuleList(
-            AGBCELoss(w_hard=w_hard, ks=k, beta=beta, expert=expert, others=others) for k in self.ks_per_scale
+            AGBCELoss(w_hard=w_hard, ks=k, beta=beta, expert=expert, others=others, eps=eps)
+            for k in self.ks_per_scale
         )
 
     def _scaled_batch(self, batch: Mapping[str, Any] | None, target: Tensor, size: Sequence[int]) -> dict:
@@ -321,9 +339,10 @@ def ag_bce_loss(
     beta: float = 0.5,
     expert: str = "expert",
     others: Sequence[str] | None = None,
+    eps: float = 1e-6,
 ) -> AGBCELoss:
     """MicroSegNet annotation-guided BCE: hard = dilated expert XOR others, weight w_hard (4; paper 12)."""
-    return AGBCELoss(w_hard=w_hard, ks=ks, beta=beta, expert=expert, others=others)
+    return AGBCELoss(w_hard=w_hard, ks=ks, beta=beta, expert=expert, others=others, eps=eps)
 
 
 @LOSSES.register("ag_bce_ds")
@@ -336,6 +355,7 @@ def ag_bce_ds_loss(
     beta: float = 0.5,
     expert: str = "expert",
     others: Sequence[str] | None = None,
+    eps: float = 1e-6,
 ) -> AGBCEDeepSupervisionLoss:
     """MicroSegNet multi-scale AG-BCE for [full, 1/2, 1/4, 1/8] outputs (ks 4, 3, 2, 1, summed)."""
     return AGBCEDeepSupervisionLoss(
@@ -347,6 +367,7 @@ def ag_bce_ds_loss(
         beta=beta,
         expert=expert,
         others=others,
+        eps=eps,
     )
 
 
@@ -357,6 +378,9 @@ def adaptive_focal_loss(
     detach_gamma: bool = True,
     expert: str = "expert",
     others: Sequence[str] | None = None,
+    eps: float = 1e-6,
 ) -> AdaptiveFocalLoss:
     """Adaptive focal loss (thesis §3.3.6): gamma = difficulty + variability weights hard/easy regions."""
-    return AdaptiveFocalLoss(ks=ks, theta=theta, detach_gamma=detach_gamma, expert=expert, others=others)
+    return AdaptiveFocalLoss(
+        ks=ks, theta=theta, detach_gamma=detach_gamma, expert=expert, others=others, eps=eps
+    )

@@ -6,6 +6,7 @@ one-hot) unless stated. Everything is vectorised over the batch and stays on the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -138,6 +139,19 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
+def _log_sigmoid_eps(x: Tensor, eps: float) -> Tensor:
+    """log(σ(x) + ε) without forming σ(x): ``logaddexp(logsigmoid(x), log ε)``; ε = 0 → logsigmoid.
+
+    Finite, with finite gradients, for any logit (no clamping of the sigmoid).
+    """
+    if eps < 0:
+        raise ValueError(f"eps must be ≥ 0, got {eps}")
+    log_p = F.logsigmoid(x)
+    if eps == 0:
+        return log_p
+    return torch.logaddexp(log_p, torch.full_like(log_p, math.log(eps)))
+
+
 def _as_list(annotations: AnnotationList) -> list[Tensor]:
     if annotations is None:
         return []
@@ -212,13 +226,14 @@ def ag_bce(
     w_hard: float = 4.0,
     ks: int = 4,
     beta: float = 0.5,
+    eps: float = 1e-6,
 ) -> Tensor:
     """Annotation-guided BCE (MicroSegNet, arXiv 2305.19956, §2.3 "AG-BCE loss"), a scalar.
 
     ``hard`` = (expert XOR non-expert) dilated by a ``ks×ks`` square (:func:`hard_region`,
     OpenCV anchor), ``easy = 1 − hard``. Per pixel (the official code's β-weighted BCE)
 
-        ℓᵢ = −β·yᵢ·log pᵢ − (1 − β)·(1 − yᵢ)·log(1 − pᵢ),   p = σ(logits), y = expert,
+        ℓᵢ = −β·yᵢ·log(pᵢ + ε) − (1 − β)·(1 − yᵢ)·log(1 − pᵢ + ε),   p = σ(logits), y = expert,
 
     and, with W = W_hard / W_easy and N the number of elements (B·H·W for one channel),
 
@@ -227,9 +242,12 @@ def ag_bce(
     This is the official ``attention_BCE_loss(h_W, y_true, y_pred, y_std, ks)`` value
     (``((1/(1+h_W))·easy_loss + (h_W/(1+h_W))·hard_loss) / number_of_pixels``, β = 0.5). The
     official code uses W = 4 (its ``--weight`` default), the paper's text reports W = 12 as the
-    best ratio: pass ``w_hard=12`` for that. ``log p`` and ``log(1 − p)`` are computed as
-    ``logsigmoid(±logits)`` instead of the official ``log(σ + 1e-6)``, so logits of ±100 give
-    finite values and gradients; the two agree to ~1e-6 relative where p is not saturated.
+    best ratio: pass ``w_hard=12`` for that. The official ε = 1e-6 is kept (default), but
+    log(p + ε) is computed from the logits as ``logaddexp(logsigmoid(x), log ε)`` (and
+    log(1 − p + ε) from ``logsigmoid(−x)``), never as the log of a sigmoid, so logits of ±100
+    give finite values and gradients and the value equals the official one to float rounding.
+    As in the official loss, ε caps a pixel's loss at −log ε ≈ 13.8 and its gradient vanishes
+    beyond that; ``eps=0`` gives the plain ``logsigmoid`` form (no cap).
 
     Args:
         logits: ``B×1×H×W`` or ``B×H×W`` (any shape that the masks share).
@@ -239,6 +257,7 @@ def ag_bce(
         w_hard: W, the hard/easy weight ratio (> 0).
         ks: dilation kernel size (official: 4 at full resolution, 3, 2, 1 at ½, ¼, ⅛).
         beta: β ∈ [0, 1], weight of the foreground term (official 0.5).
+        eps: ε inside the logs (official 1e-6; 0 for exact log-likelihoods).
     """
     check_same_shape(logits, expert, "ag_bce")
     if w_hard <= 0:
@@ -248,8 +267,8 @@ def ag_bce(
     x = logits.to(_compute_dtype(logits))
     y = expert.to(x.dtype)
     hard = hard_region(y, [o.to(x.dtype) for o in _as_list(non_expert)], ks)
-    # −log σ(x) = softplus(−x), −log(1 − σ(x)) = softplus(x): stable for any logit.
-    per_pixel = beta * y * F.softplus(-x) + (1.0 - beta) * (1.0 - y) * F.softplus(x)
+    # log(σ(x) + ε) and log(1 − σ(x) + ε) = log(σ(−x) + ε), from the logits: stable for any logit.
+    per_pixel = -(beta * y * _log_sigmoid_eps(x, eps) + (1.0 - beta) * (1.0 - y) * _log_sigmoid_eps(-x, eps))
     weight = 1.0 + (w_hard - 1.0) * hard  # W on hard pixels, 1 on easy ones
     return (per_pixel * weight).sum() / ((1.0 + w_hard) * per_pixel.numel())
 
@@ -309,12 +328,13 @@ def adaptive_focal(
     theta: float = 0.5,
     detach_gamma: bool = True,
     gamma_min: float = 1e-6,
+    eps: float = 1e-6,
 ) -> Tensor:
     """Adaptive focal loss, thesis "Prostate cancer segmentation from micro-ultrasound images using
     adaptive focal loss" (Thakur 2024) §3.3.6, a scalar.
 
     Algorithm (§3.3.6, in order): hard = dilate(y_true ⊕ y_std, ks×ks) (:func:`hard_region`),
-    easy = 1 − hard; per pixel FL = −θ·(1 − p_t)^γ·log p_t with p_t = p if y = 1 else 1 − p,
+    easy = 1 − hard; per pixel FL = −θ·(1 − p_t)^γ·log(p_t + ε) with p_t = p if y = 1 else 1 − p,
     p = σ(logits); hard_loss = Σ FL·hard, easy_loss = Σ FL·easy; γ =
     :func:`adaptive_focal_gamma` = (1 − mean p) + mean(y_std);
 
@@ -333,10 +353,11 @@ def adaptive_focal(
     * **γ is a constant for autograd** (``detach_gamma=True``, like the reference's
       ``.item()``); ``detach_gamma=False`` also back-propagates through the difficulty term.
     * **θ = 0.5** (§3.3.6 leaves θ, §3.3.9's β, unspecified; 0.5 is AG-BCE's β).
-    * **ε.** §3.3.6's log(p_t + ε) guards log 0 in probability space; here log p_t =
-      logsigmoid(±logits) and (1 − p_t)^γ = exp(γ·logsigmoid(∓logits)), finite with finite
-      gradients at any logit and any γ ≥ 0, so no ε is needed (values differ by ≤ ε/p_t).
-      γ is clamped to ≥ ``gamma_min`` so that 1/γ stays finite.
+    * **stability.** log(p_t + ε) = ``logaddexp(logsigmoid(±logits), log ε)`` (ε = 1e-6 as in
+      the reference; ``eps=0`` → plain logsigmoid) and (1 − p_t)^γ = exp(γ·logsigmoid(∓logits)):
+      finite values and gradients at any logit and any γ ≥ 0 (a plain ``(1 − p_t) ** γ`` has
+      an infinite derivative at p_t = 1 when γ < 1). γ is clamped to ≥ ``gamma_min`` so that
+      1/γ stays finite.
     * Targets are binarised at 0.5 for p_t (the reference tests ``y_true == 1``); y_std enters
       the variability as given.
     * **no second annotation** (``y_std=None`` or empty): y_std is taken equal to y_true, as if
@@ -351,6 +372,7 @@ def adaptive_focal(
         theta: θ, the constant factor of the focal term.
         detach_gamma: treat γ as a constant (no gradient through it).
         gamma_min: lower clamp of γ.
+        eps: ε inside the log (1e-6).
     """
     check_same_shape(logits, y_true, "adaptive_focal")
     x = logits.to(_compute_dtype(logits))
@@ -360,7 +382,7 @@ def adaptive_focal(
     if detach_gamma:
         gamma = gamma.detach()
     z = torch.where(y_true >= 0.5, x, -x)  # p_t = σ(z), 1 − p_t = σ(−z)
-    per_pixel = -theta * torch.exp(gamma * F.logsigmoid(-z)) * F.logsigmoid(z)
+    per_pixel = -theta * torch.exp(gamma * F.logsigmoid(-z)) * _log_sigmoid_eps(z, eps)
     hard_loss = (per_pixel * hard).sum()
     easy_loss = (per_pixel * (1.0 - hard)).sum()
     return (gamma * hard_loss + easy_loss / gamma) / per_pixel.numel()
