@@ -26,6 +26,7 @@ from medseg.data.sources import build as build_source
 from medseg.data.splits import kfold_split
 from medseg.engine.experiment import train_and_evaluate
 from medseg.metrics import dice
+from medseg.report.tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "drive_retina"
@@ -35,6 +36,16 @@ LOSSES = {
     "ag_bce": {"expert": "annotator_1", "w_hard": 4.0, "ks": 3},
     "adaptive_focal": {"expert": "annotator_1", "ks": 3},
 }
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=float)
+    return {
+        "mean": float(array.mean()),
+        "median": float(np.median(array)),
+        "min": float(array.min()),
+        "n": len(array),
+    }
 
 
 def main() -> None:
@@ -92,21 +103,16 @@ def main() -> None:
                 results[name][row["patient"]] = float(row["dice"])
 
     cases = sorted(next(iter(results.values())))
-    lines = ["| loss | Dice vs 1st_manual, mean | median | min | images |", "|---|---|---|---|---|"]
-    for name, per_case in results.items():
-        values = np.array([per_case[c] for c in cases])
-        lines.append(
-            f"| {name} | {values.mean():.4f} | {np.median(values):.4f} | {values.min():.4f} | {len(values)} |"
-        )
-    reference = np.array([human[c] for c in cases])
-    lines.append(
-        f"| 2nd_manual (human) | {reference.mean():.4f} | {np.median(reference):.4f} | "
-        f"{reference.min():.4f} | {len(reference)} |"
+    summary = [{"loss": name, **_stats([per_case[c] for c in cases])} for name, per_case in results.items()]
+    summary.append({"loss": "2nd_manual (human)", **_stats([human[c] for c in cases])})
+    markdown = markdown_table(
+        summary,
+        {"loss": "loss", "mean": "Dice vs 1st_manual, mean", "median": "median", "min": "min", "n": "images"},
     )
     print(f"\nDRIVE test 01–10, {args.folds}-fold, {args.size}², {args.epochs} epochs, small U-Net:\n")
-    print("\n".join(lines))
+    print(markdown)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "table.md").write_text("\n".join(lines) + "\n")
+    (Path(args.out) / "table.md").write_text(markdown + "\n")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from medseg.config import load_config
 from medseg.engine.experiment import train_and_evaluate
+from medseg.report.tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "lgg_mri" / "kaggle_3m"
@@ -82,24 +83,27 @@ def main() -> None:
         raise SystemExit(f"{args.root}: LGG kaggle_3m folder not found (pass --root)")
     console = Console()
     rows = [run(name, args, console) for name in args.models.split(",")]
-    header = (
-        "| model | params (M) | epochs in budget | best epoch | train time (min) | DSC mean | DSC median "
-        "| HD95 mean (mm) | HD95 median (mm) |"
+    markdown = markdown_table(
+        rows,
+        {
+            "model": "model",
+            "params_M": "params (M)",
+            "epochs": "epochs in budget",
+            "best_epoch": "best epoch",
+            "train_min": "train time (min)",
+            "dice_mean": "DSC mean",
+            "dice_median": "DSC median",
+            "hd95_mm_mean": "HD95 mean (mm)",
+            "hd95_mm_median": "HD95 median (mm)",
+        },
     )
-    lines = [header, "|" + "---|" * 9]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['params_M']:.2f} | {r['epochs']} | {r['best_epoch']} | "
-            f"{r['train_min']:.1f} | {r['dice_mean']:.4f} | {r['dice_median']:.4f} | "
-            f"{r['hd95_mm_mean']:.2f} | {r['hd95_mm_median']:.2f} |"
-        )
     print(
         f"\nLGG, {rows[0]['n_patients']} validation patients, {args.size}², per-volume metrics, "
         f"{args.minutes} min CPU budget per model, batch Dice loss, Adam {args.lr}:\n"
     )
-    print("\n".join(lines))
+    print(markdown)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "table.md").write_text("\n".join(lines) + "\n")
+    (Path(args.out) / "table.md").write_text(markdown + "\n")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from rich.console import Console
 from medseg.config import load_config
 from medseg.data.phantom import write_phantom_microus
 from medseg.engine.experiment import train_and_evaluate
+from medseg.report.tables import markdown_table
 
 RUNS = {
     # name: (model, model options, loss, loss options)
@@ -74,22 +75,24 @@ def main() -> None:
         )
         cfg.output_dir = str(Path(args.out) / model)
         rows.append({"run": label, **train_and_evaluate(cfg, split="test", console=console).row()})
-    lines = [
-        "| run | params (M) | epochs | Dice (volumetric) | HD95 mm (volumetric) "
-        "| Dice (microsegnet protocol) | HD95 mm (microsegnet protocol) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['run']} | {r['params_M']:.2f} | {r['epochs']} | {r['dice_mean']:.4f} | "
-            f"{r['hd95_mm_mean']:.2f} | {r['microsegnet_dice_mean']:.4f} | {r['microsegnet_hd95_mm_mean']:.2f} |"
-        )
+    markdown = markdown_table(
+        rows,
+        {
+            "run": "run",
+            "params_M": "params (M)",
+            "epochs": "epochs",
+            "dice_mean": "Dice (volumetric)",
+            "hd95_mm_mean": "HD95 mm (volumetric)",
+            "microsegnet_dice_mean": "Dice (microsegnet protocol)",
+            "microsegnet_hd95_mm_mean": "HD95 mm (microsegnet protocol)",
+        },
+    )
     print(
         f"\nPhantom (micro-US layout), 4 test patients, {args.size}², {args.minutes} CPU min per model, "
         "per-patient means:\n"
     )
-    print("\n".join(lines))
-    (Path(args.out) / "table.md").write_text("\n".join(lines) + "\n")
+    print(markdown)
+    (Path(args.out) / "table.md").write_text(markdown + "\n")
 
 
 if __name__ == "__main__":

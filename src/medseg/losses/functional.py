@@ -6,7 +6,6 @@ one-hot) unless stated. Everything is vectorised over the batch and stays on the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -140,16 +139,17 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 
 
 def _log_sigmoid_eps(x: Tensor, eps: float) -> Tensor:
-    """log(σ(x) + ε) without forming σ(x): ``logaddexp(logsigmoid(x), log ε)``; ε = 0 → logsigmoid.
+    """log(σ(x) + ε), finite with finite gradients for any logit; ε = 0 → ``logsigmoid(x)``.
 
-    Finite, with finite gradients, for any logit (no clamping of the sigmoid).
+    With ε > 0 the sigmoid is never clamped: σ(x) ∈ [0, 1] so σ(x) + ε ≥ ε, and d/dx =
+    σ(x)·σ(−x) / (σ(x) + ε) is bounded. Call it with −x for log(1 − σ(x) + ε): σ(−x) is exact
+    where 1 − σ(x) would cancel.
     """
     if eps < 0:
         raise ValueError(f"eps must be ≥ 0, got {eps}")
-    log_p = F.logsigmoid(x)
     if eps == 0:
-        return log_p
-    return torch.logaddexp(log_p, torch.full_like(log_p, math.log(eps)))
+        return F.logsigmoid(x)
+    return torch.log(torch.sigmoid(x) + eps)
 
 
 def _as_list(annotations: AnnotationList) -> list[Tensor]:
@@ -160,6 +160,23 @@ def _as_list(annotations: AnnotationList) -> list[Tensor]:
     return list(annotations)
 
 
+def _dilate(x: Tensor, ks: int) -> Tensor:
+    """Separable max filter over every dim after the first two, OpenCV anchor; keeps the dtype."""
+    before = ks // 2  # OpenCV's default anchor (-1, -1) is the kernel centre (ks//2, ks//2)
+    after = ks - 1 - before
+    for dim in range(2, x.ndim):
+        n = x.shape[dim]
+        out = x.clone()
+        for offset in range(-before, after + 1):
+            if offset == 0 or abs(offset) >= n:
+                continue
+            length = n - abs(offset)
+            dst = out.narrow(dim, max(0, -offset), length)  # out[i] = max(out[i], x[i + offset])
+            torch.maximum(dst, x.narrow(dim, max(0, offset), length), out=dst)
+        x = out
+    return x
+
+
 def dilate_mask(mask: Tensor, ks: int) -> Tensor:
     """Binary dilation with a ``ks×ks`` square (``ks×ks×ks`` cube in 3D), anchored as OpenCV does.
 
@@ -168,11 +185,14 @@ def dilate_mask(mask: Tensor, ks: int) -> Tensor:
     ``attention_BCE_loss``). OpenCV's default anchor is the kernel centre ``(ks//2, ks//2)``, so
     output pixel ``i`` is the maximum of the input over offsets ``-(ks//2) … ks-1-ks//2``: for an
     odd ``ks`` the window is centred; for an even ``ks`` it reaches one pixel further back than
-    forward (``ks = 4``: offsets −2…+1; ``ks = 2``: −1…0). ``ks = 1`` is the identity. OpenCV's
-    default border value never wins a dilation, which zero padding reproduces for masks ≥ 0.
+    forward (``ks = 4``: offsets −2…+1; ``ks = 2``: −1…0). ``ks = 1`` is the identity. Pixels
+    outside the image never win (OpenCV's default border for dilation), as with zero padding
+    for masks ≥ 0.
 
-    Implemented as zero padding (asymmetric for even ``ks``) + ``max_pool`` with stride 1, on the
-    mask's device and vectorised over the batch.
+    Implemented as a separable max filter (a square is separable): ``ks − 1`` element-wise
+    maxima of shifted views per spatial axis, i.e. ``max_pool`` with stride 1 and asymmetric
+    zero padding for even ``ks``, without the padded copy. On the mask's device, vectorised over
+    the batch; bool masks are dilated as bool.
 
     Args:
         mask: ``B×H×W``, ``B×C×H×W`` or ``B×C×D×H×W``, values ≥ 0 (bool, integer or float).
@@ -185,19 +205,20 @@ def dilate_mask(mask: Tensor, ks: int) -> Tensor:
         raise ValueError(f"dilate_mask: kernel size must be ≥ 1, got {ks}")
     if mask.ndim not in (3, 4, 5):
         raise ValueError(f"dilate_mask expects B×H×W, B×C×H×W or B×C×D×H×W, got {tuple(mask.shape)}")
-    x = mask if mask.is_floating_point() else mask.to(torch.float32)
-    if ks == 1:
-        return x
-    squeeze = x.ndim == 3
-    if squeeze:
-        x = x.unsqueeze(1)
-    before = ks // 2  # OpenCV anchor
-    after = ks - 1 - before
-    n_spatial = x.ndim - 2
-    x = F.pad(x, (before, after) * n_spatial, value=0.0)
-    pool = F.max_pool2d if n_spatial == 2 else F.max_pool3d
-    out = pool(x, kernel_size=ks, stride=1)
-    return out.squeeze(1) if squeeze else out
+    x = mask.unsqueeze(1) if mask.ndim == 3 else mask
+    out = _dilate(x, ks) if ks > 1 else x
+    out = out.squeeze(1) if mask.ndim == 3 else out
+    return out if out.is_floating_point() else out.to(torch.float32)
+
+
+def _disagreement(reference: Tensor, others: list[Tensor]) -> Tensor:
+    """Bool map of the pixels where not all of ``reference`` and ``others`` agree (binarised at 0.5)."""
+    ref = reference >= 0.5
+    disagree = torch.zeros_like(ref)
+    for other in others:
+        check_same_shape(reference, other, "hard region (annotations)")
+        disagree |= (other >= 0.5) != ref
+    return disagree
 
 
 def hard_region(reference: Tensor, others: AnnotationList, ks: int = 1) -> Tensor:
@@ -209,13 +230,9 @@ def hard_region(reference: Tensor, others: AnnotationList, ks: int = 1) -> Tenso
     gives an empty hard region. The result is float (``reference``'s dtype if floating), on
     ``reference``'s device, with ``reference``'s shape.
     """
-    ref = reference >= 0.5
-    disagree = torch.zeros_like(ref)
-    for other in _as_list(others):
-        check_same_shape(reference, other, "hard_region (annotations)")
-        disagree |= (other >= 0.5) != ref
+    disagree = _disagreement(reference, _as_list(others))
     dtype = reference.dtype if reference.is_floating_point() else torch.float32
-    return dilate_mask(disagree.to(dtype), ks)
+    return dilate_mask(disagree, ks).to(dtype)
 
 
 def ag_bce(
@@ -242,12 +259,12 @@ def ag_bce(
     This is the official ``attention_BCE_loss(h_W, y_true, y_pred, y_std, ks)`` value
     (``((1/(1+h_W))·easy_loss + (h_W/(1+h_W))·hard_loss) / number_of_pixels``, β = 0.5). The
     official code uses W = 4 (its ``--weight`` default), the paper's text reports W = 12 as the
-    best ratio: pass ``w_hard=12`` for that. The official ε = 1e-6 is kept (default), but
-    log(p + ε) is computed from the logits as ``logaddexp(logsigmoid(x), log ε)`` (and
-    log(1 − p + ε) from ``logsigmoid(−x)``), never as the log of a sigmoid, so logits of ±100
-    give finite values and gradients and the value equals the official one to float rounding.
-    As in the official loss, ε caps a pixel's loss at −log ε ≈ 13.8 and its gradient vanishes
-    beyond that; ``eps=0`` gives the plain ``logsigmoid`` form (no cap).
+    best ratio: pass ``w_hard=12`` for that. The official ε = 1e-6 is kept (default), so the
+    value equals the official one to float rounding; log(1 − p + ε) is computed as
+    log(σ(−x) + ε) (no cancellation in 1 − σ(x)), nothing is clamped, and logits of ±100 give
+    finite values and gradients. As in the official loss, ε caps a pixel's loss at
+    −log ε ≈ 13.8 and its gradient vanishes for very wrong logits (|x| ≫ 14); ``eps=0`` uses
+    ``logsigmoid(±x)`` instead (exact log-likelihood, no cap).
 
     Args:
         logits: ``B×1×H×W`` or ``B×H×W`` (any shape that the masks share).
@@ -266,8 +283,8 @@ def ag_bce(
         raise ValueError(f"ag_bce: beta must be in [0, 1], got {beta}")
     x = logits.to(_compute_dtype(logits))
     y = expert.to(x.dtype)
-    hard = hard_region(y, [o.to(x.dtype) for o in _as_list(non_expert)], ks)
-    # log(σ(x) + ε) and log(1 − σ(x) + ε) = log(σ(−x) + ε), from the logits: stable for any logit.
+    hard = hard_region(expert, _as_list(non_expert), ks).to(x.dtype)
+    # log(σ(x) + ε) and log(1 − σ(x) + ε) = log(σ(−x) + ε), from the logits: finite for any logit.
     per_pixel = -(beta * y * _log_sigmoid_eps(x, eps) + (1.0 - beta) * (1.0 - y) * _log_sigmoid_eps(-x, eps))
     weight = 1.0 + (w_hard - 1.0) * hard  # W on hard pixels, 1 on easy ones
     return (per_pixel * weight).sum() / ((1.0 + w_hard) * per_pixel.numel())
@@ -353,8 +370,8 @@ def adaptive_focal(
     * **γ is a constant for autograd** (``detach_gamma=True``, like the reference's
       ``.item()``); ``detach_gamma=False`` also back-propagates through the difficulty term.
     * **θ = 0.5** (§3.3.6 leaves θ, §3.3.9's β, unspecified; 0.5 is AG-BCE's β).
-    * **stability.** log(p_t + ε) = ``logaddexp(logsigmoid(±logits), log ε)`` (ε = 1e-6 as in
-      the reference; ``eps=0`` → plain logsigmoid) and (1 − p_t)^γ = exp(γ·logsigmoid(∓logits)):
+    * **stability.** log(p_t + ε) = log(σ(±logits) + ε) (ε = 1e-6 as in the reference; nothing
+      clamped; ``eps=0`` → logsigmoid) and (1 − p_t)^γ = exp(γ·logsigmoid(∓logits)):
       finite values and gradients at any logit and any γ ≥ 0 (a plain ``(1 − p_t) ** γ`` has
       an infinite derivative at p_t = 1 when γ < 1). γ is clamped to ≥ ``gamma_min`` so that
       1/γ stays finite.
@@ -377,7 +394,7 @@ def adaptive_focal(
     check_same_shape(logits, y_true, "adaptive_focal")
     x = logits.to(_compute_dtype(logits))
     others = [o.to(x.dtype) for o in _as_list(y_std)] or [y_true.to(x.dtype)]
-    hard = hard_region(y_true.to(x.dtype), others, ks)
+    hard = hard_region(y_true, others, ks).to(x.dtype)
     gamma = adaptive_focal_gamma(x, others).clamp_min(gamma_min)
     if detach_gamma:
         gamma = gamma.detach()

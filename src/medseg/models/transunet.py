@@ -190,8 +190,10 @@ class HybridViTEncoder(nn.Module):
         backbone = getattr(pe, "backbone", None)
         if backbone is None:
             raise ConfigError(f"'{variant.timm_name}' is not a hybrid ViT (its patch embedding has no CNN)")
-        self.backbone_stride = int(max(pe.feature_ratio))
-        self.stride = int(pe.feat_ratio())
+        # From the architecture, not from timm's probe forward (which is off for a bad img_size).
+        info = getattr(backbone, "feature_info", None)
+        self.backbone_stride = int(info[-1]["reduction"]) if info else 4  # a bare stem: conv /2, pool /2
+        self.stride = self.backbone_stride * int(pe.patch_size[0])
         # Which backbone modules give the skips: the stem norm+ReLU (before max-pool) and the stages.
         stem = getattr(backbone, "stem", backbone)
         names = [name for name, _ in stem.named_children()]
