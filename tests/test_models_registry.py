@@ -24,7 +24,7 @@ def test_build_unet_by_name() -> None:
 
 
 def test_unknown_name_lists_available() -> None:
-    with pytest.raises(KeyError, match="unet.*Available: monai_unet, unet"):
+    with pytest.raises(KeyError, match="unknown model.*Available: .*monai_unet.*unet"):
         models.build("unet_plus_plus_plus")
 
 

@@ -56,6 +56,8 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tu
     """Rebuild the model from the config stored in a medseg checkpoint and load its weights."""
     state = load_checkpoint(checkpoint)
     cfg = config_from_dict(state["config"])
+    # the checkpoint holds the trained weights: don't read the pretraining file again
+    cfg.model.options = {k: v for k, v in cfg.model.options.items() if k != "pretrained"}
     model = build_model_from_config(cfg)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg

@@ -66,6 +66,14 @@ class _AnnotatorMixin:
         masks = masks if isinstance(masks, Mapping) else {}
         if self.others is None:
             names = [k for k, v in masks.items() if k != self.expert and isinstance(v, Tensor)]
+            if masks and self.expert not in masks and not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"{type(self).__name__}: expert '{self.expert}' is not among batch['masks'] "
+                    f"{sorted(masks)}; every mask is treated as another annotator (set expert= to "
+                    "the target annotator's name)",
+                    stacklevel=3,
+                )
         else:
             missing = [k for k in self.others if k not in masks]
             if missing:
@@ -100,7 +108,8 @@ class AGBCELoss(_AnnotatorMixin, nn.Module):
             text reports 12 as the best ratio.
         ks: dilation kernel size (official: 4 at full resolution).
         beta: β, weight of the foreground term (official 0.5).
-        expert: the name of the target annotator in ``batch["masks"]`` (excluded from others).
+        expert: the name of the target annotator in ``batch["masks"]`` (excluded from others;
+            a warning is issued once if it is absent while other masks are present).
         others: names of the other annotators; default all of ``batch["masks"]`` but ``expert``.
         eps: ε inside the logs, log(p + ε) (official 1e-6, computed stably from the logits).
 

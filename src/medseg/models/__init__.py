@@ -4,8 +4,9 @@ Every model returns logits; a deep-supervision model returns ``[main, aux...]`` 
 Importing this package imports each architecture module so that it registers itself.
 """
 
-from medseg.models import monai_unet, unet  # noqa: F401  (registration side effect)
+from medseg.models import monai_unet, transunet, unet  # noqa: F401  (registration side effect)
 from medseg.models.registry import MODELS, available, build, describe
+from medseg.models.transunet import MicroSegNet, TransUNet
 from medseg.models.unet import UNet
 
-__all__ = ["MODELS", "UNet", "available", "build", "describe"]
+__all__ = ["MODELS", "MicroSegNet", "TransUNet", "UNet", "available", "build", "describe"]
