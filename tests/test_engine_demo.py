@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from rich.console import Console
 
 from medseg.engine.demo import demo_config, results_table, run_demo
@@ -26,6 +27,7 @@ def test_demo_writes_every_output(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["per_patient"]["n"] == 1 and "ci_low" in summary["per_patient"]["dice"]
     assert results_table(evaluation).row_count == 3  # one patient, mean, median
+    assert "microsegnet_dice" in evaluation.per_patient  # both protocols
     # the phantom went through the micro-US layout
     assert (out / "data" / "test" / "expert_annotations" / "expert_annotation_test_01.nii.gz").is_file()
 
@@ -34,3 +36,25 @@ def test_demo_config_reads_the_microus_layout(tmp_path: Path) -> None:
     cfg = demo_config(tmp_path, tmp_path / "data")
     assert cfg.data.source == "microus" and cfg.data.options["subset"] == "train"
     assert cfg.data.test_options["subset"] == "test"
+
+
+def test_demo_recipes(tmp_path: Path) -> None:
+    micro = demo_config(tmp_path, tmp_path / "data")
+    assert micro.model.name == "microsegnet" and micro.loss.name == "ag_bce_ds"
+    assert micro.eval.protocols == ["volumetric", "microsegnet"]
+    assert demo_config(tmp_path, tmp_path / "data", model="unet").model.name == "unet"
+    with pytest.raises(ValueError, match="demo model"):
+        demo_config(tmp_path, tmp_path / "data", model="vnet")
+
+
+def test_unet_demo_runs(tmp_path: Path) -> None:
+    evaluation = run_demo(
+        tmp_path / "u",
+        n_train=3,
+        n_test=1,
+        epochs=1,
+        progress=False,
+        console=Console(quiet=True),
+        model="unet",
+    )
+    assert len(evaluation.per_patient) == 1

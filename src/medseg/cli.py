@@ -131,15 +131,23 @@ def demo(
     n_test: Annotated[int, typer.Option(help="phantom test patients")] = 4,
     seed: Annotated[int, typer.Option(help="seed for the phantom and training")] = 0,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    model: Annotated[str, typer.Option(help="'microsegnet' (tiny, AG-BCE) or 'unet'")] = "microsegnet",
 ) -> None:
-    """Phantom (micro-US layout) → train a small U-Net on the CPU → per-patient evaluation and figures."""
+    """Phantom (micro-US layout) → train MicroSegNet-tiny with AG-BCE on the CPU → both protocols, figures."""
     from medseg.engine.demo import run_demo
 
     try:
         run_demo(
-            out, n_train=n_train, n_test=n_test, epochs=epochs, seed=seed, progress=progress, console=console
+            out,
+            n_train=n_train,
+            n_test=n_test,
+            epochs=epochs,
+            seed=seed,
+            progress=progress,
+            console=console,
+            model=model,
         )
-    except MedsegError as exc:
+    except (MedsegError, ValueError) as exc:
         _fail(exc)
 
 
