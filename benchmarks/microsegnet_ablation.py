@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from medseg.config import load_config
 from medseg.data.phantom import write_phantom_microus
+from medseg.engine.demo import phantom_recipe
 from medseg.engine.experiment import train_and_evaluate
 from medseg.report.tables import markdown_table
 
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--only", default=None, help="comma-separated run labels to keep")
+    parser.add_argument("--sgd", action="store_true", help="the paper's SGD 0.01 instead of AdamW 2e-3")
     args = parser.parse_args()
     console = Console()
     root = write_phantom_microus(Path(args.out) / "data", n_train=8, n_test=4, seed=0)
@@ -55,31 +56,16 @@ def main() -> None:
         runs = {k: v for k, v in runs.items() if k in args.only.split(",")}
     dice, hd95 = {}, {}
     for label, (model, loss, loss_options) in runs.items():
-        cfg = load_config(
-            None,
-            [
-                "data.source=microus",
-                f"data.options={{root: '{root}', subset: train}}",
-                "data.test_source=microus",
-                f"data.test_options={{root: '{root}', subset: test}}",
-                f"data.image_size=[{args.size}, {args.size}]",
-                f"data.split.seed={args.seed}",
-                f"model.name={model}",
-                "model.options={variant: tiny}",
-                f"loss.name={loss}",
-                f"loss.options={json.dumps(loss_options)}",
-                "optim.name=sgd",
-                "optim.lr=0.01",
-                "optim.weight_decay=0.0001",
-                "optim.options={momentum: 0.9}",
-                "optim.scheduler=poly",
-                f"train.epochs={args.epochs}",
-                "train.batch_size=8",
-                f"train.seed={args.seed}",
-                "train.progress=false",
-                "train.tensorboard=false",
-            ],
-        )
+        overrides = [
+            f"data.split.seed={args.seed}",
+            f"model.name={model}",
+            "model.options={variant: tiny}",
+            f"loss.name={loss}",
+            f"loss.options={json.dumps(loss_options)}",
+            f"train.epochs={args.epochs}",
+            f"train.seed={args.seed}",
+        ]
+        cfg = phantom_recipe(root, args.size, args.sgd, overrides)
         cfg.output_dir = str(Path(args.out) / label.replace(" ", "_").replace(",", "").replace("=", ""))
         per_patient = train_and_evaluate(cfg, split="test", console=console).evaluation.per_patient
         dice[label] = per_patient.set_index("patient")["dice"]

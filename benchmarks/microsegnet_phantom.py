@@ -19,8 +19,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from medseg.config import load_config
 from medseg.data.phantom import write_phantom_microus
+from medseg.engine.demo import phantom_recipe
 from medseg.engine.experiment import train_and_evaluate
 from medseg.report.tables import markdown_table
 
@@ -40,39 +40,22 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=6.0, help="training budget per model")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sgd", action="store_true", help="the paper's SGD 0.01 instead of AdamW 2e-3")
     args = parser.parse_args()
     console = Console()
     root = write_phantom_microus(Path(args.out) / "data", n_train=8, n_test=4, seed=args.seed)
     rows = []
     for label, (model, model_options, loss, loss_options) in RUNS.items():
-        cfg = load_config(
-            None,
-            [
-                "data.source=microus",
-                f"data.options={{root: '{root}', subset: train}}",
-                "data.test_source=microus",
-                f"data.test_options={{root: '{root}', subset: test}}",
-                f"data.image_size=[{args.size}, {args.size}]",
-                f"model.name={model}",
-                f"model.options={json.dumps(model_options)}",
-                f"loss.name={loss}",
-                f"loss.options={json.dumps(loss_options)}",
-                # paper 000 recipe: SGD 0.01, momentum 0.9, weight decay 1e-4, poly 0.9, batch 8
-                "optim.name=sgd",
-                "optim.lr=0.01",
-                "optim.weight_decay=0.0001",
-                "optim.options={momentum: 0.9}",
-                "optim.scheduler=poly",
-                "train.epochs=200",
-                "train.batch_size=8",
-                f"train.max_time_minutes={args.minutes}",
-                f"train.seed={args.seed}",
-                "train.progress=false",
-                "train.tensorboard=false",
-                "eval.protocols=[volumetric, microsegnet]",
-                "eval.microsegnet_pixel_mm=null",
-            ],
-        )
+        overrides = [
+            f"model.name={model}",
+            f"model.options={json.dumps(model_options)}",
+            f"loss.name={loss}",
+            f"loss.options={json.dumps(loss_options)}",
+            "train.epochs=200",
+            f"train.max_time_minutes={args.minutes}",
+            f"train.seed={args.seed}",
+        ]
+        cfg = phantom_recipe(root, args.size, args.sgd, overrides)
         cfg.output_dir = str(Path(args.out) / model)
         rows.append({"run": label, **train_and_evaluate(cfg, split="test", console=console).row()})
     markdown = markdown_table(

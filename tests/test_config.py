@@ -2,7 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from medseg.config import Config, config_diff, config_from_dict, load_config, parse_override, save_config
+from medseg.config import (
+    Config,
+    apply_overrides,
+    config_diff,
+    config_from_dict,
+    load_config,
+    parse_override,
+    save_config,
+)
 from medseg.errors import ConfigError
 
 
@@ -64,3 +72,11 @@ def test_repo_configs_load() -> None:
     configs = Path(__file__).resolve().parents[1] / "configs"
     for path in sorted(configs.glob("*.yaml")):
         load_config(path)
+
+
+def test_apply_overrides_returns_a_validated_copy() -> None:
+    base = Config()
+    changed = apply_overrides(base, ["train.epochs=3", "model.options={features: [8, 16]}"])
+    assert changed.train.epochs == 3 and base.train.epochs != 3
+    with pytest.raises(ConfigError):
+        apply_overrides(base, ["train.nope=1"])

@@ -13,8 +13,15 @@ def _vol(d: int = 3) -> Sample:
     img = np.random.default_rng(0).normal(size=(2, d, 4, 5))
     m = np.zeros((d, 4, 5), np.uint8)
     m[:, 1:3, 2:4] = 1
-    return Sample(image=img, masks={"expert": m, "other": 1 - m}, target="expert",
-                  spacing=(2.0, 0.5, 0.4), case_id="c1", source_path="/x/c1.nii.gz", meta={"k": 1})
+    return Sample(
+        image=img,
+        masks={"expert": m, "other": 1 - m},
+        target="expert",
+        spacing=(2.0, 0.5, 0.4),
+        case_id="c1",
+        source_path="/x/c1.nii.gz",
+        meta={"k": 1},
+    )
 
 
 def test_basic_properties() -> None:
@@ -50,8 +57,14 @@ def test_bool_mask_stored_as_uint8() -> None:
     ],
 )
 def test_validate_errors_name_the_file(kwargs: dict, match: str) -> None:
-    base = {"image": np.zeros((1, 4, 5)), "masks": {"e": np.zeros((4, 5), np.uint8)}, "target": "e",
-            "spacing": (1.0, 1.0), "case_id": "c", "source_path": "/data/img_07.png"}
+    base = {
+        "image": np.zeros((1, 4, 5)),
+        "masks": {"e": np.zeros((4, 5), np.uint8)},
+        "target": "e",
+        "spacing": (1.0, 1.0),
+        "case_id": "c",
+        "source_path": "/data/img_07.png",
+    }
     with pytest.raises(DataError, match=match) as e:
         Sample(**{**base, **kwargs})
     assert "img_07.png" in str(e.value)
@@ -73,8 +86,9 @@ def test_stack_slices_errors() -> None:
     sl = _vol().slices()
     with pytest.raises(ValueError):
         stack_slices([])
-    no_thick = [Sample(x.image, x.masks, x.target, x.spacing, x.case_id, x.slice_index, "/p/a.png")
-                for x in sl]
+    no_thick = [
+        Sample(x.image, x.masks, x.target, x.spacing, x.case_id, x.slice_index, "/p/a.png") for x in sl
+    ]
     with pytest.raises(DataError, match="through-plane") as e:
         stack_slices(no_thick)
     assert "a.png" in str(e.value)

@@ -68,12 +68,14 @@ def test_microus_nested_root(tmp_path: Path) -> None:
 def test_microus_phantom_end_to_end(tmp_path: Path) -> None:
     shape, spacing = (6, 32, 32), (1.5, 0.25, 0.3)
     root = write_phantom_microus(tmp_path / "mu", n_train=2, n_test=1, seed=3, shape=shape, spacing=spacing)
-    for rel in ("train/micro_ultrasound_scans/microUS_train_01.nii.gz",
-                "train/expert_annotations/expert_annotation_train_02.nii.gz",
-                "train/non_expert_annotations/nonexpert_annotation_train_01.nii.gz",
-                "test/micro_ultrasound_scans/microUS_test_01.nii.gz",
-                "test/expert_annotations/expert_annotation_test_01.nii.gz",
-                "test/non_expert_annotations/nonexpert_annotation_test_01.nii.gz"):
+    for rel in (
+        "train/micro_ultrasound_scans/microUS_train_01.nii.gz",
+        "train/expert_annotations/expert_annotation_train_02.nii.gz",
+        "train/non_expert_annotations/nonexpert_annotation_train_01.nii.gz",
+        "test/micro_ultrasound_scans/microUS_test_01.nii.gz",
+        "test/expert_annotations/expert_annotation_test_01.nii.gz",
+        "test/non_expert_annotations/nonexpert_annotation_test_01.nii.gz",
+    ):
         assert (root / rel).is_file(), rel
     src = sources.build("microus", root=root)
     assert src.case_ids() == ["test_01", "train_01", "train_02"]
@@ -144,7 +146,7 @@ def _lgg_layout(root: Path, numbers=(1, 2, 10)) -> Path:
     for n in numbers:
         tifffile.imwrite(d / f"{case}_{n}.tif", np.full((8, 8, 3), n, np.uint8))
         m = np.zeros((8, 8), np.uint8)
-        m[:n % 8, 0] = 255
+        m[: n % 8, 0] = 255
         tifffile.imwrite(d / f"{case}_{n}_mask.tif", m)
     (root / "kaggle_3m" / "data.csv").write_text("Patient,x\nTCGA_AA_0000,1\n")
     return root
@@ -270,16 +272,18 @@ def test_folder_2d_with_suffix_and_unmatched(tmp_path: Path) -> None:
     for k in ("a", "b"):
         write_image(tmp_path / "img" / f"{k}.png", np.full((4, 4), 9, np.uint8))
         write_image(tmp_path / "lab" / f"{k}_mask.png", np.eye(4, dtype=np.uint8))
-    src = sources.build("folder", root=tmp_path, images="img/*.png", masks="lab/*.png",
-                        mask_suffix="_mask", spacing=0.2)
+    src = sources.build(
+        "folder", root=tmp_path, images="img/*.png", masks="lab/*.png", mask_suffix="_mask", spacing=0.2
+    )
     assert src.case_ids() == ["a", "b"]
     (s,) = src.load_case("a")
     assert s.image.shape == (1, 4, 4) and s.spacing == (0.2, 0.2) and s.meta["spacing_assumed"] is False
     assert s.masks["expert"].sum() == 4
     write_image(tmp_path / "img" / "c.png", np.zeros((4, 4), np.uint8))
     with pytest.raises(DataError, match="images without a mask") as e:
-        sources.build("folder", root=tmp_path, images="img/*.png", masks="lab/*.png",
-                      mask_suffix="_mask").case_ids()
+        sources.build(
+            "folder", root=tmp_path, images="img/*.png", masks="lab/*.png", mask_suffix="_mask"
+        ).case_ids()
     assert "c.png" in str(e.value)
     unl = sources.build("folder", root=tmp_path, images="img/*.png", masks=None)
     assert unl.load_case("c")[0].masks == {}
@@ -375,7 +379,11 @@ def test_real_volumes_3d_folder(shared_data: Path) -> None:
     assert src.case_ids() == ["brain1", "brain2", "breast1"]
     (s,) = src.load_case("breast1")
     assert s.image.shape == (1, 21, 120, 45) and s.spacing == pytest.approx((2.1, 0.664062, 0.664062))
-    pro = sources.build("folder", root=root, images="prostate_phantom_subvolume.nrrd",
-                        masks="prostate_phantom_subvolume-label.nrrd")
+    pro = sources.build(
+        "folder",
+        root=root,
+        images="prostate_phantom_subvolume.nrrd",
+        masks="prostate_phantom_subvolume-label.nrrd",
+    )
     (p,) = pro.load_all()
     assert set(np.unique(p.masks["expert"])) == {0, 1}  # labels 0/1/7/8/9 binarized

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from medseg.engine.demo import demo_config, results_table, run_demo
+from medseg.engine.demo import demo_config, phantom_recipe, results_table, run_demo
 
 
 def test_demo_writes_every_output(tmp_path: Path) -> None:
@@ -58,3 +58,11 @@ def test_unet_demo_runs(tmp_path: Path) -> None:
         model="unet",
     )
     assert len(evaluation.per_patient) == 1
+
+
+def test_phantom_recipe_options(tmp_path: Path) -> None:
+    adamw = phantom_recipe(tmp_path, image_size=64, overrides=["train.epochs=2"])
+    assert adamw.optim.name == "adamw" and adamw.data.image_size == [64, 64] and adamw.train.epochs == 2
+    assert adamw.data.options["root"] == str(tmp_path) and adamw.data.test_options["subset"] == "test"
+    sgd = phantom_recipe(tmp_path, paper_sgd=True)
+    assert (sgd.optim.name, sgd.optim.lr, sgd.optim.options) == ("sgd", 0.01, {"momentum": 0.9})

@@ -190,6 +190,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config_from_dict(tree)
 
 
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """A new :class:`Config` with ``key=value`` overrides applied (validated like ``--set``)."""
+    tree = config.to_dict()
+    for override in overrides:
+        key, value = parse_override(override)
+        _set_path(tree, key, value)
+    return config_from_dict(tree)
+
+
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in ("options",):

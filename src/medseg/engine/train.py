@@ -60,7 +60,17 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def _collate_masks_first(outputs: Any) -> torch.Tensor:
+def batch_to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Image, target and every annotator mask moved to ``device``; ids and flags stay as they are."""
+    return {
+        **batch,
+        "image": batch["image"].to(device),
+        "target": batch["target"].to(device),
+        "masks": {name: mask.to(device) for name, mask in batch["masks"].items()},
+    }
+
+
+def _main_output(outputs: Any) -> torch.Tensor:
     return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
 
 
@@ -221,14 +231,8 @@ def train(
         with _Progress(tcfg.progress, console) as progress:
             task = progress.add_task(f"epoch {epoch + 1}/{tcfg.epochs}", total=len(loader), info="")
             for step, batch in enumerate(loader):
-                image = batch["image"].to(device)
-                target = batch["target"].to(device)
-                batch = {
-                    **batch,
-                    "image": image,
-                    "target": target,
-                    "masks": {k: v.to(device) for k, v in batch["masks"].items()},
-                }
+                batch = batch_to_device(batch, device)
+                image, target = batch["image"], batch["target"]
                 with torch.autocast(device.type, enabled=use_amp):
                     outputs = model(image)
                     if isinstance(outputs, (list, tuple)) and getattr(loss_fn, "accepts_multiscale", False):
@@ -320,15 +324,9 @@ def validate(
     total, n = 0.0, 0
     stats: dict[str, list[float]] = {}
     for batch in loader:
-        image = batch["image"].to(device)
-        target = batch["target"].to(device)
-        batch = {
-            **batch,
-            "image": image,
-            "target": target,
-            "masks": {k: v.to(device) for k, v in batch["masks"].items()},
-        }
-        logits = _collate_masks_first(model(image)).float()
+        batch = batch_to_device(batch, device)
+        image, target = batch["image"], batch["target"]
+        logits = _main_output(model(image)).float()
         total += loss_fn(logits, target, batch).item() * image.shape[0]
         n += image.shape[0]
         _volume_dice_update(stats, logits, batch)
@@ -360,7 +358,7 @@ def _log_overlay(
     idx = np.linspace(0, len(dataset) - 1, min(n, len(dataset))).astype(int)
     items = [dataset[int(i)] for i in idx]
     image = torch.stack([it["image"] for it in items]).to(device)
-    pred = (_collate_masks_first(model(image)) > 0).float().cpu()
+    pred = (_main_output(model(image)) > 0).float().cpu()
     grey = image[:, :1].cpu()
     grey = (grey - grey.amin(dim=(2, 3), keepdim=True)) / (
         grey.amax(dim=(2, 3), keepdim=True) - grey.amin(dim=(2, 3), keepdim=True) + 1e-8
