@@ -96,6 +96,7 @@ def main() -> None:
             "hd95_mm_mean": "HD95 mean (mm)",
             "hd95_mm_median": "HD95 median (mm)",
         },
+        floatfmt={"params_M": ".2f", "train_min": ".1f", "hd95_mm_mean": ".2f", "hd95_mm_median": ".2f"},
     )
     print(
         f"\nLGG, {rows[0]['n_patients']} validation patients, {args.size}², per-volume metrics, "

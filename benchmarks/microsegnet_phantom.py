@@ -69,6 +69,7 @@ def main() -> None:
             "microsegnet_dice_mean": "Dice (microsegnet protocol)",
             "microsegnet_hd95_mm_mean": "HD95 mm (microsegnet protocol)",
         },
+        floatfmt={"params_M": ".2f", "hd95_mm_mean": ".2f", "microsegnet_hd95_mm_mean": ".2f"},
     )
     print(
         f"\nPhantom (micro-US layout), 4 test patients, {args.size}², {args.minutes} CPU min per model, "

@@ -14,3 +14,8 @@ def test_dataframe_with_index_and_missing_column() -> None:
     assert markdown_table(frame, index=True, floatfmt=".2f").splitlines()[-1] == "| mean | 0.50 |"
     with pytest.raises(KeyError, match="nope"):
         markdown_table(frame, ["nope"])
+
+
+def test_per_column_formats() -> None:
+    text = markdown_table([{"a": 1.23456, "b": 2.5}], floatfmt={"a": ".1f"})
+    assert text.splitlines()[-1] == "| 1.2 | 2.5000 |"

@@ -140,9 +140,16 @@ def render_inspect(report: InspectReport) -> Table:
     """A rich table: one row per case, the data-set summary in the caption."""
     s = report.summary
     table = Table(title=f"data source: {report.source} ({s['n_inspected']}/{s['n_cases']} cases)")
-    for col, just in [("case", "left"), ("samples", "right"), ("slices", "right"), ("size", "right"),
-                      ("spacing (mm)", "right"), ("fg %", "right"), ("annotators", "left"),
-                      ("agreement (Dice)", "left")]:
+    for col, just in [
+        ("case", "left"),
+        ("samples", "right"),
+        ("slices", "right"),
+        ("size", "right"),
+        ("spacing (mm)", "right"),
+        ("fg %", "right"),
+        ("annotators", "left"),
+        ("agreement (Dice)", "left"),
+    ]:
         table.add_column(col, justify=just, no_wrap=col == "case")  # type: ignore[arg-type]
     for r in report.rows:
         table.add_row(

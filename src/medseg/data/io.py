@@ -203,8 +203,9 @@ def _nifti_affine_to_itk(
     return tuple(spacing.tolist()), tuple(origin.tolist()), tuple(direction.ravel().tolist())
 
 
-def _itk_to_nifti_affine(spacing_xyz: tuple[float, ...], origin: tuple[float, ...],
-                         direction: tuple[float, ...]) -> np.ndarray:
+def _itk_to_nifti_affine(
+    spacing_xyz: tuple[float, ...], origin: tuple[float, ...], direction: tuple[float, ...]
+) -> np.ndarray:
     """ITK geometry (LPS) → NIfTI affine (RAS)."""
     aff = np.eye(4)
     d = np.asarray(direction, dtype=float).reshape(3, 3)
@@ -301,8 +302,9 @@ def write_image(path: str | Path, array2d: np.ndarray) -> Path:
         raise DataError(f"write_image needs H×W or H×W×3/4, got shape {arr.shape}", path)
     if file_format(path) != "2d":
         raise DataError("write_image writes 2D formats (PNG/TIFF); use write_volume", path)
-    if arr.dtype == bool or (arr.size and arr.min() >= 0 and arr.max() <= 1 and
-                             np.array_equal(arr, np.round(arr))):
+    if arr.dtype == bool or (
+        arr.size and arr.min() >= 0 and arr.max() <= 1 and np.array_equal(arr, np.round(arr))
+    ):
         arr = (arr > 0).astype(np.uint8) * 255
     elif arr.dtype not in (np.uint8, np.uint16):
         if arr.min() < 0 or arr.max() > 255 or not np.array_equal(arr, np.round(arr)):

@@ -63,8 +63,14 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: tuple
     return n / (n.std() + 1e-8)
 
 
-def _gland(z: np.ndarray, y: np.ndarray, x: np.ndarray, p: dict[str, Any], radial_gain: np.ndarray | float,
-           apex_gain: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _gland(
+    z: np.ndarray,
+    y: np.ndarray,
+    x: np.ndarray,
+    p: dict[str, Any],
+    radial_gain: np.ndarray | float,
+    apex_gain: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Signed distance (px, <0 inside), angle θ and normalized z of the gland surface.
 
     ``radial_gain`` scales the contour radius (1 = the true gland); ``apex_gain`` scales the
@@ -76,8 +82,11 @@ def _gland(z: np.ndarray, y: np.ndarray, x: np.ndarray, p: dict[str, Any], radia
     zn = (z - cz) / rz_z
     az = np.abs(zn)
     # blunt base (zn < 0), tapering apex (zn > 0)
-    prof = np.where(zn < 0, np.sqrt(np.clip(1 - az**4, 0, 1)),
-                    np.sqrt(np.clip(1 - az**2, 0, 1)) * (1 - p["taper"] * np.clip(zn, 0, 1)))
+    prof = np.where(
+        zn < 0,
+        np.sqrt(np.clip(1 - az**4, 0, 1)),
+        np.sqrt(np.clip(1 - az**2, 0, 1)) * (1 - p["taper"] * np.clip(zn, 0, 1)),
+    )
     prof = np.maximum(prof, 1e-3)
     dy, dx = (y - cy) / (ry * prof), (x - cx) / (rx * prof)
     theta = np.arctan2(dy, dx)
@@ -94,8 +103,11 @@ def _gland(z: np.ndarray, y: np.ndarray, x: np.ndarray, p: dict[str, Any], radia
 def _params(rng: np.random.Generator, shape: tuple[int, int, int]) -> dict[str, Any]:
     D, H, W = shape
     return {
-        "center": ((D - 1) / 2 + rng.uniform(-0.05, 0.05) * D, H * rng.uniform(0.46, 0.56),
-                   W * rng.uniform(0.44, 0.56)),
+        "center": (
+            (D - 1) / 2 + rng.uniform(-0.05, 0.05) * D,
+            H * rng.uniform(0.46, 0.56),
+            W * rng.uniform(0.44, 0.56),
+        ),
         "radii": (D * rng.uniform(0.40, 0.46), H * rng.uniform(0.20, 0.26), W * rng.uniform(0.26, 0.33)),
         "taper": rng.uniform(0.25, 0.40),
         "lobes": [(k, rng.uniform(0.0, 0.05), rng.uniform(-np.pi, np.pi)) for k in (2, 3, 4)],
@@ -132,8 +144,12 @@ def generate_phantom_case(
         raise ValueError(f"phantom shape must be at least 4 per axis, got {shape}")
     rng = np.random.default_rng([int(seed), int(index)])
     p = _params(rng, (D, H, W))
-    z, y, x = np.meshgrid(np.arange(D, dtype=np.float32), np.arange(H, dtype=np.float32),
-                          np.arange(W, dtype=np.float32), indexing="ij")
+    z, y, x = np.meshgrid(
+        np.arange(D, dtype=np.float32),
+        np.arange(H, dtype=np.float32),
+        np.arange(W, dtype=np.float32),
+        indexing="ij",
+    )
 
     sd, theta, zn = _gland(z, y, x, p, 1.0, 1.0)
     expert = (sd <= 0).astype(np.uint8)
@@ -257,10 +273,19 @@ def write_phantom_microus(
         s = generate_phantom_case(i, shape, spacing, seed, n_total)
         tag = f"{subset}_{k:02d}"
         base = root / subset
-        write_volume(base / "micro_ultrasound_scans" / f"microUS_{tag}.nii.gz",
-                     s.image[0].astype(np.uint8), spacing=spacing)
-        write_volume(base / "expert_annotations" / f"expert_annotation_{tag}.nii.gz",
-                     s.masks["expert"], spacing=spacing)
-        write_volume(base / "non_expert_annotations" / f"nonexpert_annotation_{tag}.nii.gz",
-                     s.masks["non_expert"], spacing=spacing)
+        write_volume(
+            base / "micro_ultrasound_scans" / f"microUS_{tag}.nii.gz",
+            s.image[0].astype(np.uint8),
+            spacing=spacing,
+        )
+        write_volume(
+            base / "expert_annotations" / f"expert_annotation_{tag}.nii.gz",
+            s.masks["expert"],
+            spacing=spacing,
+        )
+        write_volume(
+            base / "non_expert_annotations" / f"nonexpert_annotation_{tag}.nii.gz",
+            s.masks["non_expert"],
+            spacing=spacing,
+        )
     return root

@@ -68,9 +68,7 @@ class Sample:
         """Raise :class:`DataError` (naming ``source_path``) on any inconsistency."""
         where = self.source_path or self.case_id
         if self.image.ndim not in (3, 4):
-            raise DataError(
-                f"image must be C×H×W or C×D×H×W, got shape {self.image.shape}", where
-            )
+            raise DataError(f"image must be C×H×W or C×D×H×W, got shape {self.image.shape}", where)
         if self.image.size == 0:
             raise DataError("image is empty (zero voxels)", where)
         if not np.isfinite(self.image).all():
@@ -98,9 +96,7 @@ class Sample:
                     where,
                 )
         if self.masks and self.target not in self.masks:
-            raise DataError(
-                f"target annotator '{self.target}' not among masks {sorted(self.masks)}", where
-            )
+            raise DataError(f"target annotator '{self.target}' not among masks {sorted(self.masks)}", where)
 
     def slices(self) -> list[Sample]:
         """Split a 3D sample into 2D samples along D (spacing keeps (sy, sx))."""

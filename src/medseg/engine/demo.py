@@ -133,13 +133,10 @@ def results_table(evaluation: EvaluationResult, title: str = "per-patient result
     official = "microsegnet_dice" in frame
     columns = {"dice": "Dice", "iou": "IoU", "hd95_mm": "HD95 (mm)", "assd_mm": "ASSD (mm)", "nsd": "NSD"}
     if official:
-        columns.update(
-            {
-                "microsegnet_dice": "Dice (microsegnet protocol)",
-                "microsegnet_hd95_mm": "HD95 mm (microsegnet protocol)",
-            }
-        )
-    table = Table(title=title, caption="volumetric protocol unless marked" if official else None)
+        columns.update({"microsegnet_dice": "official Dice", "microsegnet_hd95_mm": "official HD95 (mm)"})
+    table = Table(
+        title=title, caption="volumetric protocol; official = the microsegnet protocol" if official else None
+    )
     table.add_column("patient")
     for label in columns.values():
         table.add_column(label, justify="right")

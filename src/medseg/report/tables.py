@@ -17,14 +17,15 @@ def _cell(value: Any, floatfmt: str) -> str:
 def markdown_table(
     rows: Sequence[Mapping[str, Any]] | pd.DataFrame,
     columns: Mapping[str, str] | Sequence[str] | None = None,
-    floatfmt: str = ".4f",
+    floatfmt: str | Mapping[str, str] = ".4f",
     index: bool = False,
 ) -> str:
     """A GitHub markdown table.
 
     ``rows`` is a list of dicts or a DataFrame; ``columns`` picks and orders the columns, and a
     mapping renames them (``{"dice_mean": "Dice"}``). With ``index=True`` a DataFrame's index is
-    the first column.
+    the first column. ``floatfmt`` is one format for every float, or a mapping from column
+    to format (columns not in it use ``.4f``).
     """
     frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     if index:
@@ -40,5 +41,6 @@ def markdown_table(
         raise KeyError(f"columns {missing} not in the table (has {list(frame.columns)})")
     lines = ["| " + " | ".join(names.values()) + " |", "|" + "---|" * len(names)]
     for row in frame.to_dict("records"):
-        lines.append("| " + " | ".join(_cell(row[c], floatfmt) for c in names) + " |")
+        formats = {c: floatfmt.get(c, ".4f") if isinstance(floatfmt, Mapping) else floatfmt for c in names}
+        lines.append("| " + " | ".join(_cell(row[c], formats[c]) for c in names) + " |")
     return "\n".join(lines)

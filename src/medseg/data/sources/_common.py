@@ -63,8 +63,9 @@ def read_mask_2d(path: str | Path) -> np.ndarray:
     return binarize(arr)
 
 
-def check_same_shape(image_shape: tuple[int, ...], image_path: str | Path,
-                     mask_shape: tuple[int, ...], mask_path: str | Path) -> None:
+def check_same_shape(
+    image_shape: tuple[int, ...], image_path: str | Path, mask_shape: tuple[int, ...], mask_path: str | Path
+) -> None:
     """Raise a :class:`DataError` naming both files when the spatial shapes differ."""
     if tuple(image_shape) != tuple(mask_shape):
         raise DataError(

@@ -49,8 +49,9 @@ class BUSISource(Source):
 
     annotators = ("expert",)
 
-    def __init__(self, root: str | Path, channels: int = 1, pixel_spacing_mm: float = 1.0,
-                 target: str | None = None) -> None:
+    def __init__(
+        self, root: str | Path, channels: int = 1, pixel_spacing_mm: float = 1.0, target: str | None = None
+    ) -> None:
         super().__init__(root, target)
         if self.root is None:
             raise DataError("the busi source needs a root folder")
@@ -62,8 +63,11 @@ class BUSISource(Source):
         self.masks_dir = require_dir(self.root / "masks", "BUSI masks")
 
     def _images(self) -> dict[str, Path]:
-        return {p.stem: p for p in self.images_dir.iterdir()
-                if p.is_file() and p.suffix.lower() in _EXTS and "_mask" not in p.stem}
+        return {
+            p.stem: p
+            for p in self.images_dir.iterdir()
+            if p.is_file() and p.suffix.lower() in _EXTS and "_mask" not in p.stem
+        }
 
     def case_ids(self) -> list[str]:
         """Sorted image stems (``"benign (12)"``, ...), numbers in natural order."""
@@ -75,8 +79,9 @@ class BUSISource(Source):
         if same.is_file():
             return [same]
         pat = re.compile(rf"^{re.escape(image.stem)}_mask(_\d+)?\.\w+$")
-        hits = sorted((p for p in self.masks_dir.iterdir() if pat.match(p.name)),
-                      key=lambda p: natural_key(p.name))
+        hits = sorted(
+            (p for p in self.masks_dir.iterdir() if pat.match(p.name)), key=lambda p: natural_key(p.name)
+        )
         if not hits:
             raise DataError(f"image {image.name} has no mask in {self.masks_dir}", same)
         return hits

@@ -44,8 +44,9 @@ class DRIVESource(Source):
 
     annotators = ("annotator_1", "annotator_2")
 
-    def __init__(self, root: str | Path, subset: str = "all", pixel_spacing_mm: float = 1.0,
-                 target: str | None = None) -> None:
+    def __init__(
+        self, root: str | Path, subset: str = "all", pixel_spacing_mm: float = 1.0, target: str | None = None
+    ) -> None:
         super().__init__(root, target)
         if self.root is None:
             raise DataError("the drive source needs a root folder")

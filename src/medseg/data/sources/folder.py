@@ -96,10 +96,19 @@ class FolderSource(Source):
 
     annotators = ("expert",)
 
-    def __init__(self, root: str | Path, images: str = "images/*.png", masks: str | None = "masks/*.png",
-                 mask_suffix: str = "", image_suffix: str = "",
-                 spacing: float | tuple[float, ...] | None = None, channels: int | None = None,
-                 label: int | None = None, annotator: str = "expert", target: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        images: str = "images/*.png",
+        masks: str | None = "masks/*.png",
+        mask_suffix: str = "",
+        image_suffix: str = "",
+        spacing: float | tuple[float, ...] | None = None,
+        channels: int | None = None,
+        label: int | None = None,
+        annotator: str = "expert",
+        target: str | None = None,
+    ) -> None:
         super().__init__(root, target or annotator)
         if self.root is None:
             raise DataError("the folder source needs a root folder")

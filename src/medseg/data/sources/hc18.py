@@ -48,8 +48,9 @@ class HC18Source(Source):
 
     annotators = ("expert",)
 
-    def __init__(self, root: str | Path, folder: str = "training_set", csv: str = CSV_NAME,
-                 target: str | None = None) -> None:
+    def __init__(
+        self, root: str | Path, folder: str = "training_set", csv: str = CSV_NAME, target: str | None = None
+    ) -> None:
         super().__init__(root, target)
         if self.root is None:
             raise DataError("the hc18 source needs a root folder")

@@ -43,8 +43,13 @@ class LGGSource(Source):
 
     annotators = ("expert",)
 
-    def __init__(self, root: str | Path, pixel_spacing_mm: float = 1.0, slice_thickness_mm: float = 1.0,
-                 target: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        pixel_spacing_mm: float = 1.0,
+        slice_thickness_mm: float = 1.0,
+        target: str | None = None,
+    ) -> None:
         super().__init__(root, target)
         if self.root is None:
             raise DataError("the lgg source needs a root folder")
@@ -103,7 +108,10 @@ class LGGSource(Source):
                 spacing=self.spacing,
                 case_id=case_id,
                 source_path=str(files[0][1].parent),
-                meta={"spacing_assumed": True, "slice_numbers": [n for n, _, _ in files],
-                      "slice_paths": [str(p) for _, p, _ in files]},
+                meta={
+                    "spacing_assumed": True,
+                    "slice_numbers": [n for n, _, _ in files],
+                    "slice_paths": [str(p) for _, p, _ in files],
+                },
             )
         ]

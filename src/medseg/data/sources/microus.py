@@ -126,8 +126,11 @@ class MicroUSSource(Source):
             m, _, _ = read_image(path)
             check_same_shape(image.shape, scan, m.shape, path)
             masks[name] = binarize(m)
-        meta = {**meta, "annotation_paths": {k: str(v) for k, v in ann.items()},
-                "subset": case_id.split("_", 1)[0]}
+        meta = {
+            **meta,
+            "annotation_paths": {k: str(v) for k, v in ann.items()},
+            "subset": case_id.split("_", 1)[0],
+        }
         return [
             Sample(
                 image=image[None].astype(np.float32),

@@ -29,9 +29,15 @@ class PhantomSource(Source):
 
     annotators = ("expert", "non_expert")
 
-    def __init__(self, root: str | Path | None = None, n_patients: int = 10, seed: int = 0,
-                 shape: tuple[int, int, int] = DEFAULT_SHAPE,
-                 spacing: tuple[float, float, float] = DEFAULT_SPACING, target: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        n_patients: int = 10,
+        seed: int = 0,
+        shape: tuple[int, int, int] = DEFAULT_SHAPE,
+        spacing: tuple[float, float, float] = DEFAULT_SPACING,
+        target: str | None = None,
+    ) -> None:
         super().__init__(None, target)
         if n_patients < 1:
             raise DataError(f"n_patients must be >= 1, got {n_patients}")
