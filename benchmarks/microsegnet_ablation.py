@@ -72,6 +72,7 @@ def main() -> None:
         hd95[label] = per_patient.set_index("patient")["hd95_mm"]
     table = pd.concat({"Dice": pd.DataFrame(dice), "HD95 (mm)": pd.DataFrame(hd95)}, axis=1)
     table.loc["mean"] = table.mean()
+    table.columns.names = ["metric", "run"]
     markdown = markdown_table(table.T, index=True)
     print(
         f"\nAblation on the phantom, 4 test patients, {args.size}², {args.epochs} epochs, "
