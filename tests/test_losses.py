@@ -262,3 +262,13 @@ def test_half_precision_logits_do_not_overflow() -> None:
     assert value.item() == pytest.approx(0.0, abs=1e-3)
     wrapped = DeepSupervisionLoss(DiceLoss())([logits, logits[..., ::2, ::2]], target)
     assert wrapped.dtype == torch.float32 and torch.isfinite(wrapped)
+
+
+def test_scaled_batch_downsamples_masks_without_touching_the_original() -> None:
+    from medseg.losses.deep_supervision import scaled_batch
+
+    mask = torch.ones(1, 1, 4, 4)
+    batch = {"masks": {"expert": mask, "note": "x"}, "case_id": ["a"]}
+    out = scaled_batch(batch, torch.zeros(1, 1, 2, 2), (2, 2), lambda m, s: m[..., : s[0], : s[1]])
+    assert out["masks"]["expert"].shape == (1, 1, 2, 2) and out["masks"]["note"] == "x"
+    assert out["target"].shape == (1, 1, 2, 2) and batch["masks"]["expert"].shape == (1, 1, 4, 4)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError
-from medseg.losses.deep_supervision import downsample_mask
+from medseg.losses.deep_supervision import downsample_mask, scaled_batch
 from medseg.losses.functional import adaptive_focal, ag_bce, check_same_shape
 from medseg.losses.registry import LOSSES
 
@@ -287,17 +287,9 @@ class AGBCEDeepSupervisionLoss(nn.Module):
         )
 
     def _scaled_batch(self, batch: Mapping[str, Any] | None, target: Tensor, size: Sequence[int]) -> dict:
-        scaled = dict(batch) if batch is not None else {}
-        scaled["target"] = target
-        masks = scaled.get("masks")
-        if isinstance(masks, Mapping):
-            scaled["masks"] = {
-                k: downsample_target(v, size, self.target_downsample)
-                if isinstance(v, Tensor) and v.ndim == target.ndim
-                else v
-                for k, v in masks.items()
-            }
-        return scaled
+        return scaled_batch(
+            batch, target, size, lambda mask, shape: downsample_target(mask, shape, self.target_downsample)
+        )
 
     def components(
         self, outputs: Sequence[Tensor], target: Tensor, batch: Mapping[str, Any] | None = None

@@ -7,7 +7,7 @@ output's spatial size before calling the inner loss.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -36,6 +36,27 @@ def downsample_mask(mask: Tensor, size: Sequence[int], mode: str = "nearest") ->
     else:
         raise ConfigError(f"unknown downsampling mode '{mode}'. Available: {', '.join(MODES)}")
     return out.to(mask.dtype)
+
+
+def scaled_batch(
+    batch: Mapping[str, Any] | None,
+    target: Tensor,
+    size: Sequence[int],
+    downsample: Callable[[Tensor, Sequence[int]], Tensor],
+) -> dict:
+    """A shallow copy of ``batch`` with ``target`` and every annotator mask brought to ``size``.
+
+    The caller's batch is not modified; non-tensor entries of ``batch["masks"]`` pass through.
+    """
+    scaled = dict(batch) if batch is not None else {}
+    scaled["target"] = target
+    masks = scaled.get("masks")
+    if isinstance(masks, Mapping):
+        scaled["masks"] = {
+            k: downsample(v, size) if isinstance(v, Tensor) and v.ndim == target.ndim else v
+            for k, v in masks.items()
+        }
+    return scaled
 
 
 class DeepSupervisionLoss(nn.Module):
@@ -72,17 +93,7 @@ class DeepSupervisionLoss(nn.Module):
         return [w / sum(raw) for w in raw]
 
     def _scaled_batch(self, batch: Mapping[str, Any] | None, target: Tensor, size: Sequence[int]) -> dict:
-        scaled = dict(batch) if batch is not None else {}
-        scaled["target"] = target
-        masks = scaled.get("masks")
-        if isinstance(masks, Mapping):
-            scaled["masks"] = {
-                k: downsample_mask(v, size, self.mode)
-                if isinstance(v, Tensor) and v.ndim == target.ndim
-                else v
-                for k, v in masks.items()
-            }
-        return scaled
+        return scaled_batch(batch, target, size, lambda mask, shape: downsample_mask(mask, shape, self.mode))
 
     def forward(
         self,
