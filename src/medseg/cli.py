@@ -124,6 +124,46 @@ def predict(
 
 
 @app.command()
+def compare(
+    grid_file: Annotated[Path, typer.Argument(help="grid YAML (see configs/compare_*.yaml)")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override for every run, e.g. train.epochs=2")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="output directory (overrides the grid's output_dir)")
+    ] = None,
+    only: Annotated[list[str] | None, typer.Option(help="run only this run (repeatable)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="list the runs and exit")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Run a grid (model × loss × optimizer × ...) on one split, resumably; paper-004 tables and plots."""
+    from medseg.engine.compare import load_grid, run_grid
+    from medseg.report.tables import markdown_table
+
+    try:
+        grid = load_grid(grid_file, set_ or [], out)
+        if dry_run:
+            for run in grid.runs:
+                console.print(f"{run.name}: {run.overrides}")
+            console.print(f"{len(grid.runs)} runs → {grid.output_dir}")
+            return
+        table = run_grid(grid, console=console, progress=progress, only=only)
+    except MedsegError as exc:
+        _fail(exc)
+    console.print(
+        markdown_table(
+            table.sort_values("best_val_dice", ascending=False),
+            {
+                "run": "run",
+                "best_val_dice": "best val DSC",
+                "dice_mean": "DSC mean",
+                "dice_median": "DSC median",
+            },
+        )
+    )
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/demo"),
     epochs: Annotated[int | None, typer.Option(help="override the number of epochs")] = None,

@@ -4,6 +4,13 @@ Each epoch re-seeds the shuffling, the augmentation and torch's global generator
 ``seed + epoch``, and ``last.pt`` is written atomically after every finished epoch, so a run
 killed mid-epoch resumes from its last finished epoch and then continues exactly as an
 uninterrupted run would.
+
+``data.spatial_dims`` picks the data path. 2 (the default): volumes are cut into slices resized to
+``data.image_size`` (:class:`~medseg.data.dataset.SegmentationDataset`), validated slice by slice
+with the Dice accumulated per case. 3: a 3D model trains on patches of ``data.patch_size`` drawn
+with ``data.foreground_ratio`` (:class:`~medseg.data.volumes.VolumeDataset`) and validates on
+whole volumes predicted by sliding window (window = the patch size, Gaussian blending), one Dice
+per volume, on the model's mask channel (:func:`~medseg.engine.predict.mask_channel`).
 """
 
 from __future__ import annotations
@@ -21,16 +28,25 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from medseg import losses, optim
 from medseg.config import Config, config_from_dict, save_config
 from medseg.data.dataset import SegmentationDataset
-from medseg.data.loading import load_splits
+from medseg.data.loading import DataSplits, load_splits
 from medseg.data.transforms import augment_transform
+from medseg.data.volumes import INSTANCE_KEY, VolumeDataset
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
-from medseg.engine.predict import build_model_from_config, resolve_device
+from medseg.engine.predict import (
+    SlidingWindow,
+    build_model_from_config,
+    mask_logits,
+    resolve_device,
+    sliding_window_from_config,
+    volume_logits,
+)
 from medseg.errors import ConfigError
+from medseg.optim.schedulers import is_epoch_scheduler
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_time_s", "elapsed_s")
 
@@ -61,13 +77,16 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 def batch_to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Image, target and every annotator mask moved to ``device``; ids and flags stay as they are."""
-    return {
+    """Image, target, every annotator mask (and instance labels) moved to ``device``; ids stay."""
+    moved = {
         **batch,
         "image": batch["image"].to(device),
         "target": batch["target"].to(device),
         "masks": {name: mask.to(device) for name, mask in batch["masks"].items()},
     }
+    if INSTANCE_KEY in batch:
+        moved[INSTANCE_KEY] = batch[INSTANCE_KEY].to(device)
+    return moved
 
 
 def _main_output(outputs: Any) -> torch.Tensor:
@@ -149,28 +168,18 @@ def train(
         tcfg = cfg.train
 
     splits = load_splits(cfg.data)
-    spatial_dims = 2
-    train_set = SegmentationDataset(
-        splits.train,
-        cfg.data.image_size,
-        cfg.data.in_channels,
-        cfg.data.intensity,
-    )
-    # The augmentation needs the annotator keys, which the dataset finds while loading.
-    train_set.augment = augment_transform(train_set.annotators, spatial_dims, cfg.augment)
-    val_set = SegmentationDataset(
-        splits.val,
-        cfg.data.image_size,
-        cfg.data.in_channels,
-        cfg.data.intensity,
-        annotators=train_set.annotators,
-    )
+    window = sliding_window_from_config(cfg)  # None in 2D
+    train_set, val_set = build_datasets(cfg, splits)
+    if window is None:
+        sizes = f"{len(train_set)} slices", f"{len(val_set)} slices"
+    else:
+        sizes = f"{len(train_set)} patches of {'×'.join(map(str, window.roi_size))}", "whole volumes"
     console.print(
-        f"[bold]medseg train[/]: {len(splits.train_cases)} train cases ({len(train_set)} slices), "
-        f"{len(splits.val_cases)} validation cases ({len(val_set)} slices), device {device}"
+        f"[bold]medseg train[/]: {len(splits.train_cases)} train cases ({sizes[0]}), "
+        f"{len(splits.val_cases)} validation cases ({sizes[1]}), device {device}"
     )
 
-    model = build_model_from_config(cfg, spatial_dims).to(device)
+    model = build_model_from_config(cfg).to(device)
     loss_fn = losses.build(cfg.loss.name, **cfg.loss.options)
     ds_loss: torch.nn.Module | None = None
     optimizer = optim.build(
@@ -187,6 +196,7 @@ def train(
         total_steps=tcfg.epochs * steps_per_epoch(len(train_set), batch_size),
         **cfg.optim.scheduler_options,
     )
+    epoch_scheduler = is_epoch_scheduler(scheduler)  # plateau: stepped with val Dice per epoch
     use_amp = tcfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -255,13 +265,20 @@ def train(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
-                scheduler.step()
+                if not epoch_scheduler:
+                    scheduler.step()
                 running += loss.item()
                 progress.update(task, advance=1, info=f"loss {running / (step + 1):.4f}")
                 if on_step is not None:
                     on_step(epoch, step)
         train_loss = running / max(1, len(loader))
-        val_loss, val_dice = validate(model, val_set, loss_fn, device, batch_size)
+        previews: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        if window is None:
+            val_loss, val_dice = validate(model, val_set, loss_fn, device, batch_size)
+        else:
+            val_loss, val_dice = validate_volumes(model, val_set, loss_fn, device, window, previews)
+        if epoch_scheduler and math.isfinite(val_dice):
+            scheduler.step(val_dice)
         epoch_time = time.perf_counter() - epoch_start
         record = {
             "epoch": epoch + 1,
@@ -295,7 +312,12 @@ def train(
         if writer is not None:
             for key in ("train_loss", "val_loss", "val_dice", "lr", "epoch_time_s"):
                 writer.add_scalar(key, record[key], epoch + 1)
-            _log_overlay(writer, model, val_set, device, epoch + 1)
+            if window is None:
+                _log_overlay(writer, model, val_set, device, epoch + 1)
+            else:
+                for case_id, grey, target, pred in previews:
+                    rgb = _overlay_rgb(grey[None, None], target[None, None], pred[None, None])
+                    writer.add_images(f"val/overlay_gt_green_pred_red/{case_id}", rgb, epoch + 1)
         console.print(
             f"epoch {epoch + 1:3d}/{tcfg.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
             f"val Dice {val_dice:.4f}{' *' if improved else ''}  {epoch_time:.1f}s"
@@ -306,6 +328,72 @@ def train(
     if writer is not None:
         writer.close()
     return result
+
+
+def build_datasets(cfg: Config, splits: DataSplits) -> tuple[Dataset, Dataset]:
+    """Training and validation datasets of ``cfg.data.spatial_dims`` (see the module docstring)."""
+    data = cfg.data
+    if data.spatial_dims == 3:
+        if data.patch_size is None:
+            raise ConfigError("data.spatial_dims: 3 needs data.patch_size (D×H×W training patch)")
+        train_set = VolumeDataset(
+            splits.train,
+            data.in_channels,
+            data.intensity,
+            patch_size=data.patch_size,
+            foreground_ratio=data.foreground_ratio,
+            samples_per_volume=data.samples_per_volume,
+            augment=cfg.augment,
+            anisotropy_ratio=data.anisotropy_ratio,
+        )
+        val_set = VolumeDataset(splits.val, data.in_channels, data.intensity, annotators=train_set.annotators)
+        return train_set, val_set
+    if data.spatial_dims != 2:
+        raise ConfigError(f"data.spatial_dims must be 2 or 3, got {data.spatial_dims}")
+    train_2d = SegmentationDataset(splits.train, data.image_size, data.in_channels, data.intensity)
+    # The augmentation needs the annotator keys, which the dataset finds while loading.
+    train_2d.augment = augment_transform(train_2d.annotators, 2, cfg.augment)
+    val_2d = SegmentationDataset(
+        splits.val, data.image_size, data.in_channels, data.intensity, annotators=train_2d.annotators
+    )
+    return train_2d, val_2d
+
+
+@torch.no_grad()
+def validate_volumes(
+    model: torch.nn.Module,
+    dataset: VolumeDataset,
+    loss_fn: torch.nn.Module,
+    device: torch.device,
+    window: SlidingWindow,
+    previews: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
+    n_previews: int = 4,
+) -> tuple[float, float]:
+    """Mean loss and mean per-volume Dice over whole volumes predicted by sliding window.
+
+    The loss sees every logit channel; the Dice the mask channel only, thresholded at logit 0.
+    ``previews`` (if given) receives ``(case_id, image, target, prediction)`` of the slice with the
+    largest ground-truth area of the first ``n_previews`` volumes, for TensorBoard.
+    """
+    if len(dataset) == 0:
+        return float("nan"), float("nan")
+    model.eval()
+    total = 0.0
+    stats: dict[str, list[float]] = {}
+    stitch = torch.device(window.stitch_device) if window.stitch_device is not None else device
+    for index in range(len(dataset)):
+        batch = default_collate([dataset[index]])
+        logits = volume_logits(model, batch["image"].to(stitch), window, device).float()
+        batch = batch_to_device(batch, logits.device)
+        total += loss_fn(logits, batch["target"], batch).item()
+        mask = mask_logits(logits, model)
+        _volume_dice_update(stats, mask, batch)
+        if previews is not None and index < n_previews:
+            target = batch["target"][0, 0]
+            z = int(target.flatten(1).sum(1).argmax())
+            image = batch["image"][0, 0, z].cpu()
+            previews.append((batch["case_id"][0], image, target[z].cpu(), (mask[0, 0, z] > 0).cpu()))
+    return total / len(dataset), _mean_case_dice(stats)
 
 
 @torch.no_grad()
@@ -359,15 +447,19 @@ def _log_overlay(
     items = [dataset[int(i)] for i in idx]
     image = torch.stack([it["image"] for it in items]).to(device)
     pred = (_main_output(model(image)) > 0).float().cpu()
-    grey = image[:, :1].cpu()
-    grey = (grey - grey.amin(dim=(2, 3), keepdim=True)) / (
-        grey.amax(dim=(2, 3), keepdim=True) - grey.amin(dim=(2, 3), keepdim=True) + 1e-8
-    )
     target = torch.stack([it["target"] for it in items])
+    writer.add_images("val/overlay_gt_green_pred_red", _overlay_rgb(image[:, :1].cpu(), target, pred), step)
+
+
+def _overlay_rgb(grey: torch.Tensor, target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """``B×3×H×W`` in [0, 1]: the image grey (min–max per image), GT added in green, prediction in red."""
+    grey = grey.float()
+    low = grey.amin(dim=(2, 3), keepdim=True)
+    grey = (grey - low) / (grey.amax(dim=(2, 3), keepdim=True) - low + 1e-8)
     rgb = grey.repeat(1, 3, 1, 1) * 0.7
-    rgb[:, 1:2] += 0.3 * target
-    rgb[:, 0:1] += 0.3 * pred
-    writer.add_images("val/overlay_gt_green_pred_red", rgb.clamp(0, 1), step)
+    rgb[:, 1:2] += 0.3 * target.float()
+    rgb[:, 0:1] += 0.3 * pred.float()
+    return rgb.clamp(0, 1)
 
 
 def steps_per_epoch(n_items: int, batch_size: int) -> int:

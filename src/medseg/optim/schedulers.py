@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 from medseg.errors import ConfigError
 from medseg.optim.registry import SCHEDULERS
@@ -85,3 +85,35 @@ def cosine(
     if not 0.0 <= min_lr_ratio <= 1.0:
         raise ConfigError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
     return _lambda(optimizer, lambda k: cosine_factor(k, total_steps, warmup_steps, min_lr_ratio))
+
+
+@SCHEDULERS.register("plateau")
+def plateau(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    factor: float = 0.5,
+    patience: int = 5,
+    threshold: float = 1e-3,
+    min_lr: float = 0.0,
+    mode: str = "max",
+) -> ReduceLROnPlateau:
+    """Reduce lr by ``factor`` when validation Dice stops improving (stepped once per epoch).
+
+    ``total_steps`` is unused; the engine calls ``scheduler.step(val_dice)`` after each validation
+    (``mode="max"``, the metric is the mean per-case Dice) instead of stepping per iteration.
+    """
+    del total_steps
+    if not 0.0 < factor < 1.0:
+        raise ConfigError(f"factor must be in (0, 1), got {factor}")
+    if patience < 0:
+        raise ConfigError(f"patience must be ≥ 0, got {patience}")
+    if mode not in ("max", "min"):
+        raise ConfigError(f"mode must be 'max' or 'min', got '{mode}'")
+    return ReduceLROnPlateau(
+        optimizer, mode=mode, factor=factor, patience=patience, threshold=threshold, min_lr=min_lr
+    )
+
+
+def is_epoch_scheduler(scheduler: object) -> bool:
+    """True for schedulers stepped once per epoch with the validation metric (``plateau``)."""
+    return isinstance(scheduler, ReduceLROnPlateau)
