@@ -71,6 +71,11 @@ def evaluate(
     hd95: Annotated[str, typer.Option(help="'pooled' (medpy, the papers) or 'max' (MONAI)")] = "pooled",
     nsd_tol: Annotated[float, typer.Option("--nsd-tol", help="NSD tolerance in mm")] = 1.0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+    instances: Annotated[
+        bool, typer.Option(help="--pred/--gt are instance-label volumes: COCO-style AP-50/AP-75/mAP")
+    ] = False,
+    scores: Annotated[Path | None, typer.Option(help="with --instances: CSV/JSON of id → score")] = None,
+    key: Annotated[str, typer.Option(help="with --instances: HDF5 dataset key")] = "main",
 ) -> None:
     """Score a checkpoint on its test/val data, or score --pred against --gt made by any tool."""
     from medseg.config import EvalConfig
@@ -81,6 +86,18 @@ def evaluate(
         _fail(ValueError(f"--hd95 must be 'pooled' or 'max', got '{hd95}'"))
     cfg = EvalConfig(hd95_mode=hd95, nsd_tolerance_mm=nsd_tol)
     try:
+        if instances:
+            if pred is None or gt is None:
+                _fail(ValueError("--instances needs --pred and --gt (instance-label volumes)"))
+            from medseg.metrics.instances import evaluate_instance_files
+
+            summary = evaluate_instance_files(pred, gt, out, scores, key=key)
+            console.print(
+                f"AP-50 {summary['ap50']:.6f}  AP-75 {summary['ap75']:.6f}  mAP {summary['map']:.6f}  "
+                f"({summary['n_gt']} true, {summary['n_pred']} predicted instances); "
+                f"wrote {out}/ap.json and {out}/instances.csv"
+            )
+            return
         if pred is not None or gt is not None:
             if pred is None or gt is None:
                 _fail(ValueError("--pred and --gt go together"))
