@@ -16,6 +16,7 @@ from medseg.optim.registry import (
     describe,
     describe_schedulers,
 )
+from medseg.optim.sam import SAM, disable_running_stats, param_groups_with_loss, sam_training_step  # noqa: F401
 from medseg.optim.schedulers import cosine_factor, poly_factor, warmup_factor
 
 __all__ = [
