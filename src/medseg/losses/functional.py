@@ -403,3 +403,57 @@ def adaptive_focal(
     hard_loss = (per_pixel * hard).sum()
     easy_loss = (per_pixel * (1.0 - hard)).sum()
     return (gamma * hard_loss + easy_loss / gamma) / per_pixel.numel()
+
+
+# --------------------------------------------------------------------------------------------
+# Shared by the loss zoo (issue #4): logits → probabilities and a dense target, AMP-safe.
+# --------------------------------------------------------------------------------------------
+
+ACTIVATIONS = ("auto", "sigmoid", "softmax", "none")
+
+
+def activate(logits: Tensor, activation: str = "auto") -> Tensor:
+    """Probabilities from logits: ``auto`` is sigmoid for K = 1 channel and softmax for K ≥ 2.
+
+    ``none`` returns the input unchanged (it already holds probabilities).
+    """
+    if activation == "auto":
+        activation = "sigmoid" if logits.shape[1] == 1 else "softmax"
+    if activation == "sigmoid":
+        return torch.sigmoid(logits)
+    if activation == "softmax":
+        return torch.softmax(logits, dim=1)
+    if activation == "none":
+        return logits
+    raise ValueError(f"unknown activation '{activation}'. Available: {', '.join(ACTIVATIONS)}")
+
+
+def probabilities_and_target(
+    logits: Tensor,
+    target: Tensor,
+    name: str = "loss",
+    activation: str = "auto",
+    include_background: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """``(probs, dense target)``, both ``B×K'×spatial`` in float32 or float64, for region losses.
+
+    Half-precision logits (AMP) are cast to float32 first, as :class:`DiceLoss` does: the spatial
+    sums overflow float16 on a 256×256 image. The target may be ``B×1×spatial`` class indices
+    when K ≥ 2 (:func:`dense_target`). With K ≥ 2 and ``include_background=False`` channel 0 is
+    dropped (K' = K − 1); for K = 1 the single sigmoid channel is the foreground and is kept.
+    """
+    logits = logits.to(_compute_dtype(logits))
+    dense = dense_target(logits, target, name)
+    probs = activate(logits, activation)
+    if not include_background and logits.shape[1] > 1:
+        probs, dense = probs[:, 1:], dense[:, 1:]
+    return probs, dense
+
+
+def require_binary(logits: Tensor, name: str) -> None:
+    """Raise ``ValueError`` unless ``logits`` is ``B×1×spatial`` (one sigmoid channel)."""
+    if logits.ndim < 3 or logits.shape[1] != 1:
+        raise ValueError(
+            f"{name} is a binary loss: it expects B×1×spatial logits (one sigmoid channel), got "
+            f"{tuple(logits.shape)}; for K ≥ 2 softmax channels use 'ce' (class_weights) or a region loss"
+        )
