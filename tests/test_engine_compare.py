@@ -210,3 +210,10 @@ def test_cli_compare_dry_run_and_errors(tmp_path: Path) -> None:
     assert "3 runs" in result.output and "dice-sgd" in result.output
     result = CliRunner().invoke(app, ["compare", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_base_options_replace_the_default_options(tmp_path: Path) -> None:
+    tree = _grid_tree(tmp_path)
+    tree["base"] = {**BASE, "data": {"source": "lgg", "options": {"root": "somewhere"}}}
+    grid = build_grid(tree)
+    assert grid.runs[0].config.data.options == {"root": "somewhere"}  # no phantom n_patients left

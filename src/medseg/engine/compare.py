@@ -95,8 +95,8 @@ def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, An
     for key, value in update.items():
         if key == "axes" and isinstance(value, Mapping) and isinstance(out.get(key), dict):
             out[key] = {**out[key], **copy.deepcopy(dict(value))}  # a child's axis replaces the parent's
-        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), dict) and key != "options":
+            out[key] = _deep_merge(out[key], value)  # `options` mappings are replaced, as in configs
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -153,7 +153,7 @@ def build_grid(tree: Mapping[str, Any], overrides: Sequence[str] = (), where: st
     evaluate_on = str(tree.get("evaluate_on", "val"))
     if evaluate_on not in ("val", "test"):
         raise ConfigError(f"{where}: evaluate_on must be 'val' or 'test', got '{evaluate_on}'")
-    base_cfg = config_from_dict(_deep_merge(Config().to_dict(), tree.get("base") or {}))
+    base_cfg = config_from_dict(_deep_merge(Config().to_dict(), tree.get("base") or {}))  # as load_config
     base_cfg = apply_overrides(base_cfg, [*(tree.get("set") or []), *overrides])
     exclude = tree.get("exclude") or []
     for rule in exclude:
