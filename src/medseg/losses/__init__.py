@@ -19,6 +19,7 @@ from medseg.losses import (  # noqa: F401  (registration)
     distribution,
     focal,
     region,
+    resunet,
 )
 from medseg.losses.annotation_guided import AdaptiveFocalLoss, AGBCEDeepSupervisionLoss, AGBCELoss
 from medseg.losses.boundary import BoundaryLoss, HausdorffDTLoss, ShapeAwareLoss
