@@ -42,6 +42,15 @@ class DataConfig:
     in_channels: int = 1
     intensity: str = "zscore"  # "zscore" | "minmax" | "none"
     split: SplitConfig = field(default_factory=SplitConfig)
+    # 2: slices/images resized to image_size (the default); 3: whole volumes at their own
+    # resolution, trained on patches and predicted by sliding window (medseg.data.volumes)
+    spatial_dims: int = 2
+    patch_size: list[int] | None = None  # 3D training patch D×H×W (required when spatial_dims is 3)
+    foreground_ratio: float = 0.5  # probability that a 3D patch is centred on a foreground voxel
+    samples_per_volume: int = 4  # 3D patches drawn from each training volume per epoch
+    # z spacing above this multiple of the in-plane spacing makes a volume anisotropic: its 3D
+    # augmentation then rotates and scales in-plane only (no out-of-plane rotation, no z scaling)
+    anisotropy_ratio: float = 2.0
 
 
 @dataclass
@@ -111,6 +120,22 @@ class EvalConfig:
 
 
 @dataclass
+class InferenceConfig:
+    """Sliding-window inference of 3D models (validation, evaluation, prediction).
+
+    MONAI's own defaults (constant blending, overlap 0.25) leave seams between windows; a
+    Gaussian weight with overlap 0.5 does not.
+    """
+
+    roi_size: list[int] | None = None  # window D×H×W; null = data.patch_size
+    sw_overlap: float = 0.5
+    sw_mode: str = "gaussian"  # "gaussian" | "constant"
+    sw_batch_size: int = 1
+    tta_flips: bool = False  # average the predictions of the flipped inputs
+    stitch_device: str | None = None  # e.g. "cpu" when the whole volume does not fit the GPU
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -119,6 +144,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     output_dir: str = "runs/experiment"
 
     def to_dict(self) -> dict[str, Any]:

@@ -66,22 +66,43 @@ def preprocess_transform(
     return Compose(steps)
 
 
-def augment_transform(annotators: Sequence[str], spatial_dims: int, cfg: AugmentConfig) -> Compose:
-    """Random rotation (±rotate_deg), isotropic-range scale (±scale), flips and intensity jitter."""
+def augment_transform(
+    annotators: Sequence[str],
+    spatial_dims: int,
+    cfg: AugmentConfig,
+    anisotropic: bool = False,
+    label_keys: Sequence[str] = (),
+) -> Compose:
+    """Random rotation (±rotate_deg), isotropic-range scale (±scale), flips and intensity jitter.
+
+    In 3D (``D×H×W``) the rotation is about all three axes and the scale along all three, unless
+    ``anisotropic``: then it rotates in-plane only (about the z axis; MONAI's first rotation angle
+    turns the ``H×W`` plane) and scales only ``H`` and ``W``. A volume whose slices are much
+    thicker than its pixels would otherwise be interpolated across slices it never resolved. The
+    flip mirrors the last (``x``) axis, as in 2D. ``label_keys`` (e.g. an instance label volume)
+    move with the masks, by nearest neighbour.
+    """
     masks = [mask_key(a) for a in annotators]
-    keys = ["image", *masks]
-    modes = ["bilinear"] + ["nearest"] * len(masks)
+    labels = [*masks, *label_keys]
+    keys = ["image", *labels]
+    modes = ["bilinear"] + ["nearest"] * len(labels)
     steps: list = []
     if not cfg.enabled:
         return Compose(steps)
     rotate = math.radians(cfg.rotate_deg)
-    rotate_range = (rotate,) if spatial_dims == 2 else (rotate, rotate, rotate)
+    if spatial_dims == 2:
+        rotate_range: tuple[float, ...] = (rotate,)
+        scale_range: tuple[float, ...] = (cfg.scale,) * 2
+    elif anisotropic:
+        rotate_range, scale_range = (rotate, 0.0, 0.0), (0.0, cfg.scale, cfg.scale)
+    else:
+        rotate_range, scale_range = (rotate,) * 3, (cfg.scale,) * 3
     steps.append(
         RandAffined(
             keys=keys,
             prob=cfg.prob,
             rotate_range=rotate_range,
-            scale_range=(cfg.scale,) * spatial_dims,
+            scale_range=scale_range,
             mode=modes,
             padding_mode="zeros",
         )
@@ -93,3 +114,10 @@ def augment_transform(annotators: Sequence[str], spatial_dims: int, cfg: Augment
     if cfg.intensity_shift > 0:
         steps.append(RandShiftIntensityd(keys="image", offsets=cfg.intensity_shift, prob=cfg.prob))
     return Compose(steps)
+
+
+def is_anisotropic(spacing: Sequence[float], ratio: float = 2.0) -> bool:
+    """True when the first (z) spacing exceeds ``ratio`` times the finest in-plane spacing."""
+    if len(spacing) != 3:
+        return False
+    return float(spacing[0]) > ratio * min(float(spacing[1]), float(spacing[2]))

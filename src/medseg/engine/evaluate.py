@@ -2,8 +2,9 @@
 
 Two entry points:
 
-* :func:`evaluate_model` scores a model on samples (3D volumes are predicted slice by slice and
-  scored both per slice and as whole volumes at their 3D spacing, which is the per-patient value);
+* :func:`evaluate_model` scores a model on samples (3D volumes are predicted slice by slice by a 2D
+  model, or whole by sliding window by a 3D model, and scored both per slice and as whole volumes
+  at their 3D spacing, which is the per-patient value);
 * :func:`evaluate_files` scores predictions made by any tool against ground-truth files.
 """
 
@@ -24,7 +25,7 @@ from rich.progress import track
 from medseg.config import EvalConfig
 from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, file_format, read_image, strip_extension
 from medseg.data.sample import Sample, binarize
-from medseg.engine.predict import predict_probabilities
+from medseg.engine.predict import SlidingWindow, predict_probabilities
 from medseg.errors import DataError
 from medseg.metrics import PROTOCOLS, compute_segmentation_metrics, microsegnet_protocol, summarize
 
@@ -75,8 +76,13 @@ def evaluate_model(
     cfg: EvalConfig,
     device: torch.device,
     progress: bool = True,
+    window: SlidingWindow | None = None,
 ) -> tuple[EvaluationResult, dict[str, np.ndarray]]:
-    """Score ``model`` on ``samples``; also returns the predicted masks by sample key."""
+    """Score ``model`` on ``samples``; also returns the predicted masks by sample key.
+
+    A 3D model needs its sliding ``window`` (:func:`~medseg.engine.predict.sliding_window_from_config`);
+    ``image_size`` is then unused and every sample must be a volume.
+    """
     if not samples:
         raise DataError("nothing to evaluate: the evaluation set is empty")
     unknown = sorted(set(cfg.protocols) - set(PROTOCOLS))
@@ -87,7 +93,7 @@ def evaluate_model(
     predictions: dict[str, np.ndarray] = {}
     iterator = track(samples, description="evaluating") if progress else samples
     for sample in iterator:
-        probs = predict_probabilities(model, sample, image_size, intensity, device)
+        probs = predict_probabilities(model, sample, image_size, intensity, device, window=window)
         pred = probs >= cfg.threshold
         gt = sample.target_mask.astype(bool)
         key = sample.case_id if sample.slice_index is None else f"{sample.case_id}#{sample.slice_index}"
@@ -282,7 +288,7 @@ def evaluate_checkpoint(
     Writes ``metrics.csv``, ``summary.json`` and ``overlays.png`` into ``out_dir``.
     """
     from medseg.data.loading import load_splits
-    from medseg.engine.predict import load_model, resolve_device
+    from medseg.engine.predict import load_model, resolve_device, sliding_window_from_config
 
     torch_device = resolve_device(device)
     model, cfg = load_model(checkpoint, torch_device)
@@ -294,7 +300,14 @@ def evaluate_checkpoint(
     if not samples:
         raise DataError(f"the config defines no '{split}' data (set data.test_source)", checkpoint)
     result, predictions = evaluate_model(
-        model, samples, cfg.data.image_size, cfg.data.intensity, eval_cfg, torch_device, progress
+        model,
+        samples,
+        cfg.data.image_size,
+        cfg.data.intensity,
+        eval_cfg,
+        torch_device,
+        progress,
+        window=sliding_window_from_config(cfg),
     )
     write_evaluation(result, out_dir)
     save_overlays_for(samples, predictions, Path(out_dir) / "overlays.png", eval_cfg.n_overlays)

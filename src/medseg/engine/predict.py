@@ -1,4 +1,9 @@
-"""Inference: a model applied to samples or files, with masks written in the input's geometry."""
+"""Inference: a model applied to samples or files, with masks written in the input's geometry.
+
+2D models (``data.spatial_dims: 2``) see slices resized to ``data.image_size``; 3D models see whole
+volumes at their own resolution, window by window (:class:`SlidingWindow`, from the config's
+``inference`` section), and a written mask keeps the input's affine / origin and spacing.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +29,10 @@ from medseg.data.io import (
     write_volume,
 )
 from medseg.data.sample import Sample
-from medseg.data.transforms import preprocess_transform
+from medseg.data.transforms import normalize_intensity, preprocess_transform
 from medseg.engine.checkpoint import load_checkpoint
-from medseg.errors import DataError
+from medseg.engine.inference import sliding_window_predict
+from medseg.errors import ConfigError, DataError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -36,20 +42,122 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def build_model_from_config(cfg: Config, spatial_dims: int = 2) -> torch.nn.Module:
-    """Build ``cfg.model`` for ``cfg.data``; models that need ``img_size`` (ViTs) get the input size."""
+def build_model_from_config(cfg: Config, spatial_dims: int | None = None) -> torch.nn.Module:
+    """Build ``cfg.model`` for ``cfg.data``; models that need ``img_size`` (ViTs) get the input size.
+
+    ``spatial_dims`` defaults to ``cfg.data.spatial_dims``; it is passed only to factories that
+    take it, and a model that reports other dimensions (``model.spatial_dims``) is an error.
+    """
+    spatial_dims = cfg.data.spatial_dims if spatial_dims is None else spatial_dims
+    if spatial_dims not in (2, 3):
+        raise ConfigError(f"data.spatial_dims must be 2 or 3, got {spatial_dims}")
     options = dict(cfg.model.options)
     factory = models.MODELS.get(cfg.model.name)
-    if "img_size" in inspect.signature(factory).parameters and "img_size" not in options:
+    parameters = inspect.signature(factory).parameters
+    if "img_size" in parameters and "img_size" not in options:
         size = [int(v) for v in cfg.data.image_size]
         options["img_size"] = size[0] if len(set(size)) == 1 else tuple(size)
-    return models.build(
-        cfg.model.name,
-        in_channels=cfg.data.in_channels,
-        out_channels=1,
-        spatial_dims=spatial_dims,
-        **options,
+    if "spatial_dims" in parameters:
+        options["spatial_dims"] = spatial_dims
+    model = models.build(cfg.model.name, in_channels=cfg.data.in_channels, out_channels=1, **options)
+    built_dims = getattr(model, "spatial_dims", spatial_dims)
+    if built_dims != spatial_dims:
+        raise ConfigError(
+            f"model '{cfg.model.name}' is {built_dims}D but data.spatial_dims is {spatial_dims}; "
+            f"set data.spatial_dims: {built_dims}"
+        )
+    return model
+
+
+def mask_channel(model: torch.nn.Module) -> int:
+    """The logit channel that holds the foreground mask: ``model.mask_channel``, else 0.
+
+    Models with extra outputs (Res-UNet's instance boundary, channel 1) keep the mask in channel
+    0; the loss sees every channel, validation Dice, evaluation and prediction this one only.
+    """
+    return int(getattr(model, "mask_channel", 0))
+
+
+def mask_logits(logits: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
+    """``B×1×spatial`` foreground logits out of ``B×K×spatial`` model logits."""
+    channel = mask_channel(model)
+    if not 0 <= channel < logits.shape[1]:
+        raise ValueError(f"mask channel {channel} is outside the model's {logits.shape[1]} logit channel(s)")
+    return logits[:, channel : channel + 1]
+
+
+@dataclass(frozen=True)
+class SlidingWindow:
+    """How a 3D model meets a whole volume (:func:`~medseg.engine.inference.sliding_window_predict`)."""
+
+    roi_size: tuple[int, ...]
+    overlap: float = 0.5
+    mode: str = "gaussian"
+    sw_batch_size: int = 1
+    tta_flips: bool = False
+    stitch_device: str | None = None
+
+
+def sliding_window_from_config(cfg: Config) -> SlidingWindow | None:
+    """The sliding window of a 3D config (``inference.roi_size`` or ``data.patch_size``); ``None`` in 2D."""
+    if cfg.data.spatial_dims != 3:
+        return None
+    roi = cfg.inference.roi_size or cfg.data.patch_size
+    if roi is None or len(roi) != 3:
+        raise ConfigError(
+            f"3D inference needs a D×H×W window: set data.patch_size (or inference.roi_size), got {roi}"
+        )
+    icfg = cfg.inference
+    return SlidingWindow(
+        roi_size=tuple(int(r) for r in roi),
+        overlap=float(icfg.sw_overlap),
+        mode=icfg.sw_mode,
+        sw_batch_size=int(icfg.sw_batch_size),
+        tta_flips=bool(icfg.tta_flips),
+        stitch_device=icfg.stitch_device,
     )
+
+
+def volume_logits(
+    model: torch.nn.Module, image: torch.Tensor, window: SlidingWindow, device: torch.device
+) -> torch.Tensor:
+    """All logit channels of ``image`` (``B×C×D×H×W``, already normalised) by sliding window.
+
+    The windows run on ``device``; the output is on ``window.stitch_device`` (default: the image's
+    device).
+    """
+    return sliding_window_predict(
+        model,
+        image,
+        window.roi_size,
+        overlap=window.overlap,
+        mode=window.mode,
+        sw_batch_size=window.sw_batch_size,
+        tta_flips=window.tta_flips,
+        device=device,
+        stitch_device=window.stitch_device,
+    )
+
+
+@torch.no_grad()
+def predict_volume_probabilities(
+    model: torch.nn.Module, sample: Sample, intensity: str, device: torch.device, window: SlidingWindow
+) -> np.ndarray:
+    """Foreground probability ``D×H×W`` of a 3D model on a whole volume at its own resolution.
+
+    The volume is normalised as :class:`~medseg.data.volumes.VolumeDataset` does in training, then
+    predicted window by window (a volume smaller than the window is padded and cropped back).
+    """
+    if sample.ndim != 3:
+        raise DataError(
+            f"a 3D model needs a C×D×H×W volume, got image shape {sample.image.shape}",
+            sample.source_path or sample.case_id,
+        )
+    model.eval()
+    image = torch.from_numpy(normalize_intensity(sample.image, intensity))[None]
+    image = image.to(window.stitch_device or device)  # the output is stitched where the image is
+    logits = mask_logits(volume_logits(model, image, window, device), model)
+    return torch.sigmoid(logits.float())[0, 0].cpu().numpy()
 
 
 def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Config]:
@@ -71,13 +179,18 @@ def predict_probabilities(
     intensity: str,
     device: torch.device,
     batch_size: int = 16,
+    window: SlidingWindow | None = None,
 ) -> np.ndarray:
-    """Foreground probability at the sample's own spatial shape (3D volumes go slice by slice).
+    """Foreground probability at the sample's own spatial shape.
 
-    Each slice gets the same preprocessing as in training (normalise, resize to ``image_size``);
-    the probabilities are resized back bilinearly, so metrics are computed at the original
-    resolution and spacing.
+    With a ``window`` (a 3D model) the volume is predicted whole by sliding window
+    (:func:`predict_volume_probabilities`; ``image_size`` is unused). Otherwise 3D volumes go slice
+    by slice: each slice gets the same preprocessing as in training (normalise, resize to
+    ``image_size``) and the probabilities are resized back bilinearly, so metrics are computed at
+    the original resolution and spacing.
     """
+    if window is not None:
+        return predict_volume_probabilities(model, sample, intensity, device, window)
     model.eval()
     slices = sample.slices() if sample.ndim == 3 else [sample]
     preprocess = preprocess_transform([], image_size, intensity)
@@ -144,6 +257,7 @@ def predict_files(
 
     torch_device = resolve_device(device)
     model, cfg = load_model(checkpoint, torch_device)
+    window = sliding_window_from_config(cfg)
     thr = cfg.eval.threshold if threshold is None else threshold
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,6 +268,8 @@ def predict_files(
     for path in paths:
         array, spacing, meta = read_image(path)
         volume = file_format(path) != "2d"
+        if window is not None and not volume:
+            raise DataError("a 3D model predicts NIfTI/NRRD/MHA volumes, not 2D images", path)
         image = image_to_channels_first(array, cfg.data.in_channels, path, volume)
         spatial = image.shape[1:]
         spacing = tuple(spacing) if spacing is not None else (1.0,) * len(spatial)
@@ -165,7 +281,9 @@ def predict_files(
             case_id=strip_extension(path.name),
             source_path=str(path),
         )
-        probs = predict_probabilities(model, sample, cfg.data.image_size, cfg.data.intensity, torch_device)
+        probs = predict_probabilities(
+            model, sample, cfg.data.image_size, cfg.data.intensity, torch_device, window=window
+        )
         mask = (probs >= thr).astype(np.uint8)
         stem = strip_extension(path.name)
         prob_path = overlay_path = None
