@@ -70,7 +70,7 @@ def test_round_trip_and_diff(tmp_path: Path) -> None:
 
 def test_repo_configs_load() -> None:
     configs = Path(__file__).resolve().parents[1] / "configs"
-    for path in sorted(configs.glob("*.yaml")):
+    for path in sorted(p for p in configs.glob("*.yaml") if not p.name.startswith("compare_")):
         load_config(path)
 
 

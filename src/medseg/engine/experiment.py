@@ -18,7 +18,7 @@ from medseg.config import Config
 from medseg.data.loading import load_splits
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.evaluate import EvaluationResult, evaluate_model, save_overlays_for, write_evaluation
-from medseg.engine.predict import load_model, resolve_device
+from medseg.engine.predict import load_model, resolve_device, sliding_window_from_config
 from medseg.engine.train import TrainResult, train
 from medseg.errors import DataError
 from medseg.report.figures import save_training_curves
@@ -107,7 +107,14 @@ def evaluate_best(
     if not samples:
         raise DataError(f"the config defines no '{split}' data (set data.test_source)", out)
     evaluation, predictions = evaluate_model(
-        model, samples, stored.data.image_size, stored.data.intensity, stored.eval, device, progress
+        model,
+        samples,
+        stored.data.image_size,
+        stored.data.intensity,
+        stored.eval,
+        device,
+        progress,
+        window=sliding_window_from_config(stored),
     )
     write_evaluation(evaluation, out)
     save_overlays_for(samples, predictions, out / "overlay.png", stored.eval.n_overlays)
