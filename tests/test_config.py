@@ -80,3 +80,11 @@ def test_apply_overrides_returns_a_validated_copy() -> None:
     assert changed.train.epochs == 3 and base.train.epochs != 3
     with pytest.raises(ConfigError):
         apply_overrides(base, ["train.nope=1"])
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    # YAML 1.1 reads "1e-3" as a string; configs and overrides both turn it into a float
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 1e-3\n")
+    assert load_config(path).optim.lr == 0.001
+    assert load_config(None, ["optim.lr=5e-5"]).optim.lr == 5e-5

@@ -7,6 +7,7 @@ file only states what differs. Unknown keys are errors, so a typo never passes s
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,9 @@ class DataConfig:
     # z spacing above this multiple of the in-plane spacing makes a volume anisotropic: its 3D
     # augmentation then rotates and scales in-plane only (no out-of-plane rotation, no z scaling)
     anisotropy_ratio: float = 2.0
+    # promptable models (medsam, litemedsam): each side of a training box moves outward by a
+    # random 0..box_shift px; None = MedSAM's 20 px at 1024, scaled (5 px at 256)
+    box_shift: int | None = None
 
 
 @dataclass
@@ -163,6 +167,8 @@ def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
         sub = known[name].default_factory if known[name].default_factory is not dataclasses.MISSING else None
         if sub is not None and dataclasses.is_dataclass(sub):
             kwargs[name] = _from_dict(sub, value, f"{where}.{name}".strip("."))  # type: ignore[arg-type]
+        elif isinstance(value, str) and str(known[name].type).startswith("float") and _FLOAT.match(value):
+            kwargs[name] = float(value)  # `lr: 1e-3` in a YAML file (YAML 1.1 reads it as a string)
         else:
             kwargs[name] = value
     return cls(**kwargs)
@@ -183,6 +189,9 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
 def parse_override(override: str) -> tuple[str, Any]:
     """``"train.epochs=5"`` → ``("train.epochs", 5)``; the value is parsed as YAML."""
     if "=" not in override:
@@ -193,7 +202,10 @@ def parse_override(override: str) -> tuple[str, Any]:
         raise ConfigError(f"override '{override}' has an empty key")
     if raw.strip().lower() == "none":  # YAML spells it null; accept the Python spelling too
         return key, None
-    return key, yaml.safe_load(raw)
+    value = yaml.safe_load(raw)
+    if isinstance(value, str) and _FLOAT.match(value.strip()):
+        value = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
+    return key, value
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -29,7 +29,7 @@ from medseg.data.io import (
     write_volume,
 )
 from medseg.data.sample import Sample
-from medseg.data.transforms import normalize_intensity, preprocess_transform
+from medseg.data.transforms import mask_key, normalize_intensity, preprocess_transform
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.inference import sliding_window_predict
 from medseg.errors import ConfigError, DataError
@@ -165,7 +165,7 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tu
     state = load_checkpoint(checkpoint)
     cfg = config_from_dict(state["config"])
     # the checkpoint holds the trained weights: don't read the pretraining file again
-    cfg.model.options = {k: v for k, v in cfg.model.options.items() if k != "pretrained"}
+    cfg.model.options = {k: v for k, v in cfg.model.options.items() if k not in ("pretrained", "checkpoint")}
     model = build_model_from_config(cfg)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg
@@ -193,15 +193,37 @@ def predict_probabilities(
         return predict_volume_probabilities(model, sample, intensity, device, window)
     model.eval()
     slices = sample.slices() if sample.ndim == 3 else [sample]
-    preprocess = preprocess_transform([], image_size, intensity)
-    inputs = torch.stack(
-        [torch.as_tensor(np.asarray(preprocess({"image": s.image})["image"])) for s in slices]
-    )
+    promptable = getattr(model, "promptable", False)
+    if promptable:
+        # box prompts from the ground truth (the evaluation protocol of MedSAM-style models), made
+        # in the model's input pixels from the mask resized like the image, without jitter
+        from medseg.data.prompts import PromptSampler
+
+        key = mask_key(sample.target)
+        preprocess = preprocess_transform([sample.target], image_size, intensity)
+        prepared = [
+            preprocess({"image": s.image, key: s.target_mask[None].astype(np.float32)}) for s in slices
+        ]  # noqa: E501
+        inputs = torch.stack([torch.as_tensor(np.asarray(p["image"])) for p in prepared])
+        targets = torch.stack([torch.as_tensor(np.asarray(p[key])) for p in prepared])
+        sampler = PromptSampler(0)
+    else:
+        preprocess = preprocess_transform([], image_size, intensity)
+        inputs = torch.stack(
+            [torch.as_tensor(np.asarray(preprocess({"image": s.image})["image"])) for s in slices]
+        )
     out_shape = slices[0].spatial_shape
     probs = []
     for start in range(0, len(inputs), batch_size):
         chunk = inputs[start : start + batch_size].to(device=device, dtype=torch.float32)
-        logits = model(chunk)
+        if promptable:
+            target = targets[start : start + batch_size].to(device=device, dtype=torch.float32)
+            logits = model(chunk, sampler.boxes(target, jitter=False))
+            # an empty ground-truth slice has no object to prompt: it is predicted empty
+            empty = target.flatten(1).amax(1) < 0.5
+            logits = torch.where(empty[:, None, None, None], torch.full_like(logits, -1e4), logits)
+        else:
+            logits = model(chunk)
         if isinstance(logits, (list, tuple)):
             logits = logits[0]
         prob = torch.sigmoid(logits.float())

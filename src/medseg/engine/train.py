@@ -34,6 +34,7 @@ from medseg import losses, optim
 from medseg.config import Config, config_from_dict, save_config
 from medseg.data.dataset import SegmentationDataset
 from medseg.data.loading import DataSplits, load_splits
+from medseg.data.prompts import PromptSampler
 from medseg.data.transforms import augment_transform
 from medseg.data.volumes import INSTANCE_KEY, VolumeDataset
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -46,6 +47,7 @@ from medseg.engine.predict import (
     volume_logits,
 )
 from medseg.errors import ConfigError
+from medseg.optim.sam import SAM, param_groups_with_loss, sam_training_step
 from medseg.optim.schedulers import is_epoch_scheduler
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_time_s", "elapsed_s")
@@ -180,15 +182,23 @@ def train(
     )
 
     model = build_model_from_config(cfg).to(device)
-    loss_fn = losses.build(cfg.loss.name, **cfg.loss.options)
-    ds_loss: torch.nn.Module | None = None
+    loss_fn = losses.build(cfg.loss.name, **cfg.loss.options).to(device)
+    ds_loss = losses.DeepSupervisionLoss(loss_fn, cfg.loss.deep_supervision_weights)
+    prompts = PromptSampler.for_model(model, cfg, tcfg.seed)  # None unless the model takes boxes
+    # A loss with parameters (U-MedSAM's learned σ_k) trains with the model, without weight decay.
+    params: Any = (
+        param_groups_with_loss(model, loss_fn, cfg.optim.weight_decay)
+        if any(True for _ in loss_fn.parameters())
+        else model.parameters()
+    )
     optimizer = optim.build(
         cfg.optim.name,
-        params=model.parameters(),
+        params=params,
         lr=cfg.optim.lr,
         weight_decay=cfg.optim.weight_decay,
         **cfg.optim.options,
     )
+    sharpness_aware = isinstance(optimizer, SAM)
     batch_size = min(tcfg.batch_size, len(train_set))
     scheduler = optim.build_scheduler(
         cfg.optim.scheduler,
@@ -208,6 +218,8 @@ def train(
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         scaler.load_state_dict(resume_state["scaler"])
+        if "loss" in resume_state:
+            loss_fn.load_state_dict(resume_state["loss"])
         start_epoch = int(resume_state["epoch"])
         result.history = list(resume_state["history"])
         result.best_dice = float(resume_state["best_dice"])
@@ -243,28 +255,37 @@ def train(
             for step, batch in enumerate(loader):
                 batch = batch_to_device(batch, device)
                 image, target = batch["image"], batch["target"]
-                with torch.autocast(device.type, enabled=use_amp):
-                    outputs = model(image)
-                    if isinstance(outputs, (list, tuple)) and getattr(loss_fn, "accepts_multiscale", False):
-                        loss = loss_fn(outputs, target, batch)  # e.g. MicroSegNet's per-scale AG-BCE
-                    elif isinstance(outputs, (list, tuple)):
-                        if ds_loss is None:
-                            ds_loss = losses.DeepSupervisionLoss(loss_fn, cfg.loss.deep_supervision_weights)
-                        loss = ds_loss(outputs, target, batch)
-                    else:
-                        loss = loss_fn(outputs, target, batch)
+                boxes = None if prompts is None else prompts.boxes(target, jitter=True)
+
+                def compute_loss(
+                    image: torch.Tensor = image,
+                    target: torch.Tensor = target,
+                    batch: dict[str, Any] = batch,
+                    boxes: torch.Tensor | None = boxes,
+                ) -> torch.Tensor:
+                    with torch.autocast(device.type, enabled=use_amp):
+                        return forward_loss(model, loss_fn, ds_loss, image, target, batch, boxes)
+
+                if sharpness_aware:
+                    # SAM: two forward/backward passes; a non-finite gradient skips the whole step
+                    loss = sam_training_step(
+                        model, optimizer, compute_loss, scaler if use_amp else None, tcfg.grad_clip
+                    )
+                else:
+                    loss = compute_loss()
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
                         "lower optim.lr or check the data"
                     )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if tcfg.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+                if not sharpness_aware:
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if tcfg.grad_clip:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
                 if not epoch_scheduler:
                     scheduler.step()
                 running += loss.item()
@@ -274,7 +295,7 @@ def train(
         train_loss = running / max(1, len(loader))
         previews: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         if window is None:
-            val_loss, val_dice = validate(model, val_set, loss_fn, device, batch_size)
+            val_loss, val_dice = validate(model, val_set, loss_fn, device, batch_size, prompts)
         else:
             val_loss, val_dice = validate_volumes(model, val_set, loss_fn, device, window, previews)
         if epoch_scheduler and math.isfinite(val_dice):
@@ -304,6 +325,7 @@ def train(
             "best_epoch": result.best_epoch,
             "config": cfg.to_dict(),
             "annotators": train_set.annotators,
+            "loss": loss_fn.state_dict(),
         }
         if improved:
             save_checkpoint(state, out / "best.pt")
@@ -312,7 +334,7 @@ def train(
         if writer is not None:
             for key in ("train_loss", "val_loss", "val_dice", "lr", "epoch_time_s"):
                 writer.add_scalar(key, record[key], epoch + 1)
-            if window is None:
+            if window is None and prompts is None:
                 _log_overlay(writer, model, val_set, device, epoch + 1)
             else:
                 for case_id, grey, target, pred in previews:
@@ -328,6 +350,31 @@ def train(
     if writer is not None:
         writer.close()
     return result
+
+
+def forward_loss(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    ds_loss: torch.nn.Module,
+    image: torch.Tensor,
+    target: torch.Tensor,
+    batch: dict[str, Any],
+    boxes: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The training loss of one batch: forward (with boxes for a promptable model), then the loss.
+
+    A list of outputs goes whole to a loss with ``accepts_multiscale`` (MicroSegNet's AG-BCE), else
+    through nnU-Net-style deep supervision (``ds_loss``); a promptable model's training dict goes
+    whole to a loss with ``accepts_dict_outputs`` (it regresses the IoU head), else its logits.
+    """
+    outputs = model(image) if boxes is None else model(image, boxes)
+    if isinstance(outputs, dict) and not getattr(loss_fn, "accepts_dict_outputs", False):
+        outputs = outputs["logits"]
+    if isinstance(outputs, (list, tuple)):
+        if getattr(loss_fn, "accepts_multiscale", False):
+            return loss_fn(outputs, target, batch)
+        return ds_loss(outputs, target, batch)
+    return loss_fn(outputs, target, batch)
 
 
 def build_datasets(cfg: Config, splits: DataSplits) -> tuple[Dataset, Dataset]:
@@ -403,8 +450,12 @@ def validate(
     loss_fn: torch.nn.Module,
     device: torch.device,
     batch_size: int,
+    prompts: PromptSampler | None = None,
 ) -> tuple[float, float]:
-    """Mean validation loss, and the mean per-case (per-volume) Dice at the network resolution."""
+    """Mean validation loss, and the mean per-case (per-volume) Dice at the network resolution.
+
+    A promptable model gets the tight box of each slice's ground truth (no jitter).
+    """
     if len(dataset) == 0:
         return float("nan"), float("nan")
     model.eval()
@@ -414,7 +465,10 @@ def validate(
     for batch in loader:
         batch = batch_to_device(batch, device)
         image, target = batch["image"], batch["target"]
-        logits = _main_output(model(image)).float()
+        if prompts is None:
+            logits = _main_output(model(image)).float()
+        else:
+            logits = model(image, prompts.boxes(target, jitter=False)).float()
         total += loss_fn(logits, target, batch).item() * image.shape[0]
         n += image.shape[0]
         _volume_dice_update(stats, logits, batch)

@@ -216,6 +216,8 @@ class UMedSAMLoss(nn.Module):
     ``{"logits", "iou"}`` dict (the IoU head is ignored), ``target`` binary with the logits' shape.
     """
 
+    accepts_dict_outputs = True  # the engine passes the training dict {logits, iou}
+
     def __init__(
         self,
         shape_distance: str = "sdm",
@@ -344,6 +346,8 @@ class LiteMedSAMLoss(nn.Module):
     ``logits`` is the training dict ``{"logits": B×1×H×W, "iou": B×1}``; a plain tensor (eval
     mode, no IoU head output) drops the IoU term and returns Dice + BCE.
     """
+
+    accepts_dict_outputs = True  # the engine passes the training dict {logits, iou}
 
     def __init__(
         self,
