@@ -4,9 +4,20 @@ Every model returns logits; a deep-supervision model returns ``[main, aux...]`` 
 Importing this package imports each architecture module so that it registers itself.
 """
 
-from medseg.models import monai_unet, transunet, unet  # noqa: F401  (registration side effect)
+from medseg.models import (  # noqa: F401  (registration side effect)
+    litemedsam,
+    medsam,
+    monai_unet,
+    pdvnet,
+    resunet,
+    transunet,
+    unet,
+    unetpp,
+    vnet,
+)
 from medseg.models.registry import MODELS, available, build, describe
 from medseg.models.transunet import MicroSegNet, TransUNet
 from medseg.models.unet import UNet
+from medseg.models.unetpp import UNetPlusPlus
 
-__all__ = ["MODELS", "MicroSegNet", "TransUNet", "UNet", "available", "build", "describe"]
+__all__ = ["MODELS", "MicroSegNet", "TransUNet", "UNet", "UNetPlusPlus", "available", "build", "describe"]
