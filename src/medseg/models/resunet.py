@@ -209,6 +209,7 @@ class ResUNet(nn.Module):
         if padding_mode not in PADDING_MODES:
             raise ConfigError(f"unknown padding_mode '{padding_mode}'. Available: {', '.join(PADDING_MODES)}")
         self.name = name
+        self.spatial_dims = 3
         self.features = features
         self.mask_channels = out_channels
         self.out_channels = out_channels + 1
