@@ -52,6 +52,10 @@ class DataConfig:
     # z spacing above this multiple of the in-plane spacing makes a volume anisotropic: its 3D
     # augmentation then rotates and scales in-plane only (no out-of-plane rotation, no z scaling)
     anisotropy_ratio: float = 2.0
+    # null: binary segmentation (one sigmoid logit channel). K ≥ 2: multi-class (3D path): K
+    # softmax logit channels (the model's out_channels), masks are class indices 0..K-1 (e.g. the
+    # folder source's `labels` option gives K = len(labels) + 1), losses `ce` / `dice`
+    num_classes: int | None = None
     # promptable models (medsam, litemedsam): each side of a training box moves outward by a
     # random 0..box_shift px; None = MedSAM's 20 px at 1024, scaled (5 px at 256)
     box_shift: int | None = None

@@ -3,7 +3,9 @@
 Axis conventions (used everywhere in medseg):
 
 * image: ``C×H×W`` (2D) or ``C×D×H×W`` (3D), float32;
-* each mask: ``H×W`` or ``D×H×W``, uint8 in {0, 1};
+* each mask: ``H×W`` or ``D×H×W``, uint8 in {0, 1}; or, when ``meta["num_classes"]`` = K is set
+  (multi-class sources such as ``folder`` with ``labels``), class indices in {0, …, K−1},
+  0 = background;
 * spacing: millimetres per spatial axis in the same order as the array axes
   (``(sy, sx)`` in 2D, ``(sz, sy, sx)`` in 3D).
 """
@@ -26,7 +28,8 @@ class Sample:
     Attributes:
         image: ``C×H×W`` or ``C×D×H×W`` float32 array.
         masks: annotator name → binary mask with the image's spatial shape (``expert``,
-            ``non_expert``, ``annotator_2``, ...). May be empty for unlabeled inputs.
+            ``non_expert``, ``annotator_2``, ...), or a class-index map when
+            ``meta["num_classes"]`` is set. May be empty for unlabeled inputs.
         target: the annotator whose mask is the training target (a key of ``masks``).
         spacing: mm per spatial axis, same order as the spatial axes.
         case_id: patient / volume id. Splits are made on this id.
@@ -48,7 +51,8 @@ class Sample:
         self.image = np.asarray(self.image, dtype=np.float32)
         self.spacing = tuple(float(s) for s in self.spacing)
         self.validate()
-        # bool / integer / float {0,1} masks are stored as uint8 (validate checked the values)
+        # bool / integer / float {0,1} masks (or class indices < 256) are stored as uint8 (validate
+        # checked the values)
         self.masks = {k: m if m.dtype == np.uint8 else m.astype(np.uint8) for k, m in self.masks.items()}
 
     @property
@@ -81,12 +85,29 @@ class Sample:
             )
         if any(not np.isfinite(s) or s <= 0 for s in self.spacing):
             raise DataError(f"spacing must be positive and finite, got {self.spacing}", where)
+        num_classes = self.meta.get("num_classes")
+        if num_classes is not None and (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, (int, np.integer))
+            or not 2 <= num_classes <= 256
+        ):
+            raise DataError(f"meta['num_classes'] must be an integer in [2, 256], got {num_classes!r}", where)
         for name, mask in self.masks.items():
             mask = np.asarray(mask)
-            if mask.size and np.any((mask != 0) & (mask != 1)):
+            if num_classes is None:
+                if mask.size and np.any((mask != 0) & (mask != 1)):
+                    raise DataError(
+                        f"mask '{name}' must be binary {{0, 1}} (values {np.unique(mask)[:6].tolist()}...); "
+                        "binarize label maps first",
+                        where,
+                    )
+            elif mask.size and (
+                np.any((mask < 0) | (mask >= num_classes))
+                or (mask.dtype.kind == "f" and np.any(mask != np.round(mask)))
+            ):
                 raise DataError(
-                    f"mask '{name}' must be binary {{0, 1}} (values {np.unique(mask)[:6].tolist()}...); "
-                    "binarize label maps first",
+                    f"mask '{name}' must hold class indices 0..{int(num_classes) - 1} "
+                    f"(meta['num_classes'] = {num_classes}), got values {np.unique(mask)[:6].tolist()}...",
                     where,
                 )
             if mask.shape != self.spatial_shape:

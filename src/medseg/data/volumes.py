@@ -23,6 +23,12 @@ in ``meta["instance"]`` (``D×H×W`` integers, 0 = background), the item also ha
   invents structure that was never imaged.
 * **Whole volumes** (``patch_size=None``): one item per volume, as it is, for sliding-window
   validation with batch size 1.
+* **Multi-class** (``num_classes`` = K ≥ 2): the masks are class indices 0..K−1 (``"target"`` holds
+  them as floats, ``B×1×spatial`` after collation, the class-index target of the ``ce`` and
+  ``dice`` losses); patches are centred on any non-background voxel and augmented by nearest
+  neighbour like binary masks. A sample whose ``meta["num_classes"]`` is set (e.g. the ``folder``
+  source with ``labels``) needs the same ``num_classes``; its ``meta["class_values"]`` (class index
+  → label value) is kept as :attr:`VolumeDataset.class_values`.
 """
 
 from __future__ import annotations
@@ -80,6 +86,30 @@ def sample_patch_start(
     return tuple(int(rng.integers(0, s - p + 1)) for p, s in zip(patch, shape, strict=True))
 
 
+def _check_classes(sample: Sample, num_classes: int | None, where: str) -> None:
+    """A sample's declared class count (``meta["num_classes"]``) agrees with ``num_classes``."""
+    declared = sample.meta.get("num_classes")
+    if num_classes is None:
+        if declared is not None:
+            raise DataError(
+                f"the masks are class indices of {declared} classes (meta['num_classes']): "
+                f"set data.num_classes: {declared}",
+                where,
+            )
+        return
+    if declared is not None and int(declared) != num_classes:
+        raise DataError(f"data.num_classes is {num_classes} but the source gives {declared} classes", where)
+    # Sample.validate checked the values: class indices below `declared`, or binary {0, 1}
+
+
+def _class_values(samples: Sequence[Sample]) -> list[int] | None:
+    """The samples' common ``meta["class_values"]`` (None when none has them); a conflict raises."""
+    found = {tuple(s.meta["class_values"]) for s in samples if s.meta.get("class_values") is not None}
+    if len(found) > 1:
+        raise DataError(f"the volumes map classes to different label values: {sorted(found)}")
+    return [int(v) for v in found.pop()] if found else None
+
+
 def _to_tensor(value: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     tensor = value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(np.asarray(value))
     if dtype == torch.int64:
@@ -102,6 +132,7 @@ class VolumeDataset(Dataset):
         anisotropy_ratio: z spacing above this multiple of the in-plane spacing → in-plane-only
             rotation and scaling for that volume.
         annotators: annotator order (the target first); found in the samples when ``None``.
+        num_classes: ``None`` for binary masks, K ≥ 2 for class-index masks (``data.num_classes``).
     """
 
     def __init__(
@@ -115,7 +146,10 @@ class VolumeDataset(Dataset):
         augment: AugmentConfig | None = None,
         anisotropy_ratio: float = 2.0,
         annotators: Sequence[str] | None = None,
+        num_classes: int | None = None,
     ) -> None:
+        if num_classes is not None and (isinstance(num_classes, bool) or not 2 <= int(num_classes) <= 256):
+            raise ConfigError(f"data.num_classes must be null or in [2, 256], got {num_classes!r}")
         if patch_size is not None:
             if len(patch_size) != 3 or any(int(p) < 1 for p in patch_size):
                 raise ConfigError(f"data.patch_size must be three positive sizes D×H×W, got {patch_size}")
@@ -132,6 +166,7 @@ class VolumeDataset(Dataset):
                     where,
                 )
             sample.validate()  # masks must still match the image (a Sample can be edited after init)
+            _check_classes(sample, num_classes, where)
             if sample.image.shape[0] != in_channels:
                 raise DataError(
                     f"image has {sample.image.shape[0]} channel(s) but the model expects {in_channels} "
@@ -139,6 +174,8 @@ class VolumeDataset(Dataset):
                     where,
                 )
         self.annotators = list(annotators) if annotators is not None else all_annotators(samples)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.class_values = _class_values(samples) if num_classes is not None else None
         self.patch_size = None if patch_size is None else tuple(int(p) for p in patch_size)
         self.foreground_ratio = float(foreground_ratio)
         self.samples_per_volume = int(samples_per_volume) if patch_size is not None else 1

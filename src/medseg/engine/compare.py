@@ -398,6 +398,8 @@ def _overlay_keys(predictions: Mapping[str, np.ndarray], n: int) -> list[str]:
 
 def summarize_grid(grid: Grid, load_splits: Any, figures: Any, console: Console) -> pd.DataFrame:
     """Tables and figures from every finished run of the grid (unfinished runs are listed as missing)."""
+    from medseg.engine.evaluate import prediction_keys
+
     out = grid.output_dir
     finished = []
     for run in grid.runs:
@@ -427,11 +429,10 @@ def summarize_grid(grid: Grid, load_splits: Any, figures: Any, console: Console)
     if keys:
         splits = load_splits(finished[0][0].config.data)
         samples = splits.test if grid.evaluate_on == "test" else splits.val
-        by_key = {
-            (s.case_id if s.slice_index is None else f"{s.case_id}#{s.slice_index}"): s for s in samples
-        }
+        keys_of = prediction_keys(samples)
+        by_key = {keys_of[id(sample)]: sample for sample in samples}
         figures.save_overlay_comparison(
-            [by_key[k] for k in keys if k in by_key], predictions, fig_dir / "overlays.png"
+            {k: by_key[k] for k in keys if k in by_key}, predictions, fig_dir / "overlays.png"
         )
     console.print(f"table: {md_path}  ({csv_path.name}); figures: {fig_dir}")
     return pd.DataFrame(rows)

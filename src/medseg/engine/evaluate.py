@@ -6,11 +6,19 @@ Two entry points:
   model, or whole by sliding window by a 3D model, and scored both per slice and as whole volumes
   at their 3D spacing, which is the per-patient value);
 * :func:`evaluate_files` scores predictions made by any tool against ground-truth files.
+
+A multi-class model (``data.num_classes`` = K ≥ 2, 3D) is scored on its argmax label map, class by
+class: every metric of class c (the binary masks ``pred == c`` and ``gt == c``) is a column
+``<metric>_c<c>`` (``dice_c1``, ``hd95_mm_c1``, …, c = 1..K−1), and the plain column (``dice``,
+``hd95_mm``, …) is the mean over the foreground classes. ``empty_gt`` / ``empty_pred`` then mean no
+foreground of any class. The summary has the per-class columns too, and ``class_values`` (class
+index → label value) when known.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +33,17 @@ from rich.progress import track
 from medseg.config import EvalConfig
 from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, file_format, read_image, strip_extension
 from medseg.data.sample import Sample, binarize
-from medseg.engine.predict import SlidingWindow, predict_probabilities
+from medseg.engine.predict import (
+    SlidingWindow,
+    model_num_classes,
+    predict_probabilities,
+    predict_volume_classes,
+)
 from medseg.errors import DataError
 from medseg.metrics import PROTOCOLS, compute_segmentation_metrics, microsegnet_protocol, summarize
 
 SUMMARY_METRICS = ("dice", "iou", "sensitivity", "specificity", "hd_mm", "hd95_mm", "assd_mm", "nsd")
+_CLASS_COLUMN = re.compile(r"^(?P<metric>[a-z0-9_]+)_c(?P<index>\d+)$")
 
 
 @dataclass
@@ -56,16 +70,59 @@ def _metric_row(
     )
 
 
+def _class_metric_row(
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], cfg: EvalConfig, num_classes: int
+) -> dict[str, Any]:
+    """Metrics of every foreground class (``<metric>_c<c>``) and their mean over the classes."""
+    row: dict[str, Any] = {}
+    per_class = [_metric_row(pred == c, gt == c, spacing, cfg) for c in range(1, num_classes)]
+    for metric in SUMMARY_METRICS:
+        row[metric] = float(np.mean([m[metric] for m in per_class]))
+    row["empty_gt"] = not bool((gt > 0).any())
+    row["empty_pred"] = not bool((pred > 0).any())
+    for c, metrics in enumerate(per_class, start=1):
+        row.update({f"{k}_c{c}": v for k, v in metrics.items()})
+    return row
+
+
+def _class_columns(table: pd.DataFrame) -> list[str]:
+    """Per-class metric columns (``dice_c1``, …) in class order, then metric order."""
+    found = [(int(m["index"]), m["metric"], c) for c in table.columns if (m := _CLASS_COLUMN.match(str(c)))]
+    order = {metric: i for i, metric in enumerate(SUMMARY_METRICS)}
+    return [c for i, metric, c in sorted(found, key=lambda t: (t[0], order.get(t[1], 99))) if metric in order]
+
+
 def summarize_table(table: pd.DataFrame) -> dict[str, Any]:
     """Mean, median, std and bootstrap 95% CI per metric, plus the empty-mask counts."""
     out: dict[str, Any] = {"n": len(table)}
     for metric in SUMMARY_METRICS:
         if metric in table:
             out[metric] = summarize(table[metric].to_numpy(dtype=float))
+    for column in _class_columns(table):  # multi-class: dice_c1, hd95_mm_c1, …
+        out[column] = summarize(table[column].to_numpy(dtype=float))
     for flag in ("empty_gt", "empty_pred"):
         if flag in table:
             out[f"n_{flag}"] = int(table[flag].sum())
     return out
+
+
+def prediction_keys(samples: Sequence[Sample]) -> dict[int, str]:
+    """``id(sample)`` → the key of its prediction: ``case``, ``case#slice``, or ``case/image`` when a
+    case has several 2D images (HC18 subjects), so that no prediction overwrites another."""
+    counts: dict[str, int] = {}
+    for sample in samples:
+        if sample.slice_index is None:
+            counts[sample.case_id] = counts.get(sample.case_id, 0) + 1
+    keys = {}
+    for sample in samples:
+        if sample.slice_index is not None:
+            keys[id(sample)] = f"{sample.case_id}#{sample.slice_index}"
+        elif counts[sample.case_id] > 1:
+            name = sample.meta.get("image_name") or Path(sample.source_path).name or str(len(keys))
+            keys[id(sample)] = f"{sample.case_id}/{name}"
+        else:
+            keys[id(sample)] = sample.case_id
+    return keys
 
 
 def evaluate_model(
@@ -81,22 +138,42 @@ def evaluate_model(
     """Score ``model`` on ``samples``; also returns the predicted masks by sample key.
 
     A 3D model needs its sliding ``window`` (:func:`~medseg.engine.predict.sliding_window_from_config`);
-    ``image_size`` is then unused and every sample must be a volume.
+    ``image_size`` is then unused and every sample must be a volume. A multi-class model
+    (``model.num_classes``) is scored per class (module docstring); its predictions are the
+    argmax class-index maps.
     """
     if not samples:
         raise DataError("nothing to evaluate: the evaluation set is empty")
     unknown = sorted(set(cfg.protocols) - set(PROTOCOLS))
     if unknown:
         raise ValueError(f"unknown evaluation protocol(s) {unknown}; choose from {PROTOCOLS}")
+    num_classes = model_num_classes(model)
+    if num_classes is not None:
+        if window is None:
+            raise DataError("a multi-class model is evaluated on volumes by sliding window (3D only)")
+        if "microsegnet" in cfg.protocols:
+            raise ValueError("the microsegnet protocol is binary; drop it for a multi-class model")
+
+    def score(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> dict[str, Any]:
+        if num_classes is None:
+            return _metric_row(pred, gt, spacing, cfg)
+        return _class_metric_row(pred, gt, spacing, cfg, num_classes)
+
     case_rows: list[dict[str, Any]] = []
     patient_rows: list[dict[str, Any]] = []
     predictions: dict[str, np.ndarray] = {}
+    keys = prediction_keys(samples)
     iterator = track(samples, description="evaluating") if progress else samples
     for sample in iterator:
-        probs = predict_probabilities(model, sample, image_size, intensity, device, window=window)
-        pred = probs >= cfg.threshold
-        gt = sample.target_mask.astype(bool)
-        key = sample.case_id if sample.slice_index is None else f"{sample.case_id}#{sample.slice_index}"
+        if num_classes is None:
+            probs = predict_probabilities(model, sample, image_size, intensity, device, window=window)
+            pred = probs >= cfg.threshold
+            gt = sample.target_mask.astype(bool)
+        else:
+            assert window is not None
+            pred, _ = predict_volume_classes(model, sample, intensity, device, window, num_classes)
+            gt = sample.target_mask
+        key = keys[id(sample)]
         predictions[key] = pred.astype(np.uint8)
         if sample.ndim == 3:
             for z in range(gt.shape[0]):
@@ -106,7 +183,7 @@ def evaluate_model(
                         "case": f"{sample.case_id}_{z:03d}",
                         "patient": sample.case_id,
                         "slice_index": z,
-                        **_metric_row(pred[z], gt[z], sample.spacing[1:], cfg),
+                        **score(pred[z], gt[z], sample.spacing[1:]),
                     }
                 )
             patient_row = {
@@ -115,7 +192,7 @@ def evaluate_model(
                 "patient": sample.case_id,
                 "slice_index": -1,
             }
-            patient_row.update(_metric_row(pred, gt, sample.spacing, cfg))
+            patient_row.update(score(pred, gt, sample.spacing))
             if "microsegnet" in cfg.protocols:
                 pixel_mm = cfg.microsegnet_pixel_mm or float(sample.spacing[-1])
                 official = microsegnet_protocol(pred, gt, pixel_mm=pixel_mm)
@@ -128,7 +205,7 @@ def evaluate_model(
                     "case": key,
                     "patient": sample.case_id,
                     "slice_index": -1 if sample.slice_index is None else sample.slice_index,
-                    **_metric_row(pred, gt, sample.spacing, cfg),
+                    **score(pred, gt, sample.spacing),
                 }
             )
     per_case = pd.DataFrame(case_rows)
@@ -151,6 +228,12 @@ def evaluate_model(
         "threshold": cfg.threshold,
         "protocol": "volumetric: 3D per patient at header spacing, empty masks by the documented policy",
     }
+    if num_classes is not None:
+        summary["num_classes"] = num_classes
+        summary["class_metric"] = "per foreground class on the argmax; plain columns: mean over classes"
+        values = {tuple(s.meta["class_values"]) for s in samples if s.meta.get("class_values") is not None}
+        if len(values) == 1:
+            summary["class_values"] = list(values.pop())
     if "microsegnet_dice" in per_patient:
         summary["protocol_microsegnet"] = {
             "description": "official MicroSegNet test script: per slice, only slices where prediction and "
@@ -334,9 +417,12 @@ def save_overlays_for(
 
     panels = []
     any_hard = False
+    keys = prediction_keys(samples)
     for sample in samples[:n_overlays]:
-        key = sample.case_id if sample.slice_index is None else f"{sample.case_id}#{sample.slice_index}"
+        key = keys[id(sample)]
         pred, gt = predictions[key], sample.target_mask
+        if sample.meta.get("num_classes") is not None or pred.max(initial=0) > 1:
+            pred, gt = (pred > 0).astype(np.uint8), (gt > 0).astype(np.uint8)  # classes: foreground
         hard = annotator_disagreement(sample)
         any_hard = any_hard or hard is not None
         if sample.ndim == 3:

@@ -3,6 +3,10 @@
 2D models (``data.spatial_dims: 2``) see slices resized to ``data.image_size``; 3D models see whole
 volumes at their own resolution, window by window (:class:`SlidingWindow`, from the config's
 ``inference`` section), and a written mask keeps the input's affine / origin and spacing.
+
+Multi-class models (``data.num_classes`` = K ≥ 2, 3D path) have K softmax logit channels (the
+first K, :func:`class_logits`); they predict the argmax label map, written with the label values
+of the training data (``class_values`` in the checkpoint, e.g. 0/1/7/8/9) when known.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,16 +47,40 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def check_num_classes(num_classes: object, spatial_dims: int) -> int | None:
+    """``data.num_classes`` validated: ``None`` (binary) or an integer K ≥ 2 on the 3D path."""
+    if num_classes is None:
+        return None
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 2 <= num_classes <= 256:
+        raise ConfigError(
+            f"data.num_classes must be null (binary) or an integer in [2, 256], got {num_classes!r}"
+        )
+    if spatial_dims != 3:
+        raise ConfigError("data.num_classes (multi-class) needs the 3D path: set data.spatial_dims: 3")
+    return num_classes
+
+
 def build_model_from_config(cfg: Config, spatial_dims: int | None = None) -> torch.nn.Module:
     """Build ``cfg.model`` for ``cfg.data``; models that need ``img_size`` (ViTs) get the input size.
 
     ``spatial_dims`` defaults to ``cfg.data.spatial_dims``; it is passed only to factories that
     take it, and a model that reports other dimensions (``model.spatial_dims``) is an error.
+
+    ``out_channels`` is ``data.num_classes`` when set (multi-class; the model then carries
+    ``model.num_classes``), else 1; ``model.options.out_channels`` overrides it for a binary task
+    whose model needs extra channels (a MONAI UNet trained with ``resunet_wbce``: mask and
+    boundary). Res-UNet adds its boundary channel itself (``out_channels`` + 1 outputs).
     """
     spatial_dims = cfg.data.spatial_dims if spatial_dims is None else spatial_dims
     if spatial_dims not in (2, 3):
         raise ConfigError(f"data.spatial_dims must be 2 or 3, got {spatial_dims}")
+    num_classes = check_num_classes(cfg.data.num_classes, spatial_dims)
     options = dict(cfg.model.options)
+    out_channels = options.pop("out_channels", num_classes or 1)
+    if num_classes is not None and out_channels != num_classes:
+        raise ConfigError(
+            f"model.options.out_channels ({out_channels}) differs from data.num_classes ({num_classes})"
+        )
     factory = models.MODELS.get(cfg.model.name)
     parameters = inspect.signature(factory).parameters
     if "img_size" in parameters and "img_size" not in options:
@@ -59,14 +88,31 @@ def build_model_from_config(cfg: Config, spatial_dims: int | None = None) -> tor
         options["img_size"] = size[0] if len(set(size)) == 1 else tuple(size)
     if "spatial_dims" in parameters:
         options["spatial_dims"] = spatial_dims
-    model = models.build(cfg.model.name, in_channels=cfg.data.in_channels, out_channels=1, **options)
+    model = models.build(
+        cfg.model.name, in_channels=cfg.data.in_channels, out_channels=out_channels, **options
+    )
     built_dims = getattr(model, "spatial_dims", spatial_dims)
     if built_dims != spatial_dims:
         raise ConfigError(
             f"model '{cfg.model.name}' is {built_dims}D but data.spatial_dims is {spatial_dims}; "
             f"set data.spatial_dims: {built_dims}"
         )
+    if num_classes is not None:
+        model.num_classes = num_classes
     return model
+
+
+def model_num_classes(model: torch.nn.Module) -> int | None:
+    """K of a multi-class model (``model.num_classes``, set from ``data.num_classes``); None = binary."""
+    k = getattr(model, "num_classes", None)
+    return int(k) if isinstance(k, int) and not isinstance(k, bool) and k >= 2 else None
+
+
+def class_logits(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The ``B×K×spatial`` class logits of a multi-class model: its first K channels."""
+    if logits.shape[1] < num_classes:
+        raise ValueError(f"{num_classes} classes but the model gives {logits.shape[1]} logit channel(s)")
+    return logits[:, :num_classes]
 
 
 def mask_channel(model: torch.nn.Module) -> int:
@@ -160,9 +206,43 @@ def predict_volume_probabilities(
     return torch.sigmoid(logits.float())[0, 0].cpu().numpy()
 
 
+@torch.no_grad()
+def predict_volume_classes(
+    model: torch.nn.Module,
+    sample: Sample,
+    intensity: str,
+    device: torch.device,
+    window: SlidingWindow,
+    num_classes: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax class indices ``D×H×W`` (uint8) and the foreground probability 1 − p(class 0).
+
+    The multi-class twin of :func:`predict_volume_probabilities` (same normalisation and sliding
+    window); the softmax runs over the model's first ``num_classes`` channels.
+    """
+    if sample.ndim != 3:
+        raise DataError(
+            f"a 3D model needs a C×D×H×W volume, got image shape {sample.image.shape}",
+            sample.source_path or sample.case_id,
+        )
+    model.eval()
+    image = torch.from_numpy(normalize_intensity(sample.image, intensity))[None]
+    image = image.to(window.stitch_device or device)
+    logits = class_logits(volume_logits(model, image, window, device), num_classes).float()
+    labels = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+    foreground = 1.0 - torch.softmax(logits, dim=1)[0, 0].cpu().numpy()
+    return labels, foreground
+
+
 def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Config]:
     """Rebuild the model from the config stored in a medseg checkpoint and load its weights."""
-    state = load_checkpoint(checkpoint)
+    return model_from_state(load_checkpoint(checkpoint), device)
+
+
+def model_from_state(
+    state: dict[str, Any], device: torch.device | str = "cpu"
+) -> tuple[torch.nn.Module, Config]:
+    """The model of a loaded checkpoint ``state`` (its config and weights), in eval mode."""
     cfg = config_from_dict(state["config"])
     # the checkpoint holds the trained weights: don't read the pretraining file again
     cfg.model.options = {k: v for k, v in cfg.model.options.items() if k not in ("pretrained", "checkpoint")}
@@ -274,13 +354,21 @@ def predict_files(
     device: str = "auto",
     threshold: float | None = None,
 ) -> list[PredictedFile]:
-    """Segment image files or volumes; masks keep the input geometry (NIfTI affine preserved)."""
+    """Segment image files or volumes; masks keep the input geometry (NIfTI affine preserved).
+
+    A multi-class model writes its argmax label map in the training labels' values (class index →
+    ``class_values`` of the checkpoint; class indices when it has none) and, with
+    ``save_probabilities``, the foreground probability 1 − p(background); ``threshold`` is unused.
+    """
     from medseg.report.figures import save_overlay  # figures import matplotlib; keep it lazy
 
     torch_device = resolve_device(device)
-    model, cfg = load_model(checkpoint, torch_device)
+    state = load_checkpoint(checkpoint)
+    model, cfg = model_from_state(state, torch_device)
     window = sliding_window_from_config(cfg)
     thr = cfg.eval.threshold if threshold is None else threshold
+    num_classes = model_num_classes(model)
+    class_values = state.get("class_values")  # class index → label value (multi-class)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = _expand_inputs(inputs)
@@ -303,10 +391,16 @@ def predict_files(
             case_id=strip_extension(path.name),
             source_path=str(path),
         )
-        probs = predict_probabilities(
-            model, sample, cfg.data.image_size, cfg.data.intensity, torch_device, window=window
-        )
-        mask = (probs >= thr).astype(np.uint8)
+        if num_classes is not None and window is not None:
+            classes, probs = predict_volume_classes(
+                model, sample, cfg.data.intensity, torch_device, window, num_classes
+            )
+            mask = class_index_to_value(classes, class_values)
+        else:
+            probs = predict_probabilities(
+                model, sample, cfg.data.image_size, cfg.data.intensity, torch_device, window=window
+            )
+            mask = (probs >= thr).astype(np.uint8)
         stem = strip_extension(path.name)
         prob_path = overlay_path = None
         if volume:
@@ -323,9 +417,29 @@ def predict_files(
                 np.save(prob_path, probs.astype(np.float32))
         if save_overlays:
             overlay_path = out / f"{stem}_overlay.png"
-            save_overlay(image, None, mask, overlay_path, spacing=spacing, title=stem)
+            shown = mask if num_classes is None else (mask != 0).astype(np.uint8)
+            save_overlay(image, None, shown, overlay_path, spacing=spacing, title=stem)
         results.append(PredictedFile(path, mask_path, prob_path, overlay_path))
     return results
+
+
+def class_index_to_value(classes: np.ndarray, class_values: Sequence[int] | None) -> np.ndarray:
+    """Class indices → label values (``class_values[i]`` for class i); as they are when unknown.
+
+    The result is uint8 when every value fits, else int16/int32.
+    """
+    if class_values is None:
+        return classes.astype(np.uint8)
+    lut = np.asarray(class_values, dtype=np.int64)
+    if int(classes.max(initial=0)) >= lut.size:
+        raise ValueError(
+            f"class index {int(classes.max())} has no value in class_values {list(class_values)}"
+        )
+    for dtype in (np.uint8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= lut.min() and lut.max() <= info.max:
+            return lut.astype(dtype)[classes]
+    raise ValueError(f"class_values {list(class_values)} do not fit int32")
 
 
 IMAGE_SUFFIXES = IMAGE_2D_EXTS + NIFTI_EXTS + ITK_EXTS

@@ -11,6 +11,12 @@ with the Dice accumulated per case. 3: a 3D model trains on patches of ``data.pa
 with ``data.foreground_ratio`` (:class:`~medseg.data.volumes.VolumeDataset`) and validates on
 whole volumes predicted by sliding window (window = the patch size, Gaussian blending), one Dice
 per volume, on the model's mask channel (:func:`~medseg.engine.predict.mask_channel`).
+
+Multi-class (``data.num_classes`` = K ≥ 2, 3D only): the model has K softmax logit channels and the
+masks are class indices. The validation Dice of a volume is the mean over the foreground classes
+1..K−1 of the Dice of the argmax prediction with that class (a class absent from both the ground
+truth and the prediction of a volume scores 1, the binary empty-mask policy); ``val_dice`` is its
+mean over the volumes.
 """
 
 from __future__ import annotations
@@ -41,7 +47,10 @@ from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from medseg.engine.predict import (
     SlidingWindow,
     build_model_from_config,
+    check_num_classes,
+    class_logits,
     mask_logits,
+    model_num_classes,
     resolve_device,
     sliding_window_from_config,
     volume_logits,
@@ -104,6 +113,19 @@ def _volume_dice_update(stats: dict[str, list[float]], logits: torch.Tensor, bat
         acc = stats.setdefault(case_id, [0.0, 0.0])
         acc[0] += i
         acc[1] += t
+
+
+def _volume_class_dice(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[float]:
+    """Per-sample mean over the foreground classes of the argmax Dice (empty pair → 1)."""
+    pred = class_logits(logits, num_classes).argmax(1)
+    target = target[:, 0].to(pred.device).round().long()
+    scores = []
+    for c in range(1, num_classes):
+        p, t = pred == c, target == c
+        inter = (p & t).flatten(1).sum(1).double()
+        total = (p.flatten(1).sum(1) + t.flatten(1).sum(1)).double()
+        scores.append(torch.where(total > 0, 2.0 * inter / total.clamp_min(1), torch.ones_like(total)))
+    return torch.stack(scores, 1).mean(1).tolist()
 
 
 def _mean_case_dice(stats: dict[str, list[float]]) -> float:
@@ -175,7 +197,8 @@ def train(
     if window is None:
         sizes = f"{len(train_set)} slices", f"{len(val_set)} slices"
     else:
-        sizes = f"{len(train_set)} patches of {'×'.join(map(str, window.roi_size))}", "whole volumes"
+        patch = "×".join(str(int(p)) for p in cfg.data.patch_size or window.roi_size)
+        sizes = f"{len(train_set)} patches of {patch}", "whole volumes"
     console.print(
         f"[bold]medseg train[/]: {len(splits.train_cases)} train cases ({sizes[0]}), "
         f"{len(splits.val_cases)} validation cases ({sizes[1]}), device {device}"
@@ -327,6 +350,9 @@ def train(
             "annotators": train_set.annotators,
             "loss": loss_fn.state_dict(),
         }
+        class_values = getattr(train_set, "class_values", None)
+        if class_values is not None:  # multi-class: class index → label value, for prediction
+            state["class_values"] = class_values
         if improved:
             save_checkpoint(state, out / "best.pt")
         save_checkpoint(state, out / "last.pt")
@@ -380,6 +406,7 @@ def forward_loss(
 def build_datasets(cfg: Config, splits: DataSplits) -> tuple[Dataset, Dataset]:
     """Training and validation datasets of ``cfg.data.spatial_dims`` (see the module docstring)."""
     data = cfg.data
+    num_classes = check_num_classes(data.num_classes, data.spatial_dims)
     if data.spatial_dims == 3:
         if data.patch_size is None:
             raise ConfigError("data.spatial_dims: 3 needs data.patch_size (D×H×W training patch)")
@@ -392,8 +419,15 @@ def build_datasets(cfg: Config, splits: DataSplits) -> tuple[Dataset, Dataset]:
             samples_per_volume=data.samples_per_volume,
             augment=cfg.augment,
             anisotropy_ratio=data.anisotropy_ratio,
+            num_classes=num_classes,
         )
-        val_set = VolumeDataset(splits.val, data.in_channels, data.intensity, annotators=train_set.annotators)
+        val_set = VolumeDataset(
+            splits.val,
+            data.in_channels,
+            data.intensity,
+            annotators=train_set.annotators,
+            num_classes=num_classes,
+        )
         return train_set, val_set
     if data.spatial_dims != 2:
         raise ConfigError(f"data.spatial_dims must be 2 or 3, got {data.spatial_dims}")
@@ -418,28 +452,41 @@ def validate_volumes(
 ) -> tuple[float, float]:
     """Mean loss and mean per-volume Dice over whole volumes predicted by sliding window.
 
-    The loss sees every logit channel; the Dice the mask channel only, thresholded at logit 0.
+    The loss sees every logit channel; the Dice the mask channel only, thresholded at logit 0. A
+    multi-class model (``model.num_classes`` = K) is scored on the argmax of its K class channels:
+    per volume, the mean Dice over the foreground classes (see the module docstring).
     ``previews`` (if given) receives ``(case_id, image, target, prediction)`` of the slice with the
-    largest ground-truth area of the first ``n_previews`` volumes, for TensorBoard.
+    largest ground-truth area of the first ``n_previews`` volumes, for TensorBoard (multi-class:
+    foreground vs background).
     """
     if len(dataset) == 0:
         return float("nan"), float("nan")
     model.eval()
     total = 0.0
     stats: dict[str, list[float]] = {}
+    class_scores: list[float] = []
+    num_classes = model_num_classes(model)
     stitch = torch.device(window.stitch_device) if window.stitch_device is not None else device
     for index in range(len(dataset)):
         batch = default_collate([dataset[index]])
         logits = volume_logits(model, batch["image"].to(stitch), window, device).float()
         batch = batch_to_device(batch, logits.device)
         total += loss_fn(logits, batch["target"], batch).item()
-        mask = mask_logits(logits, model)
-        _volume_dice_update(stats, mask, batch)
+        if num_classes is None:
+            mask = mask_logits(logits, model)
+            _volume_dice_update(stats, mask, batch)
+        else:
+            class_scores.extend(_volume_class_dice(logits, batch["target"], num_classes))
+            # foreground (any class) as a logit-like map: > 0 where the argmax is not background
+            mask = (class_logits(logits, num_classes).argmax(1, keepdim=True) > 0).float() - 0.5
         if previews is not None and index < n_previews:
             target = batch["target"][0, 0]
             z = int(target.flatten(1).sum(1).argmax())
             image = batch["image"][0, 0, z].cpu()
-            previews.append((batch["case_id"][0], image, target[z].cpu(), (mask[0, 0, z] > 0).cpu()))
+            shown = target[z].cpu() if num_classes is None else (target[z] > 0).float().cpu()
+            previews.append((batch["case_id"][0], image, shown, (mask[0, 0, z] > 0).cpu()))
+    if num_classes is not None:
+        return total / len(dataset), float(np.mean(class_scores))
     return total / len(dataset), _mean_case_dice(stats)
 
 

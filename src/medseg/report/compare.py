@@ -106,12 +106,12 @@ def _slice_panel(sample: Any, pred: np.ndarray, title: str, z: int | None) -> Ov
 
 
 def save_overlay_comparison(
-    samples: Sequence[Any], predictions: Mapping[str, Mapping[str, np.ndarray]], path: str | Path
+    samples: Mapping[str, Any], predictions: Mapping[str, Mapping[str, np.ndarray]], path: str | Path
 ) -> Path:
     """Rows are runs, columns are the same slices (largest ground-truth area of each volume).
 
-    ``predictions[run][key]`` is the binary mask of the sample with that key (``case_id``, or
-    ``case_id#slice`` for 2D slices), at the sample's own size.
+    ``samples`` maps a prediction key (:func:`medseg.engine.evaluate.prediction_keys`) to its
+    sample; ``predictions[run][key]`` is that sample's binary mask, at the sample's own size.
     """
     if not samples or not predictions:
         raise ValueError("no samples or predictions for the overlay comparison")
@@ -119,8 +119,7 @@ def save_overlay_comparison(
     fig, axes = plt.subplots(
         len(runs), len(samples), figsize=(2.6 * len(samples), 2.7 * len(runs)), squeeze=False
     )
-    for col, sample in enumerate(samples):
-        key = sample.case_id if sample.slice_index is None else f"{sample.case_id}#{sample.slice_index}"
+    for col, (key, sample) in enumerate(samples.items()):
         z = None
         if sample.ndim == 3:
             gt = sample.target_mask

@@ -9,8 +9,11 @@ The sections form one ``1×D×H×W`` volume with spacing ``(sz, sy, sx)`` in mm 
 50 nm between sections, 4 nm in plane). ``chunks`` cuts the stack along z into cases, so a
 patient-level split can train on some sections and validate on others (``chunks: [[0, 20],
 [20, 30]]`` → cases ``z00-19`` and ``z20-29``). The target (``interior``) is the cell interior;
-``meta["instances"]`` labels the cells: connected components (``cc3d``) of the interior, per
-section by default (see ``instances``). ``meta["boundary"]`` is the membrane.
+``meta["instance"]`` labels the cells: connected components (``cc3d``) of the interior, per
+section by default (see ``instances``). It is the key :class:`~medseg.data.volumes.VolumeDataset`
+reads, so the cell instances reach the batch (``batch["instance"]``, for the Res-UNet boundary
+target); ``meta["instances"]`` is the same array under its former name. ``meta["boundary"]`` is
+the membrane.
 """
 
 from __future__ import annotations
@@ -129,6 +132,11 @@ class EMStackSource(Source):
                 spacing=self.spacing,
                 case_id=case_id,
                 source_path=str(self.image_dir),
-                meta={"instances": instances, "boundary": 1 - interior, "sections": (z0, z1)},
+                meta={
+                    "instance": instances,  # medseg.data.volumes.INSTANCE_KEY
+                    "instances": instances,  # the same array, under its former name
+                    "boundary": 1 - interior,
+                    "sections": (z0, z1),
+                },
             )
         ]

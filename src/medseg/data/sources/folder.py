@@ -12,13 +12,19 @@ Formats: PNG/TIFF/GIF/JPEG are 2D (``C×H×W``; ``channels`` 1/3/None = as store
 from the ``spacing`` option (default 1.0 mm, then ``meta["spacing_assumed"] = True``);
 NIfTI/NRRD/MHA are 3D (``C×D×H×W``) with the spacing of the header. Masks are binarized: any
 non-zero label is foreground (multi-label maps such as pyradiomics' 0/1/7/8/9 become 0/1), or
-only ``label`` when that option is set.
+only ``label`` when that option is set. With ``labels: [v1, …, vK]`` the mask is a class-index
+map instead (multi-class segmentation): label value ``vi`` becomes class ``i`` (1..K), any other
+value class 0 (background), and every sample gets ``meta["num_classes"] = K + 1`` and
+``meta["class_values"] = [0, v1, …, vK]`` (class index → label value, to write predictions back
+in the file's own labels).
 
 Example (``../shared/data/volumes_3d``)::
 
     build("folder", root=".../volumes_3d", images="*_image.nrrd", masks="*_label.nrrd")
     build("folder", root=".../volumes_3d", images="prostate_phantom_subvolume.nrrd",
           masks="prostate_phantom_subvolume-label.nrrd")
+    build("folder", root=".../volumes_3d", images="prostate_phantom_subvolume.nrrd",
+          masks="prostate_phantom_subvolume-label.nrrd", labels=[1, 7, 8, 9])  # 5 classes
 """
 
 from __future__ import annotations
@@ -64,6 +70,28 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("^" + "".join(out) + "$")
 
 
+def _check_labels(labels: list[int], label: int | None, root: Path | None) -> list[int]:
+    """The ``labels`` option as a list of distinct non-zero integers (at most 255 classes)."""
+    if label is not None:
+        raise DataError("set either 'label' (binary) or 'labels' (multi-class), not both", root)
+    if isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
+        raise DataError(f"labels must be a list of label values, got {labels!r}", root)
+    values = list(labels)
+    if (
+        not values
+        or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in values)
+        or 0 in values
+        or len(set(values)) != len(values)
+        or len(values) > 255
+    ):
+        raise DataError(
+            f"labels must be 1 to 255 distinct non-zero integer label values (0 is the background), "
+            f"got {labels!r}",
+            root,
+        )
+    return [int(v) for v in values]
+
+
 def _has_wildcard(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")
 
@@ -91,6 +119,9 @@ class FolderSource(Source):
         spacing: mm per pixel for 2D formats (scalar or per axis); None → 1.0, assumed.
         channels: 2D only: 1 (grey), 3 (RGB) or None (as stored).
         label: only this label value is foreground (default: any non-zero).
+        labels: non-zero label values, one class each (1..K in this order): the mask becomes a
+            class-index map and ``meta`` gets ``num_classes`` (K + 1) and ``class_values``.
+            Excludes ``label``.
         annotator: name of the mask's annotator (default ``"expert"``).
     """
 
@@ -108,6 +139,7 @@ class FolderSource(Source):
         label: int | None = None,
         annotator: str = "expert",
         target: str | None = None,
+        labels: list[int] | None = None,
     ) -> None:
         super().__init__(root, target or annotator)
         if self.root is None:
@@ -116,6 +148,7 @@ class FolderSource(Source):
         self.mask_suffix, self.image_suffix = mask_suffix, image_suffix
         self.spacing_option = spacing
         self.channels, self.label, self.annotator = channels, label, annotator
+        self.labels = None if labels is None else _check_labels(labels, label, self.root)
         self._pairs: dict[str, tuple[Path, Path | None]] | None = None
 
     def _collect(self, pattern: str, suffix: str) -> dict[str, Path]:
@@ -160,11 +193,16 @@ class FolderSource(Source):
         return sorted(self.pairs(), key=natural_key)
 
     def _read_mask(self, path: Path) -> np.ndarray:
-        if self.label is None and file_format(path) == "2d":
+        if self.label is None and self.labels is None and file_format(path) == "2d":
             return read_mask_2d(path)
         arr, _, _ = read_image(path)
         if file_format(path) == "2d" and arr.ndim == 3:
             arr = arr.max(axis=-1)
+        if self.labels is not None:
+            classes = np.zeros(arr.shape, np.uint8)
+            for index, value in enumerate(self.labels, start=1):
+                classes[arr == value] = index
+            return classes
         fg = arr == self.label if self.label is not None else arr != 0
         return fg.astype(np.uint8)
 
@@ -188,6 +226,9 @@ class FolderSource(Source):
             else:
                 raise DataError(f"cannot interpret array of shape {arr.shape} with spacing {spacing}", ip)
             meta["spacing_assumed"] = False
+        if self.labels is not None:
+            meta["num_classes"] = len(self.labels) + 1
+            meta["class_values"] = [0, *self.labels]
         masks = {}
         if mp is not None:
             m = self._read_mask(mp)
