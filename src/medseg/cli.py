@@ -76,6 +76,10 @@ def evaluate(
     ] = False,
     scores: Annotated[Path | None, typer.Option(help="with --instances: CSV/JSON of id → score")] = None,
     key: Annotated[str, typer.Option(help="with --instances: HDF5 dataset key")] = "main",
+    format_: Annotated[
+        str,
+        typer.Option("--format", help="'medseg', or 'cvpr24': --pred/--gt are MedSAM-on-laptop npz folders"),
+    ] = "medseg",
 ) -> None:
     """Score a checkpoint on its test/val data, or score --pred against --gt made by any tool."""
     from medseg.config import EvalConfig
@@ -86,6 +90,20 @@ def evaluate(
         _fail(ValueError(f"--hd95 must be 'pooled' or 'max', got '{hd95}'"))
     cfg = EvalConfig(hd95_mode=hd95, nsd_tolerance_mm=nsd_tol)
     try:
+        if format_ not in ("medseg", "cvpr24"):
+            _fail(ValueError(f"--format must be 'medseg' or 'cvpr24', got '{format_}'"))
+        if format_ == "cvpr24":
+            if pred is None or gt is None:
+                _fail(ValueError("--format cvpr24 needs --pred and --gt folders of npz files"))
+            from medseg.metrics.cvpr24 import score_cases
+
+            out.mkdir(parents=True, exist_ok=True)
+            table = score_cases(pred, gt, out / "metrics.csv")
+            console.print(
+                f"{len(table)} cases: DSC {table['dsc'].mean():.4f}, NSD {table['nsd'].mean():.4f} "
+                f"(challenge rules); wrote {out}/metrics.csv"
+            )
+            return
         if instances:
             if pred is None or gt is None:
                 _fail(ValueError("--instances needs --pred and --gt (instance-label volumes)"))
@@ -122,22 +140,72 @@ def evaluate(
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="medseg checkpoint")],
-    inputs: Annotated[list[Path], typer.Argument(help="image files, NIfTI/NRRD volumes or folders")],
+    args: Annotated[
+        list[Path],
+        typer.Argument(
+            help="CHECKPOINT then inputs (images, NIfTI/NRRD volumes, folders); with --model: inputs only"
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/predictions"),
     probs: Annotated[bool, typer.Option(help="also write probability maps")] = False,
     overlays: Annotated[bool, typer.Option(help="also write overlay PNGs")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+    model: Annotated[
+        str | None, typer.Option(help="a promptable model from official weights: medsam or litemedsam")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="with --model: the MedSAM/LiteMedSAM weight file")
+    ] = None,
+    box: Annotated[
+        list[str] | None, typer.Option(help="box prompt x0,y0,x1,y1 (3D: x0,y0,z0,x1,y1,z1); repeatable")
+    ] = None,
+    boxes: Annotated[Path | None, typer.Option(help="JSON/CSV of boxes per image file")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="with --model: model option, e.g. variant=tiny")
+    ] = None,
 ) -> None:
-    """Segment images or volumes; masks keep the input geometry (NIfTI affine preserved)."""
-    from medseg.engine.predict import predict_files
+    """Segment images or volumes; masks keep the input geometry (NIfTI affine preserved).
+
+    Promptable models (MedSAM, LiteMedSAM) take boxes: `--model litemedsam --checkpoint W --box
+    x0,y0,x1,y1 image.png`, or a medseg checkpoint of a fine-tuned one followed by inputs and boxes.
+    """
+    import numpy as np
+
+    from medseg.engine.predict import load_model, predict_files
 
     try:
-        results = predict_files(checkpoint, inputs, out, probs, overlays, device)
+        prompted = model is not None or box or boxes is not None
+        if not prompted:
+            if len(args) < 2:
+                _fail(ValueError("give a CHECKPOINT and at least one input"))
+            results = predict_files(args[0], args[1:], out, probs, overlays, device)
+            for item in results:
+                console.print(f"{item.input} → {item.mask}")
+            return
+        from medseg import models
+        from medseg.data.prompts import parse_box, read_box_file
+        from medseg.engine.predict import resolve_device
+        from medseg.engine.promptable import predict_files_with_boxes
+
+        if model is not None:
+            options = _parse_options(option)
+            if checkpoint is not None:
+                options["checkpoint"] = str(checkpoint)
+            if checkpoint is None:
+                console.print("[yellow]warning:[/] no --checkpoint: the model has random weights")
+            net = models.build(model, **options).to(resolve_device(device))
+            inputs = list(args)
+        else:
+            net, _ = load_model(args[0], resolve_device(device))
+            inputs = list(args[1:])
+        if not inputs:
+            _fail(ValueError("no input images given"))
+        box_array = np.stack([parse_box(b) for b in box]) if box else None
+        table = read_box_file(boxes) if boxes is not None else None
+        for source, target in predict_files_with_boxes(net, inputs, out, box_array, table):
+            console.print(f"{source} → {target}")
     except MedsegError as exc:
         _fail(exc)
-    for item in results:
-        console.print(f"{item.input} → {item.mask}")
 
 
 @app.command()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -200,3 +201,46 @@ def segment_3d_boxes(
     for index, box in enumerate(boxes, start=1):
         labels[_segment_3d_box(slices, box, _margin(model, margin), stop_on_empty)] = index
     return labels
+
+
+def predict_files_with_boxes(
+    model: nn.Module,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    boxes: np.ndarray | None = None,
+    box_table: dict[str, np.ndarray] | None = None,
+) -> list[tuple[Path, Path]]:
+    """Segment image files (PNG/TIFF/JPEG) or volumes (NIfTI/NRRD) with box prompts; returns
+    ``(input, label file)`` pairs.
+
+    ``boxes`` (``N×4`` in 2D, ``N×6`` in 3D, the input's pixel indices) prompt every input; a
+    ``box_table`` (:func:`medseg.data.prompts.read_box_file`) gives each input its own. 2D inputs
+    give a label PNG (label ``i`` for box ``i``); volumes give a label volume in the input's format
+    and geometry (NIfTI affine kept), segmented slice by slice from each 3D box's middle slice.
+    """
+    from medseg.data.io import file_format, read_image, strip_extension, write_image, write_volume
+    from medseg.data.prompts import boxes_for_image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if boxes is None and box_table is None:
+        raise ConfigError("give boxes (--box x0,y0,x1,y1) or a box file (--boxes FILE)")
+    results = []
+    for path in (Path(p) for p in inputs):
+        image_boxes = boxes if box_table is None else boxes_for_image(box_table, path)
+        array, _, meta = read_image(path)
+        stem = strip_extension(path.name)
+        if file_format(path) == "2d":
+            labels = segment_2d(model, array, image_boxes)
+            target = out / f"{stem}_seg.png"
+            write_image(target, labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16))
+        else:
+            volume = np.asarray(array, dtype=np.float32)
+            if volume.ndim == 4:  # C×D×H×W: prompt on the first channel
+                volume = volume[0]
+            labels = segment_3d_boxes(model, volume, image_boxes)
+            suffix = ".nii.gz" if file_format(path) == "nifti" else ".nrrd"
+            target = out / f"{stem}_seg{suffix}"
+            write_volume(target, labels, meta)
+        results.append((path, target))
+    return results
