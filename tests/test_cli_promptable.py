@@ -14,6 +14,8 @@ from medseg.data.cvpr24 import write_case, write_segs
 from medseg.data.io import read_image, write_image, write_volume
 from medseg.models import build
 
+TINY = ["--model", "litemedsam", "-o", "variant=tiny", "-o", "img_size=64"]
+
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -31,7 +33,7 @@ def _predict(*args: str) -> str:
 def test_predict_png_with_a_box(tmp_path: Path, weights: Path) -> None:
     image = (np.random.default_rng(0).random((40, 50)) * 255).astype(np.uint8)
     write_image(tmp_path / "img.png", image)
-    common = ["--model", "litemedsam", "-o", "variant=tiny", "-o", "img_size=64", "--checkpoint", str(weights)]
+    common = [*TINY, "--checkpoint", str(weights)]
     _predict(*common, "--box", "5,5,30,25", "--out", str(tmp_path / "out"), str(tmp_path / "img.png"))
     labels, _, _ = read_image(tmp_path / "out" / "img_seg.png")
     labels = np.asarray(labels)
@@ -41,7 +43,7 @@ def test_predict_png_with_a_box(tmp_path: Path, weights: Path) -> None:
 def test_predict_nifti_with_a_3d_box_keeps_the_affine(tmp_path: Path, weights: Path) -> None:
     volume = np.random.default_rng(1).random((6, 32, 32)).astype(np.float32)
     write_volume(tmp_path / "vol.nii.gz", volume, spacing=(2.0, 0.5, 0.5))
-    common = ["--model", "litemedsam", "-o", "variant=tiny", "-o", "img_size=64", "--checkpoint", str(weights)]
+    common = [*TINY, "--checkpoint", str(weights)]
     _predict(*common, "--box", "4,4,1,20,20,4", "--out", str(tmp_path / "out"), str(tmp_path / "vol.nii.gz"))
     labels, spacing, _ = read_image(tmp_path / "out" / "vol_seg.nii.gz")
     assert np.asarray(labels).shape[-3:] == (6, 32, 32)
@@ -65,8 +67,9 @@ def test_evaluate_cvpr24_format(tmp_path: Path) -> None:
     write_segs(tmp_path / "pred" / "2DBox_case.npz", gts)
     out = tmp_path / "score"
     result = CliRunner().invoke(
-        app, ["evaluate", "--format", "cvpr24", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
-              "--out", str(out)],
+        app,
+        ["evaluate", "--format", "cvpr24", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+         "--out", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "DSC 1.0000" in result.output and (out / "metrics.csv").is_file()

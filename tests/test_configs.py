@@ -9,9 +9,8 @@ from medseg.config import load_config
 from medseg.engine.predict import build_model_from_config
 
 # compare_*.yaml are grids for `medseg compare`, tested in test_engine_compare.py
-CONFIGS = sorted(
-    p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml") if not p.name.startswith("compare_")
-)
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if not p.name.startswith("compare_"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
