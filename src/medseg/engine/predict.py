@@ -283,7 +283,7 @@ def predict_probabilities(
         preprocess = preprocess_transform([sample.target], image_size, intensity)
         prepared = [
             preprocess({"image": s.image, key: s.target_mask[None].astype(np.float32)}) for s in slices
-        ]  # noqa: E501
+        ]
         inputs = torch.stack([torch.as_tensor(np.asarray(p["image"])) for p in prepared])
         targets = torch.stack([torch.as_tensor(np.asarray(p[key])) for p in prepared])
         sampler = PromptSampler(0)

@@ -25,7 +25,8 @@ MEDIAN_COLOR = "green"
 def _grid(n: int, columns: int, size: tuple[float, float]) -> tuple[plt.Figure, np.ndarray]:
     columns = max(1, min(columns, n))
     rows = math.ceil(n / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(size[0] * columns, size[1] * rows), squeeze=False)
+    width = max(size[0] * columns, 7.0)  # room for the figure title even with a single panel
+    fig, axes = plt.subplots(rows, columns, figsize=(width, size[1] * rows), squeeze=False)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     return fig, axes.ravel()
