@@ -6,6 +6,8 @@ architecture is written once and works on slices and on volumes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -150,3 +152,21 @@ class UpBlock(nn.Module):
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
         """Upsample ``x`` to the skip's size and fuse them."""
         return self.conv(torch.cat([skip, self.up(x)], dim=1))
+
+
+def check_unet_options(
+    in_channels: int, out_channels: int, features: Sequence[int], dropout: float, spatial_dims: int
+) -> tuple[int, ...]:
+    """Validate the options shared by the U-Net family; returns ``features`` as a tuple of ints."""
+    widths = tuple(int(f) for f in features)
+    if len(widths) < 2:
+        raise ConfigError(f"features needs at least 2 levels, got {widths}")
+    if any(f <= 0 for f in widths) or in_channels <= 0 or out_channels <= 0:
+        raise ConfigError(
+            f"channel counts must be positive: in={in_channels}, out={out_channels}, features={widths}"
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+    if spatial_dims not in (2, 3):
+        raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    return widths

@@ -37,7 +37,13 @@ import torch
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError
-from medseg.models.blocks import UPSAMPLE_MODES, DoubleConv, conv_layer, transpose_conv_layer
+from medseg.models.blocks import (
+    UPSAMPLE_MODES,
+    DoubleConv,
+    check_unet_options,
+    conv_layer,
+    transpose_conv_layer,
+)
 from medseg.models.registry import MODELS
 from medseg.models.unet import UNetEncoder
 
@@ -113,17 +119,7 @@ class UNetPlusPlus(nn.Module):
         prune: int | None = None,
     ) -> None:
         super().__init__()
-        features = tuple(int(f) for f in features)
-        if len(features) < 2:
-            raise ConfigError(f"features needs at least 2 levels, got {features}")
-        if any(f <= 0 for f in features) or in_channels <= 0 or out_channels <= 0:
-            raise ConfigError(
-                f"channel counts must be positive: in={in_channels}, out={out_channels}, features={features}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
-        if spatial_dims not in (2, 3):
-            raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        features = check_unet_options(in_channels, out_channels, features, dropout, spatial_dims)
         self.spatial_dims = spatial_dims
         self.features = features
         self.depth = len(features) - 1
