@@ -194,6 +194,14 @@ def predict_volume_probabilities(
     The volume is normalised as :class:`~medseg.data.volumes.VolumeDataset` does in training, then
     predicted window by window (a volume smaller than the window is padded and cropped back).
     """
+    logits = mask_logits(_sample_volume_logits(model, sample, intensity, device, window), model)
+    return torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+
+
+def _sample_volume_logits(
+    model: torch.nn.Module, sample: Sample, intensity: str, device: torch.device, window: SlidingWindow
+) -> torch.Tensor:
+    """All logit channels of a whole volume: normalised as in training, then by sliding window."""
     if sample.ndim != 3:
         raise DataError(
             f"a 3D model needs a C×D×H×W volume, got image shape {sample.image.shape}",
@@ -202,8 +210,7 @@ def predict_volume_probabilities(
     model.eval()
     image = torch.from_numpy(normalize_intensity(sample.image, intensity))[None]
     image = image.to(window.stitch_device or device)  # the output is stitched where the image is
-    logits = mask_logits(volume_logits(model, image, window, device), model)
-    return torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+    return volume_logits(model, image, window, device)
 
 
 @torch.no_grad()
@@ -220,15 +227,8 @@ def predict_volume_classes(
     The multi-class twin of :func:`predict_volume_probabilities` (same normalisation and sliding
     window); the softmax runs over the model's first ``num_classes`` channels.
     """
-    if sample.ndim != 3:
-        raise DataError(
-            f"a 3D model needs a C×D×H×W volume, got image shape {sample.image.shape}",
-            sample.source_path or sample.case_id,
-        )
-    model.eval()
-    image = torch.from_numpy(normalize_intensity(sample.image, intensity))[None]
-    image = image.to(window.stitch_device or device)
-    logits = class_logits(volume_logits(model, image, window, device), num_classes).float()
+    logits = _sample_volume_logits(model, sample, intensity, device, window)
+    logits = class_logits(logits, num_classes).float()
     labels = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
     foreground = 1.0 - torch.softmax(logits, dim=1)[0, 0].cpu().numpy()
     return labels, foreground
