@@ -170,3 +170,19 @@ def check_unet_options(
     if spatial_dims not in (2, 3):
         raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     return widths
+
+
+def check_unet_input(x: Tensor, name: str, spatial_dims: int, levels: int) -> None:
+    """Raise ``ValueError`` for a wrong rank, or a spatial size that ``levels − 1`` poolings cannot halve."""
+    if x.ndim != spatial_dims + 2:
+        raise ValueError(
+            f"{name}(spatial_dims={spatial_dims}) expects a {spatial_dims + 2}-D input "
+            f"B×C×{'D×' if spatial_dims == 3 else ''}H×W, got shape {tuple(x.shape)}"
+        )
+    depth = levels - 1
+    spatial = tuple(x.shape[2:])
+    if any(s % 2**depth for s in spatial):
+        raise ValueError(
+            f"{name} with {levels} levels needs every spatial size to be a multiple of "
+            f"{2**depth} (2**{depth}); got spatial shape {spatial}. Pad or crop the input."
+        )

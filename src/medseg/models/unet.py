@@ -16,7 +16,14 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from medseg.models.blocks import DoubleConv, DownBlock, UpBlock, check_unet_options, conv_layer
+from medseg.models.blocks import (
+    DoubleConv,
+    DownBlock,
+    UpBlock,
+    check_unet_input,
+    check_unet_options,
+    conv_layer,
+)
 from medseg.models.registry import MODELS
 
 
@@ -132,18 +139,7 @@ class UNet(nn.Module):
 
     def check_input(self, x: Tensor) -> None:
         """Raise ``ValueError`` for a wrong rank or a spatial size the poolings cannot halve."""
-        if x.ndim != self.spatial_dims + 2:
-            raise ValueError(
-                f"UNet(spatial_dims={self.spatial_dims}) expects a {self.spatial_dims + 2}-D input "
-                f"B×C×{'D×' if self.spatial_dims == 3 else ''}H×W, got shape {tuple(x.shape)}"
-            )
-        m = self.size_multiple
-        spatial = tuple(x.shape[2:])
-        if any(s % m for s in spatial):
-            raise ValueError(
-                f"UNet with {len(self.features)} levels needs every spatial size to be a multiple of "
-                f"{m} (2**{len(self.features) - 1}); got spatial shape {spatial}. Pad or crop the input."
-            )
+        check_unet_input(x, "UNet", self.spatial_dims, len(self.features))
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         """Logits, or ``[main, aux_1/2, aux_1/4, ...]`` when training with deep supervision."""

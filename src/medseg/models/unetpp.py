@@ -40,6 +40,7 @@ from medseg.errors import ConfigError
 from medseg.models.blocks import (
     UPSAMPLE_MODES,
     DoubleConv,
+    check_unet_input,
     check_unet_options,
     conv_layer,
     transpose_conv_layer,
@@ -172,18 +173,7 @@ class UNetPlusPlus(nn.Module):
 
     def check_input(self, x: Tensor) -> None:
         """Raise ``ValueError`` for a wrong rank or a spatial size the poolings cannot halve."""
-        if x.ndim != self.spatial_dims + 2:
-            raise ValueError(
-                f"UNetPlusPlus(spatial_dims={self.spatial_dims}) expects a {self.spatial_dims + 2}-D input "
-                f"B×C×{'D×' if self.spatial_dims == 3 else ''}H×W, got shape {tuple(x.shape)}"
-            )
-        m = self.size_multiple
-        spatial = tuple(x.shape[2:])
-        if any(s % m for s in spatial):
-            raise ValueError(
-                f"UNetPlusPlus with {len(self.features)} levels needs every spatial size to be a multiple "
-                f"of {m} (2**{self.depth}); got spatial shape {spatial}. Pad or crop the input."
-            )
+        check_unet_input(x, "UNetPlusPlus", self.spatial_dims, len(self.features))
 
     def nested_features(self, x: Tensor, levels: int) -> list[Tensor]:
         """The top row ``[x^{0,1}, ..., x^{0,levels}]``, computing only nodes with ``i + j ≤ levels``.
