@@ -5,17 +5,35 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError
-from medseg.losses.functional import dense_target, soft_dice_loss
+from medseg.losses.functional import ACTIVATIONS, probabilities_and_target, soft_dice_loss
 from medseg.losses.registry import LOSSES
 
-ACTIVATIONS = ("auto", "sigmoid", "softmax", "none")
+
+class RegionLoss(nn.Module):
+    """Base of the region losses (Dice, Jaccard, Tversky, ...): smooth, activation, include_background."""
+
+    name = "region"
+
+    def __init__(
+        self, smooth: float = 1e-5, activation: str = "auto", include_background: bool = True
+    ) -> None:
+        super().__init__()
+        if smooth < 0:
+            raise ConfigError(f"smooth must be ≥ 0, got {smooth}")
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation '{activation}'. Available: {', '.join(ACTIVATIONS)}")
+        self.smooth = float(smooth)
+        self.activation = activation
+        self.include_background = include_background
+
+    def _probs(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        return probabilities_and_target(logits, target, self.name, self.activation, self.include_background)
 
 
-class DiceLoss(nn.Module):
+class DiceLoss(RegionLoss):
     """1 − soft Dice between activated logits and the target.
 
     Args:
@@ -31,6 +49,8 @@ class DiceLoss(nn.Module):
     K ≥ 2 (converted to one-hot).
     """
 
+    name = "DiceLoss"
+
     def __init__(
         self,
         squared: bool = False,
@@ -39,35 +59,14 @@ class DiceLoss(nn.Module):
         activation: str = "auto",
         include_background: bool = True,
     ) -> None:
-        super().__init__()
-        if smooth < 0:
-            raise ConfigError(f"smooth must be ≥ 0, got {smooth}")
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation '{activation}'. Available: {', '.join(ACTIVATIONS)}")
+        super().__init__(smooth, activation, include_background)
         self.squared = squared
-        self.smooth = smooth
         self.batch_dice = batch_dice
-        self.activation = activation
-        self.include_background = include_background
 
     def forward(self, logits: Tensor, target: Tensor, batch: Mapping[str, Any] | None = None) -> Tensor:
         """Scalar Dice loss; ``batch`` is unused."""
-        if logits.dtype in (torch.float16, torch.bfloat16):
-            # Under AMP the spatial sums overflow float16 (max 65504) on a 256×256 image.
-            logits = logits.float()
-        target = dense_target(logits, target, "DiceLoss")
-        k = logits.shape[1]
-        activation = self.activation
-        if activation == "auto":
-            activation = "sigmoid" if k == 1 else "softmax"
-        if activation == "sigmoid":
-            probs = torch.sigmoid(logits)
-        elif activation == "softmax":
-            probs = torch.softmax(logits, dim=1)
-        else:
-            probs = logits
-        if not self.include_background and k > 1:
-            probs, target = probs[:, 1:], target[:, 1:]
+        # Under AMP the spatial sums overflow float16 (max 65504): the probabilities are float32.
+        probs, target = self._probs(logits, target)
         return soft_dice_loss(probs, target, self.squared, self.smooth, self.batch_dice)
 
 

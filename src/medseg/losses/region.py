@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from medseg.errors import ConfigError
-from medseg.losses.functional import ACTIVATIONS, check_same_shape, probabilities_and_target, soft_dice_loss
+from medseg.losses.dice import RegionLoss
+from medseg.losses.functional import check_same_shape, soft_dice_loss
 from medseg.losses.registry import LOSSES
 
 
@@ -111,28 +112,7 @@ def sensitivity_specificity_loss(
     return (r * sensitivity + (1.0 - r) * specificity).mean()
 
 
-class _RegionLoss(nn.Module):
-    """Configuration shared by the region losses: smooth, activation, include_background."""
-
-    name = "region"
-
-    def __init__(
-        self, smooth: float = 1e-5, activation: str = "auto", include_background: bool = True
-    ) -> None:
-        super().__init__()
-        if smooth < 0:
-            raise ConfigError(f"smooth must be ≥ 0, got {smooth}")
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation '{activation}'. Available: {', '.join(ACTIVATIONS)}")
-        self.smooth = float(smooth)
-        self.activation = activation
-        self.include_background = include_background
-
-    def _probs(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        return probabilities_and_target(logits, target, self.name, self.activation, self.include_background)
-
-
-class JaccardLoss(_RegionLoss):
+class JaccardLoss(RegionLoss):
     """1 − soft Jaccard (IoU), per sample and channel, averaged (:func:`soft_jaccard_score`).
 
     Args: see :class:`~medseg.losses.DiceLoss` (``smooth``, ``activation``, ``include_background``).
@@ -146,7 +126,7 @@ class JaccardLoss(_RegionLoss):
         return (1.0 - soft_jaccard_score(probs, dense, self.smooth)).mean()
 
 
-class TverskyLoss(_RegionLoss):
+class TverskyLoss(RegionLoss):
     """1 − Tversky index (Salehi et al. 2017), per sample and channel, averaged (:func:`tversky_index`).
 
     Args:
@@ -208,7 +188,7 @@ class FocalTverskyLoss(TverskyLoss):
         return focal_tversky_loss(probs, dense, self.alpha, self.beta, self.gamma, self.smooth)
 
 
-class LogCoshDiceLoss(_RegionLoss):
+class LogCoshDiceLoss(RegionLoss):
     """log(cosh(DiceLoss)), Jadon 2020 (survey of loss functions, CIBCB; paper 004 §5.4).
 
     L = log(cosh(L_Dice)) with L_Dice the scalar soft Dice loss (per sample and channel,
@@ -237,7 +217,7 @@ class LogCoshDiceLoss(_RegionLoss):
         return log_cosh(soft_dice_loss(probs, dense, self.squared, self.smooth, self.batch_dice))
 
 
-class SensSpecLoss(_RegionLoss):
+class SensSpecLoss(RegionLoss):
     """Sensitivity–specificity loss (Brosch et al. 2015; :func:`sensitivity_specificity_loss`).
 
     Args:
