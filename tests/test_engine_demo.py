@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -19,8 +20,12 @@ def test_demo_writes_every_output(tmp_path: Path) -> None:
         "best.pt",
         "last.pt",
         "history.csv",
+        "case_slices.npz",
+        "report.html",
     ):
         assert (out / name).is_file(), name
+    page = (out / "report.html").read_text()
+    assert "test_01" in page and not re.search(r"(src|href)\s*=\s*[\"']?(https?:|//)", page)
     table = pd.read_csv(out / "metrics.csv")
     assert set(table["level"]) == {"patient", "slice"}
     assert (table["level"] == "patient").sum() == 1

@@ -6,14 +6,19 @@ import numpy as np
 import pytest
 
 from medseg.metrics.calibration import (
+    CalibrationAccumulator,
     ace,
+    aurc,
+    binary_nll_from_logits,
     boundary_region,
     brier,
     calibration_metrics,
     ece,
+    fit_temperature,
     mce,
     nll,
     reliability_bins,
+    spearman,
 )
 
 # Tiny example used by the hand computations below (no value sits on a bin edge).
@@ -216,3 +221,105 @@ def test_cross_check_with_monai():
         assert monai(yp[None, None], yt[None, None], "average")[0, 0] == pytest.approx(
             np.nanmean(gaps), abs=1e-6
         )
+
+
+def test_accumulator_pools_cases_like_the_concatenation():
+    rng = np.random.default_rng(5)
+    cases = [(rng.random((6, 7)), rng.random((6, 7)) < 0.4) for _ in range(3)]
+    masks = [rng.random((6, 7)) < 0.5 for _ in range(3)]
+    for convention in ("top_label", "foreground"):
+        acc = CalibrationAccumulator(7, convention=convention)
+        acc_masked = CalibrationAccumulator(7, convention=convention)
+        for (p, y), m in zip(cases, masks, strict=True):
+            acc.add(p, y)
+            acc_masked.add(p, y, m)
+        p_all = np.concatenate([p.ravel() for p, _ in cases])
+        y_all = np.concatenate([y.ravel() for _, y in cases])
+        m_all = np.concatenate([m.ravel() for m in masks])
+        for a, mask in ((acc, None), (acc_masked, m_all)):
+            out = a.metrics()
+            assert out["ece"] == pytest.approx(ece(p_all, y_all, 7, mask, convention), abs=1e-12)
+            assert out["mce"] == pytest.approx(mce(p_all, y_all, 7, mask, convention), abs=1e-12)
+            assert out["ace"] == pytest.approx(ace(p_all, y_all, 7, mask, convention), abs=1e-12)
+            assert out["brier"] == pytest.approx(brier(p_all, y_all, mask), abs=1e-12)
+            assert out["nll"] == pytest.approx(nll(p_all, y_all, mask), abs=1e-12)
+            assert out["n_voxels"] == (p_all.size if mask is None else mask.sum())
+            expected = reliability_bins(p_all, y_all, 7, mask, convention)
+            np.testing.assert_array_equal(a.reliability()["count"], expected["count"])
+            np.testing.assert_allclose(a.reliability()["accuracy"], expected["accuracy"], equal_nan=True)
+    empty = CalibrationAccumulator(5).metrics()
+    assert empty["n_voxels"] == 0 and all(math.isnan(empty[k]) for k in ("ece", "mce", "ace", "brier", "nll"))
+    with pytest.raises(ValueError, match="n_bins"):
+        CalibrationAccumulator(0)
+
+
+def test_pooled_and_mean_of_cases_against_monai():
+    torch = pytest.importorskip("torch")
+    mc = pytest.importorskip("monai.metrics.calibration")
+    rng = np.random.default_rng(11)
+    probs = rng.integers(0, 2**20 + 1, size=(4, 10, 12)) / 2**20  # exact in float32
+    labels = rng.random(probs.shape) < probs**0.6
+    acc = CalibrationAccumulator(15, convention="foreground")
+    per_case = []
+    for p, y in zip(probs, labels, strict=True):
+        acc.add(p, y)
+        per_case.append(ece(p, y, 15, convention="foreground"))
+
+    def monai(y_pred, y_true, reduction):
+        metric = mc.CalibrationErrorMetric(
+            num_bins=15, calibration_reduction="expected", metric_reduction=reduction
+        )
+        metric(
+            y_pred=torch.as_tensor(y_pred, dtype=torch.float32),
+            y=torch.as_tensor(y_true, dtype=torch.float32),
+        )
+        return float(metric.aggregate())
+
+    # pooled: every voxel of every case in one item; mean of cases: one batch item per case
+    assert acc.metrics()["ece"] == pytest.approx(
+        monai(probs.reshape(1, 1, -1), labels.reshape(1, 1, -1), "mean"), abs=1e-6
+    )
+    assert float(np.mean(per_case)) == pytest.approx(monai(probs[:, None], labels[:, None], "mean"), abs=1e-6)
+
+
+def test_aurc_by_hand():
+    # ranked by uncertainty: risks 0, .2, .5 -> selective risks 0, .1, .7/3 -> AURC = (0 + .1 + .7/3) / 3
+    assert aurc([0.1, 0.4, 0.2], [0.0, 0.5, 0.2]) == pytest.approx((0.1 + 0.7 / 3) / 3, abs=1e-12)
+    # worst ranking (most certain = highest risk): risks .5, .2, 0 -> .5, .35, .7/3
+    assert aurc([0.4, 0.1, 0.2], [0.0, 0.5, 0.2]) == pytest.approx((0.5 + 0.35 + 0.7 / 3) / 3, abs=1e-12)
+    # a tie between the two first cases: their mean risk .25 each -> .25, .25, .7/3
+    assert aurc([0.1, 0.1, 0.2], [0.0, 0.5, 0.2]) == pytest.approx((0.5 + 0.7 / 3) / 3, abs=1e-12)
+    assert aurc([0.3], [0.4]) == pytest.approx(0.4)
+    assert math.isnan(aurc([], []))
+    with pytest.raises(ValueError, match="NaN"):
+        aurc([np.nan, 1.0], [0.1, 0.2])
+    with pytest.raises(ValueError, match="shape mismatch"):
+        aurc([0.1, 0.2], [0.1])
+
+
+def test_spearman_by_hand():
+    # ranks of y: 1, 3, 2, 4 -> d = 0, -1, 1, 0 -> rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    rho, p, n = spearman([1, 2, 3, 4], [10, 30, 20, 40])
+    assert rho == pytest.approx(0.8) and n == 4 and 0 < p < 1
+    # NaN pairs are dropped; too few or constant values give NaN
+    assert spearman([1, 2, np.nan, 3, 4], [10, 30, 5, 20, 40])[0] == pytest.approx(0.8)
+    assert math.isnan(spearman([1, 2], [2, 1])[0])
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3])[0])
+
+
+def test_temperature_scaling_by_hand():
+    # logits all 1, labels 3 of 4 positive: NLL is minimal where sigmoid(1 / T) = 3/4 -> T = 1 / ln 3
+    z, y = np.ones(4), np.array([1, 1, 1, 0])
+    assert fit_temperature(z, y) == pytest.approx(1 / math.log(3), abs=1e-4)
+    # NLL by hand at T = 2: sigmoid(.5) for the positives, 1 - sigmoid(.5) for the negative
+    s = 1 / (1 + math.exp(-0.5))
+    assert binary_nll_from_logits(z, y, 2.0) == pytest.approx(-(3 * math.log(s) + math.log(1 - s)) / 4)
+    # over-confident logits (true temperature 3) are recovered
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 6, 200_000)
+    labels = rng.random(logits.size) < 1 / (1 + np.exp(-logits / 3))
+    assert fit_temperature(logits, labels) == pytest.approx(3.0, rel=0.03)
+    with pytest.raises(ValueError, match="binary"):
+        fit_temperature([0.1, 0.2], [0, 2])
+    with pytest.raises(ValueError, match="bounds"):
+        fit_temperature([0.1], [1], bounds=(2.0, 1.0))

@@ -14,6 +14,8 @@ from medseg.errors import MedsegError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="medseg: medical image segmentation.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect data sources and write the phantom.")
 app.add_typer(data_app, name="data")
+export_app = typer.Typer(no_args_is_help=True, help="Export a checkpoint for deployment (ONNX).")
+app.add_typer(export_app, name="export")
 console = Console()
 
 
@@ -38,8 +40,13 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue from OUT/last.pt")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """Train a model from a YAML config; writes best.pt, last.pt, history.csv, curves.png, TensorBoard."""
+    """Train a model from a YAML config; writes best.pt, last.pt, history.csv, curves.png, TensorBoard.
+
+    Several processes: ``torchrun --nproc_per_node=N -m medseg train CONFIG`` (train.batch_size is
+    the global batch); rank 0 writes every file.
+    """
     from medseg.config import load_config
+    from medseg.engine.distributed import is_main_process
     from medseg.engine.train import train as run_train
     from medseg.report.figures import save_training_curves
 
@@ -49,6 +56,8 @@ def train(
             cfg.output_dir = str(out)
         cfg.train.progress = progress
         result = run_train(cfg, resume=resume, console=console)
+        if not is_main_process():
+            return
         save_training_curves(result.history, result.output_dir / "curves.png")
     except MedsegError as exc:
         _fail(exc)
@@ -80,6 +89,18 @@ def evaluate(
         str,
         typer.Option("--format", help="'medseg', or 'cvpr24': --pred/--gt are MedSAM-on-laptop npz folders"),
     ] = "medseg",
+    calibration: Annotated[
+        bool, typer.Option(help="with a checkpoint: ECE/MCE/ACE/Brier/NLL, reliability bins, AURC")
+    ] = False,
+    bins: Annotated[int, typer.Option(help="with --calibration: equal-width bins over [0, 1]")] = 15,
+    region_margin: Annotated[
+        float, typer.Option(help="with --calibration: region = (pred | gt) dilated by this many voxels")
+    ] = 5.0,
+    uncertainty: Annotated[
+        str | None, typer.Option(help="tta, mcdropout or both: sampled prediction (implies --calibration)")
+    ] = None,
+    samples: Annotated[int, typer.Option(help="MC-dropout samples")] = 20,
+    tta_merge: Annotated[str, typer.Option(help="merge samples: 'probs' or 'logits' (nnU-Net)")] = "probs",
 ) -> None:
     """Score a checkpoint on its test/val data, or score --pred against --gt made by any tool."""
     from medseg.config import EvalConfig
@@ -131,9 +152,16 @@ def evaluate(
             return
         if checkpoint is None:
             _fail(ValueError("give a CHECKPOINT, or --pred and --gt"))
-        result = evaluate_checkpoint(checkpoint, out, split=split, device=device, eval_cfg=cfg)
+        from medseg.engine.calibrate import calibration_options
+
+        calib = calibration_options(calibration, bins, region_margin, uncertainty, samples, tta_merge)
+        result = evaluate_checkpoint(
+            checkpoint, out, split=split, device=device, eval_cfg=cfg, calibration=calib
+        )
         console.print(results_table(result, title=f"{checkpoint} on {split}"))
         console.print(f"wrote {out}/metrics.csv and summary.json")
+        if calib is not None:
+            console.print(f"wrote {out}/reliability.csv, calibration_cases.csv and calibration.json")
     except MedsegError as exc:
         _fail(exc)
 
@@ -163,25 +191,44 @@ def predict(
     option: Annotated[
         list[str] | None, typer.Option("--option", "-o", help="with --model: model option, e.g. variant=tiny")
     ] = None,
+    uncertainty: Annotated[
+        str | None, typer.Option(help="tta, mcdropout or both: write _prob/_entropy/_expected_entropy/_mi")
+    ] = None,
+    samples: Annotated[int, typer.Option(help="MC-dropout samples")] = 20,
+    tta_merge: Annotated[str, typer.Option(help="merge samples: 'probs' or 'logits' (nnU-Net)")] = "probs",
+    backend: Annotated[
+        str, typer.Option(help="torch, onnxruntime (an exported .onnx), or auto: by the file suffix")
+    ] = "auto",
 ) -> None:
     """Segment images or volumes; masks keep the input geometry (NIfTI affine preserved).
+
+    `--uncertainty` writes float maps next to each mask: volumes in the input's format and
+    geometry, 2D images as `.npy` arrays in the image's pixel grid.
 
     Promptable models (MedSAM, LiteMedSAM) take boxes: `--model litemedsam --checkpoint W --box
     x0,y0,x1,y1 image.png`, or a medseg checkpoint of a fine-tuned one followed by inputs and boxes.
     """
     import numpy as np
 
-    from medseg.engine.predict import load_model, predict_files
+    from medseg.engine.predict import predict_files
+    from medseg.export.runtime import load_predictor
 
     try:
         prompted = model is not None or box or boxes is not None
         if not prompted:
             if len(args) < 2:
                 _fail(ValueError("give a CHECKPOINT and at least one input"))
-            results = predict_files(args[0], args[1:], out, probs, overlays, device)
+            from medseg.engine.uncertainty import uncertainty_options
+
+            sampled = uncertainty_options(uncertainty, samples, tta_merge)
+            results = predict_files(
+                args[0], args[1:], out, probs, overlays, device, uncertainty=sampled, backend=backend
+            )
             for item in results:
                 console.print(f"{item.input} → {item.mask}")
             return
+        if uncertainty is not None:
+            _fail(ValueError("--uncertainty needs a medseg checkpoint of a non-promptable model"))
         from medseg import models
         from medseg.data.prompts import parse_box, read_box_file
         from medseg.engine.predict import resolve_device
@@ -196,7 +243,7 @@ def predict(
             net = models.build(model, **options).to(resolve_device(device))
             inputs = list(args)
         else:
-            net, _ = load_model(args[0], resolve_device(device))
+            net, _, _ = load_predictor(args[0], resolve_device(device), backend)
             inputs = list(args[1:])
         if not inputs:
             _fail(ValueError("no input images given"))
@@ -246,6 +293,49 @@ def compare(
             },
         )
     )
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="run or evaluation folder (has metrics.csv)")],
+    compare_dirs: Annotated[
+        list[Path] | None,
+        typer.Option("--compare", help="another folder scored on the same cases (repeatable)"),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="the HTML file to write")] = Path("report.html"),
+    worst: Annotated[int, typer.Option(help="overlays of the worst cases by Dice")] = 20,
+    median: Annotated[int, typer.Option(help="overlays of the cases around the median Dice")] = 5,
+    best: Annotated[int, typer.Option(help="overlays of the best cases by Dice")] = 5,
+    level: Annotated[
+        str | None, typer.Option(help="metrics.csv level to report (default: volumes, else images)")
+    ] = None,
+    tie: Annotated[float, typer.Option(help="compare: |Δ| counted as a tie")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="seed of the bootstrap CI and the strip-plot jitter")] = 0,
+) -> None:
+    """A self-contained HTML report of a run or evaluation (provenance, summary, cases, overlays)."""
+    import shlex
+
+    from medseg.report.html import build_report
+
+    dirs = [run_dir, *(compare_dirs or [])]
+    command = "medseg report " + shlex.join(
+        [str(run_dir), *[a for d in compare_dirs or [] for a in ("--compare", str(d))], "-o", str(out)]
+    )
+    try:
+        path = build_report(
+            dirs,
+            out,
+            n_worst=worst,
+            n_median=median,
+            n_best=best,
+            level=level,
+            tie_tolerance=tie,
+            seed=seed,
+            command=command,
+        )
+    except (MedsegError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
 @app.command()
@@ -308,6 +398,49 @@ def optimizers() -> None:
 
     _print_registry("optimizers", optim.describe())
     _print_registry("schedulers", optim.describe_schedulers())
+
+
+@export_app.command("onnx")
+def export_onnx(
+    checkpoint: Annotated[Path, typer.Argument(help="medseg checkpoint (.pt)")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="ONNX file (default: the checkpoint's name, .onnx)")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option(help="compare onnxruntime with PyTorch; write X.parity.json; fail if off")
+    ] = False,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's)")] = None,
+    dynamic: Annotated[
+        bool | None,
+        typer.Option(
+            "--dynamic/--static",
+            help="spatial axes dynamic or fixed (default: dynamic when the model allows); batch is dynamic",
+        ),
+    ] = None,
+    atol: Annotated[float, typer.Option(help="--check: absolute tolerance on logits")] = 1e-4,
+    rtol: Annotated[float, typer.Option(help="--check: relative tolerance on logits")] = 1e-3,
+) -> None:
+    """Export a checkpoint to ONNX (SAM-style models: X.encoder.onnx + X.decoder.onnx), with metadata."""
+    from medseg.export.onnx import export_onnx as run_export
+
+    target = output if output is not None else checkpoint.with_suffix(".onnx")
+    try:
+        result = run_export(
+            checkpoint, target, dynamic=dynamic, opset=opset, check=check, atol=atol, rtol=rtol
+        )
+    except MedsegError as exc:
+        _fail(exc)
+    axes = "dynamic batch and spatial axes" if result.dynamic_spatial else "dynamic batch, fixed spatial size"
+    for path in result.paths:
+        console.print(f"wrote {path} ({axes})")
+    if result.parity is not None:
+        summary = result.parity.to_dict()
+        console.print(
+            f"parity passed: max |Δlogit| {summary['max_abs_diff']:.3g}, "
+            f"mean {summary['mean_abs_diff']:.3g}, "
+            f"label agreement ≥ {summary['min_label_agreement']}, Dice ≥ {summary['min_dice']} "
+            f"({len(result.parity.cases)} shapes); wrote {result.parity_path}"
+        )
 
 
 @data_app.command("sources")

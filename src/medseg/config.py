@@ -111,6 +111,12 @@ class TrainConfig:
     val_every: int = 1
     tensorboard: bool = True
     progress: bool = True
+    # batch_size is the GLOBAL batch of one optimiser step: under torchrun each of W processes
+    # runs micro-batches of batch_size / (W × accumulate_steps) (medseg.engine.distributed)
+    accumulate_steps: int = 1
+    dtype: str = "float32"  # "float32" | "float64" (float64: exact reproducibility checks)
+    find_unused_parameters: bool = False  # DDP: only for models whose loss leaves parameters unused
+    sync_batchnorm: bool = False  # DDP on CUDA: BatchNorm statistics over the global batch
 
 
 @dataclass
@@ -141,6 +147,9 @@ class InferenceConfig:
     sw_batch_size: int = 1
     tta_flips: bool = False  # average the predictions of the flipped inputs
     stitch_device: str | None = None  # e.g. "cpu" when the whole volume does not fit the GPU
+    # spatial axes the uncertainty flip TTA may mirror (medseg.engine.uncertainty): null = all
+    # axes of the model input (2D: H, W; 3D: D, H, W); e.g. [1, 2] = in-plane only for a 3D model
+    tta_axes: list[int] | None = None
 
 
 @dataclass

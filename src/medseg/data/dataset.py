@@ -61,6 +61,7 @@ class SegmentationDataset(Dataset):
         self.annotators = list(annotators) if annotators is not None else all_annotators(slices)
         self.image_size = tuple(int(s) for s in image_size)
         self.augment = augment
+        self._epoch_seed = 0
         preprocess = preprocess_transform(self.annotators, self.image_size, intensity)
         self.items: list[dict[str, Any]] = []
         for sample in slices:
@@ -91,9 +92,11 @@ class SegmentationDataset(Dataset):
             )
 
     def set_epoch_seed(self, seed: int) -> None:
-        """Re-seed the augmentation so that epoch ``e`` draws the same values on resume."""
-        if self.augment is not None:
-            self.augment.set_random_state(seed=seed)
+        """Seed of the next epoch's augmentation: item ``i`` draws from ``(seed, i)`` alone.
+
+        So an item is augmented alike whatever the order, the worker, the DDP rank or a resume.
+        """
+        self._epoch_seed = int(seed)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -102,6 +105,8 @@ class SegmentationDataset(Dataset):
         item = self.items[index]
         arrays = {k: v for k, v in item.items() if k == "image" or k.startswith("mask_")}
         if self.augment is not None:
+            rng = np.random.default_rng([self._epoch_seed, int(index)])
+            self.augment.set_random_state(seed=int(rng.integers(2**31)))
             arrays = self.augment(dict(arrays))
         masks = {name: _to_tensor(arrays[mask_key(name)]) for name in self.annotators}
         return {

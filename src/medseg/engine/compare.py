@@ -434,5 +434,15 @@ def summarize_grid(grid: Grid, load_splits: Any, figures: Any, console: Console)
         figures.save_overlay_comparison(
             {k: by_key[k] for k in keys if k in by_key}, predictions, fig_dir / "overlays.png"
         )
-    console.print(f"table: {md_path}  ({csv_path.name}); figures: {fig_dir}")
+    from medseg.report.html import build_report
+
+    report = build_report(
+        [Path(run.config.output_dir) for run, _ in finished],
+        out / "report.html",
+        command=f"medseg compare ({grid.name}): {len(finished)} runs",
+        title=f"medseg compare: {grid.name}",
+    )
+    with md_path.open("a") as handle:
+        handle.write(f"\nPaired per-case comparison and overlays: [{report.name}]({report.name})\n")
+    console.print(f"table: {md_path}  ({csv_path.name}); figures: {fig_dir}; report: {report}")
     return pd.DataFrame(rows)

@@ -19,6 +19,7 @@ from medseg.config import Config, apply_overrides
 from medseg.data.phantom import write_phantom_microus
 from medseg.engine.evaluate import EvaluationResult
 from medseg.engine.experiment import train_and_evaluate
+from medseg.report.html import build_report
 
 DEMO_MODELS = ("microsegnet", "unet")
 
@@ -119,7 +120,9 @@ def run_demo(
             f"(best epoch {experiment.train.best_epoch})",
         )
     )
+    report = build_report([out], out / "report.html", command="medseg demo")
     console.print(f"wrote {out}/metrics.csv, summary.json, curves.png, overlay.png, best.pt, last.pt")
+    console.print(f"open {report} in a browser: the whole result on one offline page")
     return evaluation
 
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,9 @@ from medseg.engine.predict import (
 from medseg.errors import DataError
 from medseg.metrics import PROTOCOLS, compute_segmentation_metrics, microsegnet_protocol, summarize
 
+if TYPE_CHECKING:
+    from medseg.engine.calibrate import CalibrationOptions
+
 SUMMARY_METRICS = ("dice", "iou", "sensitivity", "specificity", "hd_mm", "hd95_mm", "assd_mm", "nsd")
 _CLASS_COLUMN = re.compile(r"^(?P<metric>[a-z0-9_]+)_c(?P<index>\d+)$")
 
@@ -51,6 +54,8 @@ class EvaluationResult:
     per_case: pd.DataFrame  # level == "slice" / "image"
     per_patient: pd.DataFrame  # level == "patient"
     summary: dict[str, Any]
+    # case name (the ``case`` of the per-volume or per-image rows) → its slice for the HTML report
+    case_slices: dict[str, Any] = field(default_factory=dict)
 
     def table(self) -> pd.DataFrame:
         """Both levels in one frame, as written to ``metrics.csv``."""
@@ -134,8 +139,12 @@ def evaluate_model(
     device: torch.device,
     progress: bool = True,
     window: SlidingWindow | None = None,
+    predictor: Callable[[Sample], np.ndarray] | None = None,
 ) -> tuple[EvaluationResult, dict[str, np.ndarray]]:
     """Score ``model`` on ``samples``; also returns the predicted masks by sample key.
+
+    ``predictor`` replaces :func:`~medseg.engine.predict.predict_probabilities` for a binary model
+    (sample → foreground probability), e.g. a :class:`~medseg.engine.calibrate.CalibrationCollector`.
 
     A 3D model needs its sliding ``window`` (:func:`~medseg.engine.predict.sliding_window_from_config`);
     ``image_size`` is then unused and every sample must be a volume. A multi-class model
@@ -159,14 +168,20 @@ def evaluate_model(
             return _metric_row(pred, gt, spacing, cfg)
         return _class_metric_row(pred, gt, spacing, cfg, num_classes)
 
+    from medseg.report.slices import case_slice
+
     case_rows: list[dict[str, Any]] = []
     patient_rows: list[dict[str, Any]] = []
     predictions: dict[str, np.ndarray] = {}
+    slices: dict[str, Any] = {}
     keys = prediction_keys(samples)
     iterator = track(samples, description="evaluating") if progress else samples
     for sample in iterator:
         if num_classes is None:
-            probs = predict_probabilities(model, sample, image_size, intensity, device, window=window)
+            if predictor is not None:
+                probs = predictor(sample)
+            else:
+                probs = predict_probabilities(model, sample, image_size, intensity, device, window=window)
             pred = probs >= cfg.threshold
             gt = sample.target_mask.astype(bool)
         else:
@@ -175,6 +190,8 @@ def evaluate_model(
             gt = sample.target_mask
         key = keys[id(sample)]
         predictions[key] = pred.astype(np.uint8)
+        report_key = sample.case_id if sample.ndim == 3 else key  # the `case` of its report-level row
+        slices[report_key] = case_slice(sample.image, gt, pred, sample.spacing)
         if sample.ndim == 3:
             for z in range(gt.shape[0]):
                 case_rows.append(
@@ -244,17 +261,22 @@ def evaluate_model(
             "hd95_mm": summarize(per_patient["microsegnet_hd95_mm"].to_numpy(dtype=float)),
             "n_slices_skipped": int(per_patient["microsegnet_n_slices_skipped"].sum()),
         }
-    return EvaluationResult(per_case, per_patient, summary), predictions
+    return EvaluationResult(per_case, per_patient, summary, slices), predictions
 
 
 def write_evaluation(result: EvaluationResult, out_dir: str | Path) -> tuple[Path, Path]:
-    """``metrics.csv`` (both levels, column ``level``) and ``summary.json``."""
+    """``metrics.csv`` (both levels, column ``level``) and ``summary.json``, plus ``case_slices.npz``
+    (one slice per case for ``medseg report``) when the result has them."""
+    from medseg.report.slices import CASE_SLICES_FILE, write_case_slices
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "metrics.csv"
     result.table().to_csv(csv_path, index=False, float_format="%.6f")
     json_path = out / "summary.json"
     json_path.write_text(json.dumps(result.summary, indent=2, default=_json_default))
+    if result.case_slices:
+        write_case_slices(result.case_slices, out / CASE_SLICES_FILE)
     return csv_path, json_path
 
 
@@ -317,7 +339,10 @@ def evaluate_files(
     2D formats carry no spacing: pass ``spacing`` (mm); without it they are an error, never a
     silent 1 mm. A label image is binarised as non-zero = foreground.
     """
+    from medseg.report.slices import case_slice
+
     rows = []
+    slices = {}
     for name, pred_path, gt_path in match_files(pred, gt):
         gt_array, gt_spacing, _ = read_image(gt_path)
         gt_mask = binarize(_as_label(gt_array, gt_path))
@@ -338,6 +363,7 @@ def evaluate_files(
         if len(use_spacing) != gt_mask.ndim:
             raise DataError(f"spacing {tuple(use_spacing)} does not match a {gt_mask.ndim}D mask", gt_path)
         row = {"case": name, **_metric_row(pred_mask, gt_mask, use_spacing, cfg), "missing_pred": missing}
+        slices[name] = case_slice(None, gt_mask, pred_mask, use_spacing)  # no image: masks only
         row["pred_path"] = "" if pred_path is None else str(pred_path)
         row["gt_path"] = str(gt_path)
         rows.append(row)
@@ -348,7 +374,9 @@ def evaluate_files(
         "hd95_mode": cfg.hd95_mode,
         "nsd_tolerance_mm": cfg.nsd_tolerance_mm,
     }
-    return EvaluationResult(per_case=per_case, per_patient=per_case.iloc[0:0], summary=summary)
+    return EvaluationResult(
+        per_case=per_case, per_patient=per_case.iloc[0:0], summary=summary, case_slices=slices
+    )
 
 
 def _as_label(array: np.ndarray, path: Path) -> np.ndarray:
@@ -365,10 +393,16 @@ def evaluate_checkpoint(
     device: str = "auto",
     eval_cfg: EvalConfig | None = None,
     progress: bool = True,
+    calibration: CalibrationOptions | None = None,
 ) -> EvaluationResult:
     """Evaluate a training checkpoint on the ``test`` source of its config (or its ``val`` split).
 
-    Writes ``metrics.csv``, ``summary.json`` and ``overlays.png`` into ``out_dir``.
+    Writes ``metrics.csv``, ``summary.json`` (with :func:`provenance`), ``case_slices.npz`` and
+    ``overlays.png`` into ``out_dir``.
+
+    ``calibration`` also writes ``reliability.csv``, ``calibration_cases.csv`` and
+    ``calibration.json`` (:mod:`medseg.engine.calibrate`); with its ``uncertainty`` every metric is
+    that of the sampled (TTA / MC-dropout) mean prediction.
     """
     from medseg.data.loading import load_splits
     from medseg.engine.predict import load_model, resolve_device, sliding_window_from_config
@@ -382,6 +416,12 @@ def evaluate_checkpoint(
     samples = splits.test if split == "test" else splits.val
     if not samples:
         raise DataError(f"the config defines no '{split}' data (set data.test_source)", checkpoint)
+    window = sliding_window_from_config(cfg)
+    collector = None
+    if calibration is not None:
+        from medseg.engine.calibrate import CalibrationCollector
+
+        collector = CalibrationCollector(model, cfg, torch_device, window, calibration, eval_cfg.threshold)
     result, predictions = evaluate_model(
         model,
         samples,
@@ -390,11 +430,27 @@ def evaluate_checkpoint(
         eval_cfg,
         torch_device,
         progress,
-        window=sliding_window_from_config(cfg),
+        window=window,
+        predictor=collector,
     )
+    result.summary["provenance"] = provenance(checkpoint, split, torch_device)
     write_evaluation(result, out_dir)
+    if collector is not None:
+        collector.write(result, samples, out_dir)
     save_overlays_for(samples, predictions, Path(out_dir) / "overlays.png", eval_cfg.n_overlays)
     return result
+
+
+def provenance(checkpoint: str | Path, split: str, device: torch.device | str) -> dict[str, Any]:
+    """What an evaluation was made from: the checkpoint (path, SHA-256), the split and the device."""
+    from medseg.engine.checkpoint import file_sha256
+
+    return {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "split": split,
+        "device": str(device),
+    }
 
 
 def annotator_disagreement(sample: Sample) -> np.ndarray | None:

@@ -17,7 +17,13 @@ from rich.console import Console
 from medseg.config import Config
 from medseg.data.loading import load_splits
 from medseg.engine.checkpoint import load_checkpoint
-from medseg.engine.evaluate import EvaluationResult, evaluate_model, save_overlays_for, write_evaluation
+from medseg.engine.evaluate import (
+    EvaluationResult,
+    evaluate_model,
+    provenance,
+    save_overlays_for,
+    write_evaluation,
+)
 from medseg.engine.predict import load_model, resolve_device, sliding_window_from_config
 from medseg.engine.train import TrainResult, train
 from medseg.errors import DataError
@@ -116,6 +122,7 @@ def evaluate_best(
         progress,
         window=sliding_window_from_config(stored),
     )
+    evaluation.summary["provenance"] = provenance(result.best_checkpoint, split, device)
     write_evaluation(evaluation, out)
     save_overlays_for(samples, predictions, out / "overlay.png", stored.eval.n_overlays)
     n_parameters = sum(p.numel() for p in model.parameters())

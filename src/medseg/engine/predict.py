@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from medseg.data.transforms import mask_key, normalize_intensity, preprocess_tra
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.inference import sliding_window_predict
 from medseg.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from medseg.engine.uncertainty import UncertaintyOptions
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -343,6 +346,7 @@ class PredictedFile:
     mask: Path
     probabilities: Path | None
     overlay: Path | None
+    uncertainty: dict[str, Path] | None = None  # map name → file (--uncertainty)
 
 
 def predict_files(
@@ -353,18 +357,27 @@ def predict_files(
     save_overlays: bool = False,
     device: str = "auto",
     threshold: float | None = None,
+    uncertainty: UncertaintyOptions | None = None,
+    backend: str = "auto",
 ) -> list[PredictedFile]:
     """Segment image files or volumes; masks keep the input geometry (NIfTI affine preserved).
+
+    ``uncertainty`` samples the prediction (TTA / MC-dropout, :mod:`medseg.engine.uncertainty`):
+    the mask comes from the merged probability, and ``_prob``, ``_entropy``, ``_expected_entropy``
+    and ``_mi`` maps are written next to it.
 
     A multi-class model writes its argmax label map in the training labels' values (class index →
     ``class_values`` of the checkpoint; class indices when it has none) and, with
     ``save_probabilities``, the foreground probability 1 − p(background); ``threshold`` is unused.
+
+    ``checkpoint`` may be an ONNX export (``backend`` ``onnxruntime``, or ``auto`` for a ``.onnx``
+    file, :func:`medseg.export.runtime.load_predictor`): the same pre- and post-processing apply.
     """
+    from medseg.export.runtime import load_predictor
     from medseg.report.figures import save_overlay  # figures import matplotlib; keep it lazy
 
     torch_device = resolve_device(device)
-    state = load_checkpoint(checkpoint)
-    model, cfg = model_from_state(state, torch_device)
+    model, cfg, state = load_predictor(checkpoint, torch_device, backend)
     window = sliding_window_from_config(cfg)
     thr = cfg.eval.threshold if threshold is None else threshold
     num_classes = model_num_classes(model)
@@ -391,7 +404,14 @@ def predict_files(
             case_id=strip_extension(path.name),
             source_path=str(path),
         )
-        if num_classes is not None and window is not None:
+        maps = None
+        if uncertainty is not None:
+            from medseg.engine.uncertainty import predict_sample_uncertainty
+
+            mask, probs, maps = predict_sample_uncertainty(
+                model, sample, cfg, torch_device, window, uncertainty, thr, class_values
+            )
+        elif num_classes is not None and window is not None:
             classes, probs = predict_volume_classes(
                 model, sample, cfg.data.intensity, torch_device, window, num_classes
             )
@@ -415,11 +435,17 @@ def predict_files(
             if save_probabilities:
                 prob_path = out / f"{stem}_prob.npy"
                 np.save(prob_path, probs.astype(np.float32))
+        map_paths = None
+        if maps is not None:
+            from medseg.engine.uncertainty import write_uncertainty_maps
+
+            map_paths = write_uncertainty_maps(maps, out, stem, path.name[len(stem) :], meta)
+            prob_path = map_paths["probability"]
         if save_overlays:
             overlay_path = out / f"{stem}_overlay.png"
             shown = mask if num_classes is None else (mask != 0).astype(np.uint8)
             save_overlay(image, None, shown, overlay_path, spacing=spacing, title=stem)
-        results.append(PredictedFile(path, mask_path, prob_path, overlay_path))
+        results.append(PredictedFile(path, mask_path, prob_path, overlay_path, map_paths))
     return results
 
 

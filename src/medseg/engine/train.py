@@ -5,6 +5,19 @@ Each epoch re-seeds the shuffling, the augmentation and torch's global generator
 killed mid-epoch resumes from its last finished epoch and then continues exactly as an
 uninterrupted run would.
 
+Scale-out (:mod:`medseg.engine.distributed`): under ``torchrun`` the model is wrapped in DDP and
+``train.batch_size`` stays the GLOBAL batch of one optimiser step; each of the W processes runs
+micro-batches of ``batch_size / (W × train.accumulate_steps)``. Every epoch draws one seeded
+permutation (``DistributedSampler(seed=train.seed)``, ``set_epoch(epoch)``); optimiser step s takes
+its items ``s·B … (s+1)·B − 1``, rank r every W-th of them, so W processes step on the same global
+batches as one. The augmentation of an item is keyed by (seed + epoch, item index) only.
+Validation is split without padding (rank r takes batches or volumes r, r + W, …), gathered and
+reduced in the single-process order; rank 0 alone writes checkpoints (the unwrapped model's
+state, identical to a single-process checkpoint), ``history.csv``, ``val_cases.csv`` and
+TensorBoard, and decides ``best.pt`` for everyone. With a per-sample mean loss, no BatchNorm and no
+dropout, W processes reach the single-process parameters up to rounding
+(``tests/test_engine_distributed.py``).
+
 ``data.spatial_dims`` picks the data path. 2 (the default): volumes are cut into slices resized to
 ``data.image_size`` (:class:`~medseg.data.dataset.SegmentationDataset`), validated slice by slice
 with the Dice accumulated per case. 3: a 3D model trains on patches of ``data.patch_size`` drawn
@@ -21,6 +34,7 @@ mean over the volumes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import random
@@ -34,7 +48,8 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from medseg import losses, optim
 from medseg.config import Config, config_from_dict, save_config
@@ -44,6 +59,20 @@ from medseg.data.prompts import PromptSampler
 from medseg.data.transforms import augment_transform
 from medseg.data.volumes import INSTANCE_KEY, VolumeDataset
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from medseg.engine.distributed import (
+    all_gather_object,
+    all_reduce_mean,
+    barrier,
+    broadcast_object,
+    distributed_session,
+    get_rank,
+    get_world_size,
+    is_main_process,
+    per_rank_batch_size,
+    rank_device,
+    sync_buffers,
+    wrap_model,
+)
 from medseg.engine.predict import (
     SlidingWindow,
     build_model_from_config,
@@ -51,7 +80,6 @@ from medseg.engine.predict import (
     class_logits,
     mask_logits,
     model_num_classes,
-    resolve_device,
     sliding_window_from_config,
     volume_logits,
 )
@@ -60,6 +88,8 @@ from medseg.optim.sam import SAM, param_groups_with_loss, sam_training_step
 from medseg.optim.schedulers import is_epoch_scheduler
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_time_s", "elapsed_s")
+CASE_FIELDS = ("epoch", "case_id", "dice")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
@@ -87,13 +117,18 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def batch_to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Image, target, every annotator mask (and instance labels) moved to ``device``; ids stay."""
+def batch_to_device(
+    batch: dict[str, Any], device: torch.device, dtype: torch.dtype | None = None
+) -> dict[str, Any]:
+    """Image, target, every annotator mask (and instance labels) moved to ``device``; ids stay.
+
+    ``dtype`` (e.g. float64) also casts the image, target and masks; instance labels stay integers.
+    """
     moved = {
         **batch,
-        "image": batch["image"].to(device),
-        "target": batch["target"].to(device),
-        "masks": {name: mask.to(device) for name, mask in batch["masks"].items()},
+        "image": batch["image"].to(device, dtype),
+        "target": batch["target"].to(device, dtype),
+        "masks": {name: mask.to(device, dtype) for name, mask in batch["masks"].items()},
     }
     if INSTANCE_KEY in batch:
         moved[INSTANCE_KEY] = batch[INSTANCE_KEY].to(device)
@@ -104,15 +139,20 @@ def _main_output(outputs: Any) -> torch.Tensor:
     return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
 
 
-def _volume_dice_update(stats: dict[str, list[float]], logits: torch.Tensor, batch: dict[str, Any]) -> None:
+def _overlap_counts(logits: torch.Tensor, batch: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """``(case_id, |P ∩ G|, |P| + |G|)`` per item, the prediction thresholded at logit 0."""
     pred = (logits > 0).float()
-    target = batch["target"].to(pred.device)
+    target = batch["target"].to(pred.device, pred.dtype)
     inter = (pred * target).flatten(1).sum(1)
     total = pred.flatten(1).sum(1) + target.flatten(1).sum(1)
-    for case_id, i, t in zip(batch["case_id"], inter.tolist(), total.tolist(), strict=True):
+    return list(zip(batch["case_id"], inter.tolist(), total.tolist(), strict=True))
+
+
+def _add_overlap(stats: dict[str, list[float]], overlap: list[tuple[str, float, float]]) -> None:
+    for case_id, inter, total in overlap:
         acc = stats.setdefault(case_id, [0.0, 0.0])
-        acc[0] += i
-        acc[1] += t
+        acc[0] += inter
+        acc[1] += total
 
 
 def _volume_class_dice(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[float]:
@@ -128,10 +168,12 @@ def _volume_class_dice(logits: torch.Tensor, target: torch.Tensor, num_classes: 
     return torch.stack(scores, 1).mean(1).tolist()
 
 
-def _mean_case_dice(stats: dict[str, list[float]]) -> float:
+def _mean_case_dice(stats: dict[str, list[float]], case_dice: dict[str, float] | None = None) -> float:
     # Empty-mask policy: a case with no foreground in GT and prediction scores Dice 1.
-    scores = [1.0 if total == 0 else 2.0 * inter / total for inter, total in stats.values()]
-    return float(np.mean(scores)) if scores else float("nan")
+    scores = {case: 1.0 if total == 0 else 2.0 * inter / total for case, (inter, total) in stats.items()}
+    if case_dice is not None:
+        case_dice.update(scores)
+    return float(np.mean(list(scores.values()))) if scores else float("nan")
 
 
 class _Progress:
@@ -167,17 +209,34 @@ def train(
 ) -> TrainResult:
     """Train ``cfg`` into ``cfg.output_dir``; ``resume=True`` continues from ``last.pt``.
 
-    ``on_step(epoch, step)`` is called after every optimiser step (used by tests to interrupt a
-    run mid-epoch).
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) this joins the process group (and leaves it at the
+    end if it created it); see the module docstring. ``on_step(epoch, step)`` is called after every
+    optimiser step (used by tests to interrupt a run mid-epoch).
     """
-    console = console or Console()
+    device = rank_device(cfg.train.device)
+    with distributed_session(device):
+        result = _train(cfg, resume, console or Console(), on_step, device)
+        barrier()  # rank 0 has written everything before any rank returns
+    return result
+
+
+def _train(
+    cfg: Config,
+    resume: bool,
+    console: Console,
+    on_step: Callable[[int, int], None] | None,
+    device: torch.device,
+) -> TrainResult:
+    main = is_main_process()
+    if not main:
+        console = Console(quiet=True)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     tcfg = cfg.train
     if tcfg.epochs < 1:
         raise ConfigError(f"train.epochs must be ≥ 1, got {tcfg.epochs}")
     seed_everything(tcfg.seed, tcfg.deterministic)
-    device = resolve_device(tcfg.device)
 
     resume_state = None
     if resume:
@@ -190,6 +249,8 @@ def train(
         cfg = stored
         cfg.output_dir = str(out)
         tcfg = cfg.train
+    dtype = train_dtype(tcfg.dtype)
+    world = get_world_size()
 
     splits = load_splits(cfg.data)
     window = sliding_window_from_config(cfg)  # None in 2D
@@ -202,10 +263,11 @@ def train(
     console.print(
         f"[bold]medseg train[/]: {len(splits.train_cases)} train cases ({sizes[0]}), "
         f"{len(splits.val_cases)} validation cases ({sizes[1]}), device {device}"
+        + (f", {world} processes" if world > 1 else "")
     )
 
-    model = build_model_from_config(cfg).to(device)
-    loss_fn = losses.build(cfg.loss.name, **cfg.loss.options).to(device)
+    model = build_model_from_config(cfg).to(device=device, dtype=dtype)
+    loss_fn = losses.build(cfg.loss.name, **cfg.loss.options).to(device=device, dtype=dtype)
     ds_loss = losses.DeepSupervisionLoss(loss_fn, cfg.loss.deep_supervision_weights)
     prompts = PromptSampler.for_model(model, cfg, tcfg.seed)  # None unless the model takes boxes
     # A loss with parameters (U-MedSAM's learned σ_k) trains with the model, without weight decay.
@@ -222,15 +284,19 @@ def train(
         **cfg.optim.options,
     )
     sharpness_aware = isinstance(optimizer, SAM)
-    batch_size = min(tcfg.batch_size, len(train_set))
+    if sharpness_aware and tcfg.accumulate_steps != 1:
+        raise ConfigError("train.accumulate_steps > 1 is not supported with the SAM optimizer (two passes)")
+    global_batch = min(tcfg.batch_size, len(train_set))
+    micro_batch = per_rank_batch_size(global_batch, world, tcfg.accumulate_steps)
+    steps = steps_per_epoch(len(train_set), global_batch)
     scheduler = optim.build_scheduler(
         cfg.optim.scheduler,
         optimizer,
-        total_steps=tcfg.epochs * steps_per_epoch(len(train_set), batch_size),
+        total_steps=tcfg.epochs * steps,
         **cfg.optim.scheduler_options,
     )
     epoch_scheduler = is_epoch_scheduler(scheduler)  # plateau: stepped with val Dice per epoch
-    use_amp = tcfg.amp and device.type == "cuda"
+    use_amp = tcfg.amp and device.type == "cuda" and dtype == torch.float32
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     result = TrainResult(output_dir=out)
@@ -249,10 +315,13 @@ def train(
         result.best_epoch = int(resume_state["best_epoch"])
         elapsed_before = float(result.history[-1]["elapsed_s"]) if result.history else 0.0
         console.print(f"resuming from {out / 'last.pt'} after epoch {start_epoch}")
-    save_config(cfg, out / "config.yaml")
+    # DDP (under torchrun) broadcasts rank 0's weights; `model` stays the unwrapped module.
+    ddp_model = wrap_model(model, device, tcfg.find_unused_parameters, tcfg.sync_batchnorm)
+    if main:
+        save_config(cfg, out / "config.yaml")
 
     writer = None
-    if tcfg.tensorboard:
+    if tcfg.tensorboard and main:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tensorboard"))
@@ -263,47 +332,42 @@ def train(
         epoch_seed = tcfg.seed + epoch
         train_set.set_epoch_seed(epoch_seed)
         torch.manual_seed(epoch_seed)
-        loader = DataLoader(
-            train_set,
-            batch_size=batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=tcfg.num_workers,
-            generator=torch.Generator().manual_seed(epoch_seed),
-        )
-        model.train()
+        loader = train_loader(train_set, micro_batch, tcfg.seed, epoch, tcfg.num_workers)
+        micro_batches = iter(loader)
+        ddp_model.train()
         running = 0.0
-        with _Progress(tcfg.progress, console) as progress:
-            task = progress.add_task(f"epoch {epoch + 1}/{tcfg.epochs}", total=len(loader), info="")
-            for step, batch in enumerate(loader):
-                batch = batch_to_device(batch, device)
-                image, target = batch["image"], batch["target"]
-                boxes = None if prompts is None else prompts.boxes(target, jitter=True)
+        with _Progress(tcfg.progress and main, console) as progress:
+            task = progress.add_task(f"epoch {epoch + 1}/{tcfg.epochs}", total=steps, info="")
+            for step in range(steps):
+                group = [
+                    batch_to_device(next(micro_batches), device, dtype) for _ in range(tcfg.accumulate_steps)
+                ]
 
-                def compute_loss(
-                    image: torch.Tensor = image,
-                    target: torch.Tensor = target,
-                    batch: dict[str, Any] = batch,
-                    boxes: torch.Tensor | None = boxes,
-                ) -> torch.Tensor:
+                def compute_loss(batch: dict[str, Any]) -> torch.Tensor:
+                    boxes = None if prompts is None else prompts.boxes(batch["target"], jitter=True)
                     with torch.autocast(device.type, enabled=use_amp):
-                        return forward_loss(model, loss_fn, ds_loss, image, target, batch, boxes)
+                        return forward_loss(
+                            ddp_model, loss_fn, ds_loss, batch["image"], batch["target"], batch, boxes
+                        )
 
                 if sharpness_aware:
                     # SAM: two forward/backward passes; a non-finite gradient skips the whole step
-                    loss = sam_training_step(
-                        model, optimizer, compute_loss, scaler if use_amp else None, tcfg.grad_clip
+                    local = sam_training_step(
+                        ddp_model,
+                        optimizer,
+                        lambda b=group[0]: compute_loss(b),
+                        scaler if use_amp else None,
+                        tcfg.grad_clip,
                     )
                 else:
-                    loss = compute_loss()
+                    local = accumulate_gradients(ddp_model, optimizer, scaler, compute_loss, group)
+                loss = all_reduce_mean(local)  # the global batch's loss, the same on every rank
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
                         "lower optim.lr or check the data"
                     )
                 if not sharpness_aware:
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
                     if tcfg.grad_clip:
                         scaler.unscale_(optimizer)
                         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
@@ -315,12 +379,16 @@ def train(
                 progress.update(task, advance=1, info=f"loss {running / (step + 1):.4f}")
                 if on_step is not None:
                     on_step(epoch, step)
-        train_loss = running / max(1, len(loader))
+        train_loss = running / steps
         previews: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        case_dice: dict[str, float] = {}
+        sync_buffers(model)  # every rank validates with rank 0's BatchNorm statistics
         if window is None:
-            val_loss, val_dice = validate(model, val_set, loss_fn, device, batch_size, prompts)
+            val_loss, val_dice = validate(model, val_set, loss_fn, device, global_batch, prompts, case_dice)
         else:
-            val_loss, val_dice = validate_volumes(model, val_set, loss_fn, device, window, previews)
+            val_loss, val_dice = validate_volumes(
+                model, val_set, loss_fn, device, window, previews, case_dice=case_dice
+            )
         if epoch_scheduler and math.isfinite(val_dice):
             scheduler.step(val_dice)
         epoch_time = time.perf_counter() - epoch_start
@@ -334,29 +402,34 @@ def train(
             "elapsed_s": elapsed_before + time.perf_counter() - run_start,
         }
         result.history.append(record)
-        improved = val_dice > result.best_dice
+        improved = broadcast_object(val_dice > result.best_dice)  # rank 0 decides for everyone
         if improved:
             result.best_dice, result.best_epoch = val_dice, epoch + 1
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "epoch": epoch + 1,
-            "history": result.history,
-            "best_dice": result.best_dice,
-            "best_epoch": result.best_epoch,
-            "config": cfg.to_dict(),
-            "annotators": train_set.annotators,
-            "loss": loss_fn.state_dict(),
-        }
-        class_values = getattr(train_set, "class_values", None)
-        if class_values is not None:  # multi-class: class index → label value, for prediction
-            state["class_values"] = class_values
-        if improved:
-            save_checkpoint(state, out / "best.pt")
-        save_checkpoint(state, out / "last.pt")
-        _write_history(result.history, out / "history.csv")
+        if main:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch + 1,
+                # the sampler's position: epoch e's order is a function of (seed, e) alone
+                "sampler": {"seed": tcfg.seed, "epoch": epoch + 1, "global_batch": global_batch},
+                "world_size": world,
+                "history": result.history,
+                "best_dice": result.best_dice,
+                "best_epoch": result.best_epoch,
+                "config": cfg.to_dict(),
+                "annotators": train_set.annotators,
+                "loss": loss_fn.state_dict(),
+            }
+            class_values = getattr(train_set, "class_values", None)
+            if class_values is not None:  # multi-class: class index → label value, for prediction
+                state["class_values"] = class_values
+            if improved:
+                save_checkpoint(state, out / "best.pt")
+            save_checkpoint(state, out / "last.pt")
+            _write_history(result.history, out / "history.csv")
+            write_case_dice(case_dice, epoch + 1, out / "val_cases.csv")
         if writer is not None:
             for key in ("train_loss", "val_loss", "val_dice", "lr", "epoch_time_s"):
                 writer.add_scalar(key, record[key], epoch + 1)
@@ -370,12 +443,96 @@ def train(
             f"epoch {epoch + 1:3d}/{tcfg.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
             f"val Dice {val_dice:.4f}{' *' if improved else ''}  {epoch_time:.1f}s"
         )
-        if tcfg.max_time_minutes is not None and record["elapsed_s"] > 60 * tcfg.max_time_minutes:
+        over_budget = tcfg.max_time_minutes is not None and record["elapsed_s"] > 60 * tcfg.max_time_minutes
+        if broadcast_object(over_budget):  # clocks differ between ranks: rank 0's decides
             console.print(f"time budget of {tcfg.max_time_minutes} min reached after epoch {epoch + 1}")
             break
     if writer is not None:
         writer.close()
     return result
+
+
+def train_dtype(name: str) -> torch.dtype:
+    """``train.dtype`` → torch dtype (``float32`` or ``float64``)."""
+    if name not in DTYPES:
+        raise ConfigError(f"train.dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def train_loader(
+    dataset: Dataset,
+    micro_batch: int,
+    seed: int,
+    epoch: int,
+    num_workers: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> DataLoader:
+    """This rank's micro-batches of ``epoch``: a share of one seeded permutation of the whole set.
+
+    ``DistributedSampler(seed=seed)`` with ``set_epoch(epoch)`` permutes all items with
+    ``seed + epoch``; rank r of W takes positions r, r + W, …, so the W micro-batches of a step
+    together hold W × ``micro_batch`` consecutive positions of the permutation: with one process
+    and W-fold batches the same items form each batch. The last incomplete batch is dropped.
+    ``rank`` / ``world_size`` default to this process's place in the group.
+    """
+    sampler = DistributedSampler(
+        dataset,
+        num_replicas=get_world_size() if world_size is None else world_size,
+        rank=get_rank() if rank is None else rank,
+        shuffle=True,
+        seed=seed,
+        drop_last=True,
+    )
+    sampler.set_epoch(epoch)
+    return DataLoader(
+        dataset,
+        batch_size=micro_batch,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed + epoch),
+    )
+
+
+def accumulate_gradients(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    compute_loss: Callable[[dict[str, Any]], torch.Tensor],
+    micro_batches: list[dict[str, Any]],
+) -> torch.Tensor:
+    """Fresh gradients of the mean loss over ``micro_batches``; returns that mean (detached).
+
+    Each micro-batch's loss is divided by their number before its backward. A DDP model skips
+    the gradient all-reduce (``no_sync``) on all but the last micro-batch, whose backward then
+    averages the accumulated gradients over the ranks once.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    total = torch.zeros(())
+    for k, batch in enumerate(micro_batches):
+        last = k == len(micro_batches) - 1
+        sync_off = (
+            model.no_sync()
+            if isinstance(model, DistributedDataParallel) and not last
+            else contextlib.nullcontext()
+        )
+        with sync_off:
+            loss = compute_loss(batch)
+            scaler.scale(loss / len(micro_batches)).backward()
+        total = total.to(loss.device, loss.dtype) + loss.detach()
+    return total / len(micro_batches)
+
+
+def write_case_dice(case_dice: dict[str, float], epoch: int, path: Path) -> None:
+    """``path`` (CSV: epoch, case_id, dice) with one row per validation case, sorted by case, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CASE_FIELDS)
+        writer.writeheader()
+        for case_id in sorted(case_dice):
+            writer.writerow({"epoch": epoch, "case_id": case_id, "dice": repr(float(case_dice[case_id]))})
+    tmp.replace(path)
 
 
 def forward_loss(
@@ -449,6 +606,7 @@ def validate_volumes(
     window: SlidingWindow,
     previews: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
     n_previews: int = 4,
+    case_dice: dict[str, float] | None = None,
 ) -> tuple[float, float]:
     """Mean loss and mean per-volume Dice over whole volumes predicted by sliding window.
 
@@ -457,37 +615,55 @@ def validate_volumes(
     per volume, the mean Dice over the foreground classes (see the module docstring).
     ``previews`` (if given) receives ``(case_id, image, target, prediction)`` of the slice with the
     largest ground-truth area of the first ``n_previews`` volumes, for TensorBoard (multi-class:
-    foreground vs background).
+    foreground vs background). ``case_dice`` (if given) receives the Dice of every case.
+
+    In a process group, rank r predicts volumes r, r + W, … (no padding); the results are gathered
+    and reduced in volume order, so every rank returns the single-process numbers.
     """
     if len(dataset) == 0:
         return float("nan"), float("nan")
     model.eval()
-    total = 0.0
-    stats: dict[str, list[float]] = {}
-    class_scores: list[float] = []
+    dtype = _float_dtype(model)
     num_classes = model_num_classes(model)
     stitch = torch.device(window.stitch_device) if window.stitch_device is not None else device
-    for index in range(len(dataset)):
+    records: list[tuple[int, float, list[tuple[str, float, float]], list[tuple[str, float]], Any]] = []
+    for index in range(get_rank(), len(dataset), get_world_size()):
         batch = default_collate([dataset[index]])
-        logits = volume_logits(model, batch["image"].to(stitch), window, device).float()
-        batch = batch_to_device(batch, logits.device)
-        total += loss_fn(logits, batch["target"], batch).item()
+        logits = volume_logits(model, batch["image"].to(stitch, dtype), window, device).to(dtype)
+        batch = batch_to_device(batch, logits.device, dtype)
+        loss = loss_fn(logits, batch["target"], batch).item()
+        overlap: list[tuple[str, float, float]] = []
+        scores: list[tuple[str, float]] = []
         if num_classes is None:
             mask = mask_logits(logits, model)
-            _volume_dice_update(stats, mask, batch)
+            overlap = _overlap_counts(mask, batch)
         else:
-            class_scores.extend(_volume_class_dice(logits, batch["target"], num_classes))
+            class_dice = _volume_class_dice(logits, batch["target"], num_classes)
+            scores = list(zip(batch["case_id"], class_dice, strict=True))
             # foreground (any class) as a logit-like map: > 0 where the argmax is not background
             mask = (class_logits(logits, num_classes).argmax(1, keepdim=True) > 0).float() - 0.5
+        preview = None
         if previews is not None and index < n_previews:
             target = batch["target"][0, 0]
             z = int(target.flatten(1).sum(1).argmax())
             image = batch["image"][0, 0, z].cpu()
             shown = target[z].cpu() if num_classes is None else (target[z] > 0).float().cpu()
-            previews.append((batch["case_id"][0], image, shown, (mask[0, 0, z] > 0).cpu()))
+            preview = (batch["case_id"][0], image, shown, (mask[0, 0, z] > 0).cpu())
+        records.append((index, loss, overlap, scores, preview))
+    total = 0.0
+    stats: dict[str, list[float]] = {}
+    class_scores: list[float] = []
+    for _, loss, overlap, scores, preview in _gather_in_order(records):
+        total += loss
+        _add_overlap(stats, overlap)
+        class_scores.extend(score for _, score in scores)
+        if case_dice is not None:
+            case_dice.update(scores)
+        if previews is not None and preview is not None:
+            previews.append(preview)
     if num_classes is not None:
         return total / len(dataset), float(np.mean(class_scores))
-    return total / len(dataset), _mean_case_dice(stats)
+    return total / len(dataset), _mean_case_dice(stats, case_dice)
 
 
 @torch.no_grad()
@@ -498,28 +674,50 @@ def validate(
     device: torch.device,
     batch_size: int,
     prompts: PromptSampler | None = None,
+    case_dice: dict[str, float] | None = None,
 ) -> tuple[float, float]:
     """Mean validation loss, and the mean per-case (per-volume) Dice at the network resolution.
 
-    A promptable model gets the tight box of each slice's ground truth (no jitter).
+    A promptable model gets the tight box of each slice's ground truth (no jitter). ``case_dice``
+    (if given) receives the Dice of every case. In a process group, rank r takes batches r, r + W,
+    … of the single-process batches (no padding); the results are gathered and reduced in batch
+    order, so every rank returns the single-process numbers.
     """
     if len(dataset) == 0:
         return float("nan"), float("nan")
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    total, n = 0.0, 0
-    stats: dict[str, list[float]] = {}
-    for batch in loader:
-        batch = batch_to_device(batch, device)
+    dtype = _float_dtype(model)
+    batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
+    mine = list(range(get_rank(), len(batches), get_world_size()))
+    loader = DataLoader(dataset, batch_sampler=[batches[b] for b in mine])
+    records: list[tuple[int, float, int, list[tuple[str, float, float]]]] = []
+    for b, batch in zip(mine, loader, strict=True):
+        batch = batch_to_device(batch, device, dtype)
         image, target = batch["image"], batch["target"]
         if prompts is None:
-            logits = _main_output(model(image)).float()
+            logits = _main_output(model(image)).to(dtype)
         else:
-            logits = model(image, prompts.boxes(target, jitter=False)).float()
-        total += loss_fn(logits, target, batch).item() * image.shape[0]
-        n += image.shape[0]
-        _volume_dice_update(stats, logits, batch)
-    return total / max(1, n), _mean_case_dice(stats)
+            logits = model(image, prompts.boxes(target, jitter=False)).to(dtype)
+        loss = loss_fn(logits, target, batch).item() * image.shape[0]
+        records.append((b, loss, image.shape[0], _overlap_counts(logits, batch)))
+    total, n = 0.0, 0
+    stats: dict[str, list[float]] = {}
+    for _, loss, count, overlap in _gather_in_order(records):
+        total += loss
+        n += count
+        _add_overlap(stats, overlap)
+    return total / max(1, n), _mean_case_dice(stats, case_dice)
+
+
+def _float_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of the model's floating parameters (float32 when it has none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _gather_in_order(records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Every rank's ``(index, …)`` records, sorted by index: the single-process order."""
+    merged = [record for part in all_gather_object(records) for record in part]
+    return sorted(merged, key=lambda record: record[0])
 
 
 def _write_history(history: list[dict[str, float]], path: Path) -> None:

@@ -136,6 +136,8 @@ class PromptableSAM(nn.Module):
     """
 
     promptable = True
+    # ONNX export (medseg.export): the embedding and prompt grid are fixed at img_size (static spatial axes)
+    export_spatial_divisor: int | None = None
 
     def __init__(
         self,

@@ -407,6 +407,9 @@ class TransUNet(nn.Module):
 
             load_pretrained(self, pretrained)
 
+    # ONNX export (medseg.export): the token grid is fixed at img_size, so spatial axes are static
+    export_spatial_divisor: int | None = None
+
     @property
     def size_multiple(self) -> int:
         """Every input side must be a multiple of this (the token stride, 16 for R50+ViT-B/16)."""

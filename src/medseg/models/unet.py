@@ -137,6 +137,11 @@ class UNet(nn.Module):
         """Every spatial size of the input must be a multiple of this (one halving per level)."""
         return 2 ** (len(self.features) - 1)
 
+    @property
+    def export_spatial_divisor(self) -> int:
+        """ONNX export (medseg.export): spatial axes stay dynamic, in multiples of :attr:`size_multiple`."""
+        return self.size_multiple
+
     def check_input(self, x: Tensor) -> None:
         """Raise ``ValueError`` for a wrong rank or a spatial size the poolings cannot halve."""
         check_unet_input(x, "UNet", self.spatial_dims, len(self.features))

@@ -171,6 +171,11 @@ class UNetPlusPlus(nn.Module):
         """Every spatial size of the input must be a multiple of this (one halving per level)."""
         return 2**self.depth
 
+    @property
+    def export_spatial_divisor(self) -> int:
+        """ONNX export (medseg.export): spatial axes stay dynamic, in multiples of :attr:`size_multiple`."""
+        return self.size_multiple
+
     def check_input(self, x: Tensor) -> None:
         """Raise ``ValueError`` for a wrong rank or a spatial size the poolings cannot halve."""
         check_unet_input(x, "UNetPlusPlus", self.spatial_dims, len(self.features))

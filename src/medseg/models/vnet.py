@@ -109,6 +109,9 @@ class VNet(MonaiVNet):
         self.spatial_dims = spatial_dims
         self.pad = pad
 
+    # ONNX export (medseg.export): spatial axes stay dynamic in multiples of 16 (four stride-2 stages)
+    export_spatial_divisor = VNET_SIZE_MULTIPLE
+
     def check_input(self, x: Tensor) -> None:
         """Raise ``ValueError`` for a wrong rank, or (``pad=False``) a size that is not a multiple of 16."""
         if x.ndim != self.spatial_dims + 2:

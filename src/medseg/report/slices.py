@@ -1,0 +1,187 @@
+"""``case_slices.npz``: one 2D slice per evaluated case (image, ground truth, prediction), so that the
+HTML report can draw overlays without the data set.
+
+For a volume the slice with the most error (the largest ``|GT xor prediction|``) is kept; ties go to
+the lowest index. Without error it is the slice with the largest ground truth, then the largest
+prediction, then the middle slice.
+
+File layout (``numpy.savez_compressed``): ``cases`` (the case names, in the order of the other
+arrays), ``slice_index`` (int, −1 for a 2D case), ``has_image`` (bool: False when only masks were
+available, e.g. ``medseg evaluate --pred/--gt``), and per case i ``image_i`` (uint8, H×W or H×W×3,
+1st–99th percentile window), ``gt_i`` / ``pred_i`` (uint8 {0, 1}) and ``spacing_i`` (mm, (sy, sx)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import DataError
+
+CASE_SLICES_FILE = "case_slices.npz"
+
+
+@dataclass
+class CaseSlice:
+    """The 2D slice of one case shown in the report."""
+
+    image: np.ndarray  # uint8 H×W (or H×W×3)
+    gt: np.ndarray  # uint8 {0, 1}
+    pred: np.ndarray  # uint8 {0, 1}
+    spacing: tuple[float, float]
+    slice_index: int = -1  # −1: a 2D case
+    has_image: bool = True
+
+
+def most_error_slice(gt: np.ndarray, pred: np.ndarray) -> int:
+    """Index along axis 0 of the slice with the largest ``|gt xor pred|`` (see module docstring)."""
+    gt, pred = np.asarray(gt) > 0, np.asarray(pred) > 0
+    if gt.shape != pred.shape or gt.ndim != 3:
+        raise ValueError(f"most_error_slice needs two D×H×W masks of one shape: {gt.shape}, {pred.shape}")
+    for mask in (gt ^ pred, gt, pred):
+        per_slice = mask.reshape(mask.shape[0], -1).sum(1)
+        if per_slice.max(initial=0) > 0:
+            return int(np.argmax(per_slice))
+    return gt.shape[0] // 2
+
+
+def image_to_uint8(image: np.ndarray) -> np.ndarray:
+    """A C×H×W or H×W image as uint8 for display: channel 0 (or RGB when C = 3), 1st–99th percentile."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3:
+        image = image[0] if image.shape[0] != 3 else np.moveaxis(image, 0, -1)
+    if image.ndim not in (2, 3):
+        raise ValueError(f"expected a 2D image (H×W, C×H×W), got shape {image.shape}")
+    low, high = np.percentile(image, (1, 99))
+    scaled = np.clip((image - low) / (high - low + 1e-8), 0.0, 1.0)
+    return np.round(scaled * 255.0).astype(np.uint8)
+
+
+def case_slice(
+    image: np.ndarray | None, gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float]
+) -> CaseSlice:
+    """The report slice of one case.
+
+    ``gt`` / ``pred`` are H×W or D×H×W masks (non-zero = foreground: a class map shows all classes
+    as foreground); ``image`` is C×H×W / C×D×H×W (or H×W / D×H×W), or ``None`` when no image exists
+    (a black background is stored). ``spacing`` is in the masks' axis order.
+    """
+    gt, pred = np.asarray(gt), np.asarray(pred)
+    if gt.shape != pred.shape:
+        raise ValueError(f"ground truth {gt.shape} and prediction {pred.shape} differ in shape")
+    if len(spacing) != gt.ndim:
+        raise ValueError(f"spacing {tuple(spacing)} does not match a {gt.ndim}D mask")
+    z = -1
+    if gt.ndim == 3:
+        z = most_error_slice(gt, pred)
+        gt, pred = gt[z], pred[z]
+        if image is not None:
+            image = np.asarray(image)
+            image = image[:, z] if image.ndim == 4 else image[z]
+    elif gt.ndim != 2:
+        raise ValueError(f"masks must be H×W or D×H×W, got shape {gt.shape}")
+    if image is None:
+        shown = np.zeros(gt.shape, dtype=np.uint8)
+    else:
+        shown = image_to_uint8(image)
+        if shown.shape[:2] != gt.shape:
+            raise ValueError(f"image {shown.shape[:2]} and masks {gt.shape} differ in shape")
+    return CaseSlice(
+        image=shown,
+        gt=(gt > 0).astype(np.uint8),
+        pred=(pred > 0).astype(np.uint8),
+        spacing=(float(spacing[-2]), float(spacing[-1])),
+        slice_index=z,
+        has_image=image is not None,
+    )
+
+
+def write_case_slices(slices: Mapping[str, CaseSlice], path: str | Path) -> Path:
+    """Write ``slices`` (case name → slice) to ``path`` in the layout of the module docstring."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = sorted(slices)
+    arrays: dict[str, np.ndarray] = {
+        "cases": np.asarray(names, dtype=str),
+        "slice_index": np.asarray([slices[n].slice_index for n in names], dtype=np.int64),
+        "has_image": np.asarray([slices[n].has_image for n in names], dtype=bool),
+    }
+    for i, name in enumerate(names):
+        item = slices[name]
+        arrays[f"image_{i}"] = np.asarray(item.image, dtype=np.uint8)
+        arrays[f"gt_{i}"] = np.asarray(item.gt, dtype=np.uint8)
+        arrays[f"pred_{i}"] = np.asarray(item.pred, dtype=np.uint8)
+        arrays[f"spacing_{i}"] = np.asarray(item.spacing, dtype=np.float64)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+class CaseSliceFile(Mapping[str, CaseSlice]):
+    """A ``case_slices.npz`` read lazily: the case names at once, a case's arrays when indexed.
+
+    A report shows a few dozen of possibly thousands of cases, so only those are decompressed; the
+    file stays open between reads (reading the zip directory of thousands of arrays is the slow
+    part) until :meth:`close`.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError("case slices file not found", self.path)
+        with np.load(self.path, allow_pickle=False) as data:
+            missing = {"cases", "slice_index", "has_image"} - set(data.files)
+            if missing:
+                raise DataError(f"not a case_slices file: no {sorted(missing)} arrays", self.path)
+            names = [str(n) for n in data["cases"]]
+            self._slice_index = [int(v) for v in data["slice_index"]]
+            self._has_image = [bool(v) for v in data["has_image"]]
+        if not len(names) == len(self._slice_index) == len(self._has_image):
+            raise DataError("cases, slice_index and has_image differ in length", self.path)
+        self._index = {name: i for i, name in enumerate(names)}
+        self._data: Any = None
+
+    def close(self) -> None:
+        """Close the file if a case was read; reading again reopens it."""
+        if self._data is not None:
+            self._data.close()
+            self._data = None
+
+    def __getitem__(self, name: str) -> CaseSlice:
+        i = self._index[name]
+        keys = [f"image_{i}", f"gt_{i}", f"pred_{i}", f"spacing_{i}"]
+        if self._data is None:
+            self._data = np.load(self.path, allow_pickle=False)
+        absent = [k for k in keys if k not in self._data.files]
+        if absent:
+            raise DataError(f"case '{name}' has no {absent} arrays", self.path)
+        image, gt, pred, spacing = (self._data[k] for k in keys)
+        return CaseSlice(
+            image=image,
+            gt=gt,
+            pred=pred,
+            spacing=(float(spacing[0]), float(spacing[1])),
+            slice_index=self._slice_index[i],
+            has_image=self._has_image[i],
+        )
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+
+def read_case_slices(path: str | Path) -> dict[str, CaseSlice]:
+    """Every case of a ``case_slices.npz``; a file without the expected arrays is a :class:`DataError`."""
+    slices = CaseSliceFile(path)
+    try:
+        return {name: slices[name] for name in slices}
+    finally:
+        slices.close()
