@@ -7,6 +7,7 @@ from medseg.config import (
     apply_overrides,
     config_diff,
     config_from_dict,
+    flatten_config,
     load_config,
     parse_override,
     save_config,
@@ -88,3 +89,13 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path: Path) -> None:
     path.write_text("optim:\n  lr: 1e-3\n")
     assert load_config(path).optim.lr == 0.001
     assert load_config(None, ["optim.lr=5e-5"]).optim.lr == 5e-5
+
+
+def test_flatten_config_keeps_options_whole() -> None:
+    tree = {"train": {"lr": 0.1, "sched": {"name": "poly"}}, "model": {"options": {"a": {"b": 1}}}, "x": {}}
+    assert flatten_config(tree) == {
+        "train.lr": 0.1,
+        "train.sched.name": "poly",
+        "model.options": {"a": {"b": 1}},
+        "x": {},
+    }

@@ -14,6 +14,7 @@ from medseg.metrics import (
     summarize,
     summary_table,
 )
+from medseg.metrics.aggregate import bootstrap_mean_ci
 
 
 def test_summarize_hand_case() -> None:
@@ -34,6 +35,18 @@ def test_summarize_bootstrap_matches_manual_and_is_seeded() -> None:
     means = v[rng.integers(0, 5, size=(500, 5))].mean(axis=1)
     assert a["ci_low"] == pytest.approx(np.quantile(means, 0.025))
     assert a["ci_high"] == pytest.approx(np.quantile(means, 0.975))
+
+
+def test_bootstrap_mean_ci_is_the_summary_ci_and_checks_its_input() -> None:
+    v = [0.2, 0.9, 0.4, 0.7, 0.55]
+    s = summarize(v, n_boot=300, seed=3)
+    assert bootstrap_mean_ci(v, n_boot=300, seed=3) == (s["ci_low"], s["ci_high"])
+    assert bootstrap_mean_ci([2.0, 2.0], n_boot=50) == (2.0, 2.0)  # constant data: a zero-width CI
+    for bad in ([], [1.0, float("nan")]):
+        with pytest.raises(ValueError, match="bootstrap_mean_ci"):
+            bootstrap_mean_ci(bad)
+    with pytest.raises(ValueError, match="ci must be"):
+        bootstrap_mean_ci(v, ci=1.5)
 
 
 def test_summarize_constant_and_single() -> None:

@@ -23,6 +23,7 @@ from medseg.errors import DataError
 from medseg.metrics import compute_segmentation_metrics
 from medseg.report.html import (
     build_report,
+    calibration_tables,
     case_reason,
     config_differences,
     distribution_png,
@@ -38,7 +39,13 @@ from medseg.report.html import (
     uncertainty_png,
     unusable_reason,
 )
-from medseg.report.slices import CaseSlice, case_slice, read_case_slices, write_case_slices
+from medseg.report.slices import (
+    CaseSlice,
+    case_slice,
+    read_case_slices,
+    shared_slice_index,
+    write_case_slices,
+)
 from medseg.report.stats import (
     bootstrap_mean_ci,
     describe,
@@ -278,6 +285,30 @@ def test_case_slice_picks_the_slice_with_most_error_and_round_trips(tmp_path: Pa
     np.savez(tmp_path / "bad.npz", x=np.zeros(1))
     with pytest.raises(DataError, match="bad.npz"):
         read_case_slices(tmp_path / "bad.npz")
+
+
+def test_volumes_keep_a_shared_slice_that_depends_on_the_ground_truth_alone(tmp_path: Path) -> None:
+    gt = np.zeros((4, 8, 8), np.uint8)
+    gt[1, 2:6, 2:6] = 1  # the largest ground truth: the shared slice of every run
+    gt[2, 3:5, 3:5] = 1
+    run_a, run_b = gt.copy(), gt.copy()
+    run_a[3, 0:3, 0:3] = 1  # run a errs most on slice 3, run b on slice 2
+    run_b[2] = 0
+    a, b = case_slice(None, gt, run_a, (1, 1, 1)), case_slice(None, gt, run_b, (1, 1, 1))
+    assert (a.slice_index, b.slice_index) == (3, 2)
+    assert a.shared_view().slice_index == b.shared_view().slice_index == shared_slice_index(gt) == 1
+    assert np.array_equal(a.shared.gt, gt[1]) and np.array_equal(b.shared.pred, run_b[1])
+    assert shared_slice_index(np.zeros_like(gt)) == 2  # no ground truth: the middle slice
+    flat = case_slice(None, gt[1], gt[1], (1.0, 1.0))
+    assert flat.shared is None and flat.shared_view() is flat
+    back = read_case_slices(write_case_slices({"v": a, "f": flat}, tmp_path / "s.npz"))
+    assert back["v"].shared.slice_index == 1 and np.array_equal(back["v"].shared.pred, run_a[1])
+    assert back["f"].shared is None
+    # an older file without the shared arrays still reads
+    with np.load(tmp_path / "s.npz") as data:
+        old = {k: data[k] for k in data.files if not k.startswith("shared")}
+    np.savez(tmp_path / "old.npz", **old)
+    assert read_case_slices(tmp_path / "old.npz")["v"].shared is None
 
 
 def test_evaluate_files_writes_mask_only_slices_and_flags_missing_predictions(tmp_path: Path) -> None:
@@ -536,13 +567,31 @@ def test_calibration_files_render_when_present(tmp_path: Path) -> None:
             "mean_entropy_region": np.linspace(0.5, 0.1, 5),
         }
     ).to_csv(run / "calibration_cases.csv", index=False)
-    (run / "calibration.json").write_text(json.dumps({"ece": {"whole": 0.0123}, "n_bins": 4}))
+    (run / "calibration.json").write_text(
+        json.dumps({"pooled": {"ece_whole": 0.0123}, "mean_of_cases": {"nll_region": 0.5}, "n_bins": 4})
+    )
     html = build_report([run], tmp_path / "cal.html", timestamp="t").read_text()
-    assert 'id="calibration"' in html and "ece.whole" in html and "0.0123" in html
+    assert 'id="calibration"' in html and "0.0123" in html and "0.5000" in html and "n_bins" in html
     assert html.count("<img ") == 3  # distributions, reliability, scatter
     (run / "calibration_cases.csv").write_text("case,dice\na,0.5\n")
     with pytest.raises(DataError, match="calibration_cases.csv"):
         build_report([run], tmp_path / "bad.html")
+
+
+def test_calibration_tables_grid_and_remaining_keys() -> None:
+    tables = calibration_tables(
+        {
+            "pooled": {"ece_whole": 0.1, "ece_region": 0.2, "n_voxels_whole": 9},
+            "mean_of_cases": {"ece_whole": 0.15, "brier_region": 0.05},
+            "spearman_rho": -0.5,
+        }
+    )
+    assert tables["grid"] == [
+        {"metric": "ECE", "cells": ["0.1000", "0.2000", "0.1500", "—"]},
+        {"metric": "Brier", "cells": ["—", "—", "—", "0.0500"]},
+    ]
+    assert [row["key"] for row in tables["summary"]] == ["pooled.n_voxels_whole", "spearman_rho"]
+    assert calibration_tables({}) == {"grid": [], "summary": []}
 
 
 def test_load_result_dir_levels_and_errors(tmp_path: Path) -> None:
@@ -677,6 +726,7 @@ def test_a_trained_run_and_its_evaluation_get_slices_provenance_and_a_report(tmp
     evaluation = tmp_path / "eval"
     evaluate_checkpoint(run / "best.pt", evaluation, split="val", device="cpu", progress=False)
     assert json.loads((evaluation / "summary.json").read_text())["provenance"]["checkpoint_sha256"] == sha
+    assert load_config(evaluation / "config.yaml").to_dict() == load_config(run / "config.yaml").to_dict()
     html = build_report([run, evaluation], tmp_path / "r.html", timestamp="t").read_text()
     assert html.count(sha) == 2 and ">val</td>" in html and ">run</td>" in html
     assert re.search(r"mm, slice \d", html)  # volumes: the most-error slice

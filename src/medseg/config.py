@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,17 +265,18 @@ def save_config(config: Config, path: str | Path) -> None:
 
 def config_diff(config: Config, reference: Config | None = None) -> dict[str, Any]:
     """Flat ``{dotted.key: value}`` of the entries that differ from ``reference`` (the defaults)."""
-    ref = _flatten((reference or Config()).to_dict())
-    cur = _flatten(config.to_dict())
+    ref = flatten_config((reference or Config()).to_dict())
+    cur = flatten_config(config.to_dict())
     return {k: v for k, v in cur.items() if ref.get(k, object()) != v}
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; ``options`` mappings stay whole (they are replaced whole)."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value and key not in ("options", "test_options"):
-            out.update(_flatten(value, dotted + "."))
+        if isinstance(value, Mapping) and value and key not in ("options", "test_options"):
+            out.update(flatten_config(value, dotted + "."))
         else:
             out[dotted] = value
     return out

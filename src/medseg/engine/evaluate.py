@@ -30,7 +30,7 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
-from medseg.config import EvalConfig
+from medseg.config import EvalConfig, save_config
 from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, file_format, read_image, strip_extension
 from medseg.data.sample import Sample, binarize
 from medseg.engine.predict import (
@@ -397,8 +397,8 @@ def evaluate_checkpoint(
 ) -> EvaluationResult:
     """Evaluate a training checkpoint on the ``test`` source of its config (or its ``val`` split).
 
-    Writes ``metrics.csv``, ``summary.json`` (with :func:`provenance`), ``case_slices.npz`` and
-    ``overlays.png`` into ``out_dir``.
+    Writes ``metrics.csv``, ``summary.json`` (with :func:`provenance`), ``case_slices.npz``,
+    ``config.yaml`` (the checkpoint's config) and ``overlays.png`` into ``out_dir``.
 
     ``calibration`` also writes ``reliability.csv``, ``calibration_cases.csv`` and
     ``calibration.json`` (:mod:`medseg.engine.calibrate`); with its ``uncertainty`` every metric is
@@ -435,6 +435,7 @@ def evaluate_checkpoint(
     )
     result.summary["provenance"] = provenance(checkpoint, split, torch_device)
     write_evaluation(result, out_dir)
+    save_config(cfg, Path(out_dir) / "config.yaml")  # the checkpoint's recipe, for the report
     if collector is not None:
         collector.write(result, samples, out_dir)
     save_overlays_for(samples, predictions, Path(out_dir) / "overlays.png", eval_cfg.n_overlays)

@@ -27,6 +27,7 @@ __all__ = [
     "metrics_per_volume",
     "per_case_table",
     "per_patient_table",
+    "bootstrap_mean_ci",
     "summarize",
     "summary_table",
 ]
@@ -35,6 +36,26 @@ ID_COLUMNS = ("case_id", "patient_id", "slice_index")
 DEFAULT_METRICS = ("dice", "iou", "sensitivity", "specificity", "hd_mm", "hd95_mm", "assd_mm", "nsd")
 FLAG_COLUMNS = ("empty_gt", "empty_pred")
 _ALIASES = {"case": "case_id", "patient": "patient_id", "slice": "slice_index"}
+
+
+def bootstrap_mean_ci(
+    values: ArrayLike, n_boot: int = 1000, seed: int = 0, ci: float = 0.95
+) -> tuple[float, float]:
+    """Percentile-bootstrap CI of the mean: ``n_boot`` resamples drawn with ``default_rng(seed)``."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("bootstrap_mean_ci() got no values")
+    if np.isnan(v).any():
+        raise ValueError("bootstrap_mean_ci() got NaN values")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci!r}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot!r}")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    alpha = (1.0 - ci) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(low), float(high)
 
 
 def summarize(values: ArrayLike, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict[str, float]:
@@ -51,14 +72,7 @@ def summarize(values: ArrayLike, n_boot: int = 1000, seed: int = 0, ci: float = 
         raise ValueError(
             f"summarize() got {int(np.isnan(v).sum())} NaN value(s) of {v.size}; metrics must not be NaN"
         )
-    if not 0 < ci < 1:
-        raise ValueError(f"ci must be in (0, 1), got {ci!r}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot!r}")
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    alpha = (1.0 - ci) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    lo, hi = bootstrap_mean_ci(v, n_boot=n_boot, seed=seed, ci=ci)
     return {
         "mean": float(v.mean()),
         "median": float(np.median(v)),

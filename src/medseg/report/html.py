@@ -35,6 +35,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 from scipy.ndimage import binary_erosion  # noqa: E402
 
+from medseg.config import Config, flatten_config  # noqa: E402
 from medseg.errors import DataError  # noqa: E402
 from medseg.report.slices import CASE_SLICES_FILE, CaseSlice, CaseSliceFile  # noqa: E402
 from medseg.report.stats import DEFAULT_TIE_TOLERANCE, describe, paired_comparison  # noqa: E402
@@ -260,22 +261,8 @@ def git_commit(where: str | Path | None = None) -> str | None:
     return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
 
 
-def flatten_config(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; ``options`` mappings stay whole (they are replaced whole)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and key not in ("options", "test_options"):
-            out.update(flatten_config(value, dotted + "."))
-        else:
-            out[dotted] = value
-    return out
-
-
 def config_differences(config: Mapping[str, Any]) -> list[dict[str, str]]:
     """Keys where ``config`` differs from medseg's defaults: ``key``, ``value``, ``default``."""
-    from medseg.config import Config
-
     defaults = flatten_config(Config().to_dict())
     current = flatten_config(config)
     rows = []
@@ -796,8 +783,10 @@ def _compare_overlays(
     out = []
     for index, (gap, case) in enumerate(sorted(gaps)[:n]):
         panels = []
-        for r, values in zip(results, dice, strict=True):
-            item = r.slices[case]
+        views = [r.slices[case].shared_view() for r in results]
+        if len({v.slice_index for v in views}) > 1:  # older files without a shared slice
+            views = [r.slices[case] for r in results]
+        for r, values, item in zip(results, dice, views, strict=True):
             value = values[case]
             where = f", slice {item.slice_index}" if item.slice_index >= 0 else ""
             panels.append(
@@ -832,6 +821,35 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
     if len(set(names)) == len(names):
         return names
     return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
+
+
+CALIBRATION_METRICS = (("ece", "ECE"), ("mce", "MCE"), ("ace", "ACE"), ("brier", "Brier"), ("nll", "NLL"))
+CALIBRATION_COLUMNS = (
+    ("pooled", "whole"),
+    ("pooled", "region"),
+    ("mean_of_cases", "whole"),
+    ("mean_of_cases", "region"),
+)
+
+
+def calibration_tables(calibration: Mapping[str, Any]) -> dict[str, Any]:
+    """``calibration.json`` as the report shows it: a metric × (pooled | mean of cases) × (whole |
+    region) grid, then every other entry (ρ, AURC, definitions) as key–value rows."""
+    grid = []
+    used: set[str] = set()
+    for key, label in CALIBRATION_METRICS:
+        cells = []
+        for level, region in CALIBRATION_COLUMNS:
+            value = (calibration.get(level) or {}).get(f"{key}_{region}")
+            cells.append("—" if value is None else f"{float(value):.4f}")
+            if value is not None:
+                used.add(f"{level}.{key}_{region}")
+        if any(cell != "—" for cell in cells):
+            grid.append({"metric": label, "cells": cells})
+    others = [
+        {"key": k, "value": _show(v)} for k, v in sorted(flatten_config(calibration).items()) if k not in used
+    ]
+    return {"grid": grid, "summary": others}
 
 
 def build_report(
@@ -959,11 +977,7 @@ def _render(
                 "scatter": None
                 if r.calibration_cases is None
                 else _data_uri(uncertainty_png(r.calibration_cases)),
-                "summary": [
-                    {"key": k, "value": _show(v)} for k, v in sorted(flatten_config(r.calibration).items())
-                ]
-                if r.calibration
-                else [],
+                **calibration_tables(r.calibration or {}),
             }
         )
     from medseg import __version__

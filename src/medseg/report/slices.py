@@ -3,12 +3,16 @@ HTML report can draw overlays without the data set.
 
 For a volume the slice with the most error (the largest ``|GT xor prediction|``) is kept; ties go to
 the lowest index. Without error it is the slice with the largest ground truth, then the largest
-prediction, then the middle slice.
+prediction, then the middle slice. A volume also keeps its *shared* slice, the one with the largest
+ground truth (else the middle one): it depends on the ground truth alone, so every run scored on the
+case stores the same slice, and the report's side-by-side comparison shows like with like.
 
 File layout (``numpy.savez_compressed``): ``cases`` (the case names, in the order of the other
 arrays), ``slice_index`` (int, −1 for a 2D case), ``has_image`` (bool: False when only masks were
 available, e.g. ``medseg evaluate --pred/--gt``), and per case i ``image_i`` (uint8, H×W or H×W×3,
 1st–99th percentile window), ``gt_i`` / ``pred_i`` (uint8 {0, 1}) and ``spacing_i`` (mm, (sy, sx)).
+Volumes add ``shared_index`` (int per case, −1 for 2D) and ``shared_image_i`` / ``shared_gt_i`` /
+``shared_pred_i``; files without them (older evaluations) still read.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ class CaseSlice:
     spacing: tuple[float, float]
     slice_index: int = -1  # −1: a 2D case
     has_image: bool = True
+    shared: CaseSlice | None = None  # volumes: the largest-ground-truth slice (module docstring)
+
+    def shared_view(self) -> CaseSlice:
+        """The slice every run of this case stores alike (the case itself in 2D)."""
+        return self.shared if self.shared is not None else self
 
 
 def most_error_slice(gt: np.ndarray, pred: np.ndarray) -> int:
@@ -47,6 +56,15 @@ def most_error_slice(gt: np.ndarray, pred: np.ndarray) -> int:
         if per_slice.max(initial=0) > 0:
             return int(np.argmax(per_slice))
     return gt.shape[0] // 2
+
+
+def shared_slice_index(gt: np.ndarray) -> int:
+    """Index along axis 0 of the slice with the largest ground truth (ties: lowest), else the middle."""
+    gt = np.asarray(gt) > 0
+    if gt.ndim != 3:
+        raise ValueError(f"shared_slice_index needs a D×H×W mask, got shape {gt.shape}")
+    per_slice = gt.reshape(gt.shape[0], -1).sum(1)
+    return int(np.argmax(per_slice)) if per_slice.max(initial=0) > 0 else gt.shape[0] // 2
 
 
 def image_to_uint8(image: np.ndarray) -> np.ndarray:
@@ -75,15 +93,23 @@ def case_slice(
         raise ValueError(f"ground truth {gt.shape} and prediction {pred.shape} differ in shape")
     if len(spacing) != gt.ndim:
         raise ValueError(f"spacing {tuple(spacing)} does not match a {gt.ndim}D mask")
-    z = -1
     if gt.ndim == 3:
-        z = most_error_slice(gt, pred)
+        chosen = _slice_at(image, gt, pred, spacing, most_error_slice(gt, pred))
+        chosen.shared = _slice_at(image, gt, pred, spacing, shared_slice_index(gt))
+        return chosen
+    if gt.ndim != 2:
+        raise ValueError(f"masks must be H×W or D×H×W, got shape {gt.shape}")
+    return _slice_at(image, gt, pred, spacing, -1)
+
+
+def _slice_at(
+    image: np.ndarray | None, gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float], z: int
+) -> CaseSlice:
+    if z >= 0:
         gt, pred = gt[z], pred[z]
         if image is not None:
             image = np.asarray(image)
             image = image[:, z] if image.ndim == 4 else image[z]
-    elif gt.ndim != 2:
-        raise ValueError(f"masks must be H×W or D×H×W, got shape {gt.shape}")
     if image is None:
         shown = np.zeros(gt.shape, dtype=np.uint8)
     else:
@@ -116,6 +142,13 @@ def write_case_slices(slices: Mapping[str, CaseSlice], path: str | Path) -> Path
         arrays[f"gt_{i}"] = np.asarray(item.gt, dtype=np.uint8)
         arrays[f"pred_{i}"] = np.asarray(item.pred, dtype=np.uint8)
         arrays[f"spacing_{i}"] = np.asarray(item.spacing, dtype=np.float64)
+        if item.shared is not None:
+            arrays[f"shared_image_{i}"] = np.asarray(item.shared.image, dtype=np.uint8)
+            arrays[f"shared_gt_{i}"] = np.asarray(item.shared.gt, dtype=np.uint8)
+            arrays[f"shared_pred_{i}"] = np.asarray(item.shared.pred, dtype=np.uint8)
+    arrays["shared_index"] = np.asarray(
+        [-1 if slices[n].shared is None else slices[n].shared.slice_index for n in names], dtype=np.int64
+    )
     np.savez_compressed(path, **arrays)
     return path
 
@@ -139,8 +172,10 @@ class CaseSliceFile(Mapping[str, CaseSlice]):
             names = [str(n) for n in data["cases"]]
             self._slice_index = [int(v) for v in data["slice_index"]]
             self._has_image = [bool(v) for v in data["has_image"]]
-        if not len(names) == len(self._slice_index) == len(self._has_image):
-            raise DataError("cases, slice_index and has_image differ in length", self.path)
+            shared = data["shared_index"] if "shared_index" in data.files else [-1] * len(names)
+            self._shared_index = [int(v) for v in shared]
+        if not len(names) == len(self._slice_index) == len(self._has_image) == len(self._shared_index):
+            raise DataError("cases, slice_index, has_image and shared_index differ in length", self.path)
         self._index = {name: i for i, name in enumerate(names)}
         self._data: Any = None
 
@@ -159,14 +194,16 @@ class CaseSliceFile(Mapping[str, CaseSlice]):
         if absent:
             raise DataError(f"case '{name}' has no {absent} arrays", self.path)
         image, gt, pred, spacing = (self._data[k] for k in keys)
-        return CaseSlice(
-            image=image,
-            gt=gt,
-            pred=pred,
-            spacing=(float(spacing[0]), float(spacing[1])),
-            slice_index=self._slice_index[i],
-            has_image=self._has_image[i],
-        )
+        spacing_yx = (float(spacing[0]), float(spacing[1]))
+        item = CaseSlice(image, gt, pred, spacing_yx, self._slice_index[i], self._has_image[i])
+        if self._shared_index[i] >= 0:
+            shared = [f"shared_image_{i}", f"shared_gt_{i}", f"shared_pred_{i}"]
+            absent = [k for k in shared if k not in self._data.files]
+            if absent:
+                raise DataError(f"case '{name}' has no {absent} arrays", self.path)
+            image, gt, pred = (self._data[k] for k in shared)
+            item.shared = CaseSlice(image, gt, pred, spacing_yx, self._shared_index[i], self._has_image[i])
+        return item
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._index)

@@ -18,6 +18,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import wilcoxon
 
+from medseg.metrics.aggregate import bootstrap_mean_ci as aggregate_bootstrap_mean_ci
+
 # Metrics where a smaller value is better (distances in mm); every other metric: larger is better.
 LOWER_IS_BETTER = frozenset({"hd_mm", "hd95_mm", "assd_mm"})
 DEFAULT_TIE_TOLERANCE = 1e-3
@@ -59,21 +61,8 @@ def describe(values: ArrayLike) -> dict[str, float | int]:
 def bootstrap_mean_ci(
     values: ArrayLike, n_boot: int = 2000, seed: int = 0, ci: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile-bootstrap CI of the mean: ``n_boot`` resamples drawn with ``default_rng(seed)``."""
-    v = np.asarray(values, dtype=np.float64).ravel()
-    if v.size == 0:
-        raise ValueError("bootstrap_mean_ci() got no values")
-    if np.isnan(v).any():
-        raise ValueError("bootstrap_mean_ci() got NaN values")
-    if not 0 < ci < 1:
-        raise ValueError(f"ci must be in (0, 1), got {ci!r}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot!r}")
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    alpha = (1.0 - ci) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    """Percentile-bootstrap CI of the mean with 2000 resamples by default (see ``metrics.aggregate``)."""
+    return aggregate_bootstrap_mean_ci(values, n_boot=n_boot, seed=seed, ci=ci)
 
 
 def win_tie_loss(
