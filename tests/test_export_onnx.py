@@ -28,6 +28,7 @@ from medseg.export.onnx import (
     ParityReport,
     check_parity,
     compare_outputs,
+    data_images_for_parity,
     export_metadata,
     nominal_spatial_size,
     parity_failure_message,
@@ -107,6 +108,24 @@ def test_unet_export_is_one_file_with_parity_report(unet_export: tuple[Path, Pat
     assert {s[0] for s in shapes} == {1, 2}  # batch 1 and 2
     assert len({s[2] for s in shapes}) >= 2 and len({s[3] for s in shapes}) >= 2  # 2 sizes per axis
     assert all(c["within_tolerance"] for c in report["cases"])
+    # real images of the checkpoint's own data (the phantom) besides the random inputs
+    data_cases = [c for c in report["cases"] if c["inputs"] == "data"]
+    assert [c["input_shape"][0] for c in data_cases] == [1, 2]
+    assert report["data_inputs"].startswith("2 image(s) of phantom")
+
+
+def test_parity_data_images_come_from_the_config_or_say_why_not(tmp_path: Path) -> None:
+    cfg = load_config(None, UNET)
+    images, note = data_images_for_parity(cfg, (32, 32))
+    assert images is not None and images.shape == (2, 1, 32, 32) and note.startswith("2 image(s) of phantom")
+    missing = load_config(None, [*UNET, "data.source=folder", f"data.options={{root: {tmp_path / 'nope'}}}"])
+    images, note = data_images_for_parity(missing, (32, 32))
+    assert images is None and "could not be read" in note and "nope" in note
+    volumetric = load_config(None, ["data.spatial_dims=3"])
+    assert data_images_for_parity(volumetric, (16, 16, 16)) == (
+        None,
+        "not used: real-image cases are made for 2D models only",
+    )
 
 
 def test_dynamic_shape_works_beyond_the_checked_ones(unet_export: tuple[Path, Path]) -> None:
@@ -313,9 +332,10 @@ def test_parity_failure_exits_non_zero_with_report(tmp_path: Path, monkeypatch: 
     assert "parity check failed" in result.output and "m.parity.json" in result.output
     report = json.loads((tmp_path / "m.parity.json").read_text())
     assert not report["passed"] and report["max_abs_diff"] == pytest.approx(0.5, abs=1e-4)
-    assert len(report["cases"]) == 2  # --static: batch 1 and 2 at 16×16 only
+    # --static: batch 1 and 2 at 16×16 only, random and real (phantom) images
+    assert [c["inputs"] for c in report["cases"]] == ["random", "random", "data", "data"]
     assert open_session(tmp_path / "m.onnx").get_inputs()[0].shape[1:] == [1, 16, 16]
-    with pytest.raises(ParityError, match="6 of 6 input shapes"):
+    with pytest.raises(ParityError, match="8 of 8 inputs exceed"):
         export_onnx(ckpt, tmp_path / "m.onnx", check=True)
 
 
@@ -420,7 +440,7 @@ def test_compare_outputs_statistics(tmp_path: Path) -> None:
     assert not report.passed and report.to_dict()["min_dice"] == pytest.approx(2 / 3)
     path = write_parity(report, tmp_path / "m.onnx")
     assert json.loads(path.read_text())["cases"][1]["label_agreement"] == 0.75
-    assert "1 of 2 input shapes" in parity_failure_message(report, path)
+    assert "1 of 2 inputs exceed" in parity_failure_message(report, path)
 
 
 def test_check_parity_against_a_drifted_model(unet_export: tuple[Path, Path]) -> None:

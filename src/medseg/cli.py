@@ -439,8 +439,9 @@ def export_onnx(
             f"parity passed: max |Δlogit| {summary['max_abs_diff']:.3g}, "
             f"mean {summary['mean_abs_diff']:.3g}, "
             f"label agreement ≥ {summary['min_label_agreement']}, Dice ≥ {summary['min_dice']} "
-            f"({len(result.parity.cases)} shapes); wrote {result.parity_path}"
+            f"({len(result.parity.cases)} inputs); wrote {result.parity_path}"
         )
+        console.print(f"real-image inputs: {result.parity.data_inputs}")
 
 
 @data_app.command("sources")

@@ -99,6 +99,7 @@ class ParityCase:
     label_agreement: float | None = None
     dice: float | None = None
     empty_masks: bool = False  # both masks empty: Dice is 1 by convention
+    inputs: str = "random"  # "random", or "data": images of the checkpoint's own data set
 
 
 @dataclass
@@ -109,6 +110,7 @@ class ParityReport:
     atol: float
     rtol: float
     cases: list[ParityCase] = field(default_factory=list)
+    data_inputs: str = "not used"  # where the real-image cases came from, or why there are none
 
     @property
     def passed(self) -> bool:
@@ -126,6 +128,7 @@ class ParityReport:
             "mean_abs_diff": float(np.mean([c.mean_abs_diff for c in self.cases])),
             "min_label_agreement": min((c.label_agreement for c in labelled), default=None),
             "min_dice": min((c.dice for c in labelled if c.dice is not None), default=None),
+            "data_inputs": self.data_inputs,
             "cases": [asdict(c) for c in self.cases],
         }
 
@@ -378,7 +381,9 @@ def export_onnx(
         ]
     result = OnnxExport(paths=paths, dynamic_spatial=dynamic_spatial)
     if check:
-        report = check_parity(model, paths, size, divisor, channels, atol, rtol)
+        data_images, data_note = (None, "not used") if promptable else data_images_for_parity(cfg, size)
+        report = check_parity(model, paths, size, divisor, channels, atol, rtol, data_images=data_images)
+        report.data_inputs = data_note
         result.parity = report
         result.parity_path = write_parity(report, output)
         if not report.passed:
@@ -406,8 +411,8 @@ def parity_failure_message(report: ParityReport, parity_path: Path) -> str:
     worst = max(failed, key=lambda c: c.max_abs_diff)
     return (
         f"ONNX parity check failed for {', '.join(report.models)}: {len(failed)} of {len(report.cases)} "
-        f"input shapes exceed |Δ| ≤ {report.atol:g} + {report.rtol:g}·|torch| (worst: {worst.graph} at "
-        f"{worst.input_shape}, max |Δ| {worst.max_abs_diff:.3g}); see {parity_path}"
+        f"inputs exceed |Δ| ≤ {report.atol:g} + {report.rtol:g}·|torch| (worst: {worst.graph} on the "
+        f"{worst.inputs} input {worst.input_shape}, max |Δ| {worst.max_abs_diff:.3g}); see {parity_path}"
     )
 
 
@@ -474,8 +479,13 @@ def check_parity(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     batches: Sequence[int] = (1, 2),
+    data_images: Tensor | None = None,
 ) -> ParityReport:
-    """onnxruntime vs ``model`` (PyTorch, eval mode) at every batch × :func:`parity_shapes` size."""
+    """onnxruntime vs ``model`` (PyTorch, eval mode) at every batch × :func:`parity_shapes` size.
+
+    Random inputs give a trained model empty masks, so ``data_images`` (N×C×H×W real images at
+    the nominal size, :func:`data_images_for_parity`) adds cases at batch 1 and 2 whose masks mean
+    something."""
     model = model.eval()
     generator = torch.Generator().manual_seed(0)
     report = ParityReport([str(p) for p in paths], atol, rtol)
@@ -504,17 +514,49 @@ def check_parity(
     (session,) = sessions
     num_classes = model_num_classes(model)
     labels = "sigmoid" if num_classes is None else "softmax"
-    for spatial in parity_shapes(size, divisor):
-        for b in batches:
-            image = torch.randn(b, channels, *spatial, generator=generator)
-            reference = MainLogits(model)(image).numpy()
-            try:
-                (candidate,) = session.run(None, {"image": image.numpy()})
-            except ort_errors() as exc:  # an onnxruntime error names no file: add it
-                raise DataError(f"onnxruntime failed on shape {list(image.shape)} ({exc})", paths[0]) from exc
-            case = compare_outputs(
-                "model", reference, candidate, atol, rtol, labels, mask_channel(model), num_classes
-            )
-            case.input_shape = list(image.shape)
-            report.cases.append(case)
+    inputs = [
+        (torch.randn(b, channels, *spatial, generator=generator), "random")
+        for spatial in parity_shapes(size, divisor)
+        for b in batches
+    ]
+    if data_images is not None:
+        inputs += [(data_images[:b], "data") for b in batches if b <= len(data_images)]
+    for image, kind in inputs:
+        reference = MainLogits(model)(image).numpy()
+        try:
+            (candidate,) = session.run(None, {"image": image.numpy()})
+        except ort_errors() as exc:  # an onnxruntime error names no file: add it
+            raise DataError(f"onnxruntime failed on shape {list(image.shape)} ({exc})", paths[0]) from exc
+        case = compare_outputs(
+            "model", reference, candidate, atol, rtol, labels, mask_channel(model), num_classes
+        )
+        case.input_shape = list(image.shape)
+        case.inputs = kind
+        report.cases.append(case)
     return report
+
+
+def data_images_for_parity(cfg: Config, size: Sequence[int], n: int = 2) -> tuple[Tensor | None, str]:
+    """Up to ``n`` preprocessed 2D images of the config's own data (validation, else test, else
+    training cases), the slices with the most foreground first; ``(None, reason)`` when the data is
+    not on this machine or the model is not a 2D one."""
+    from medseg.data.loading import load_splits
+    from medseg.data.transforms import preprocess_transform
+
+    if cfg.data.spatial_dims != 2 or len(size) != 2:
+        return None, "not used: real-image cases are made for 2D models only"
+    try:
+        splits = load_splits(cfg.data)
+    except (MedsegError, OSError, ValueError) as exc:
+        return None, f"not used: the config's data could not be read ({exc})"
+    samples = splits.val or splits.test or splits.train
+    slices = [s for sample in samples[:4] for s in (sample.slices() if sample.ndim == 3 else [sample])]
+    if not slices:
+        return None, "not used: the config's data has no cases"
+    slices.sort(key=lambda s: -int(np.count_nonzero(s.target_mask)))
+    preprocess = preprocess_transform([], size, cfg.data.intensity)
+    images = torch.stack(
+        [torch.as_tensor(np.asarray(preprocess({"image": s.image})["image"])) for s in slices[:n]]
+    ).float()
+    names = ", ".join(sorted({str(s.case_id) for s in slices[:n]}))
+    return images, f"{len(images)} image(s) of {cfg.data.source} ({names})"
