@@ -11,6 +11,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from medseg.cli import app
+from medseg.config import Config
 from medseg.engine.compare import (
     build_grid,
     comparable_config,
@@ -19,6 +20,7 @@ from medseg.engine.compare import (
     read_grid_file,
     run_grid,
     run_row,
+    same_run_config,
 )
 from medseg.engine.train import train
 from medseg.errors import ConfigError
@@ -163,6 +165,13 @@ def test_run_grid_writes_tables_and_figures_and_skips_finished_runs(tmp_path: Pa
     stamp = (out / "runs" / "dice-adam" / "best.pt").stat().st_mtime_ns
     run_grid(grid, console=QUIET, progress=False)
     assert (out / "runs" / "dice-adam" / "best.pt").stat().st_mtime_ns == stamp
+    # a run stored before a key existed (here train.dtype) still counts as done
+    result_path = out / "runs" / "dice-adam" / "result.json"
+    payload = json.loads(result_path.read_text())
+    del payload["config"]["train"]["dtype"]
+    result_path.write_text(json.dumps(payload))
+    run_grid(grid, console=QUIET, progress=False)
+    assert (out / "runs" / "dice-adam" / "best.pt").stat().st_mtime_ns == stamp
     # the same folder with a changed grid is refused instead of mixing configs
     changed = build_grid(_grid_tree(tmp_path), ["train.batch_size=2"])
     with pytest.raises(ConfigError, match="different config"):
@@ -186,6 +195,16 @@ def test_run_grid_resumes_a_half_done_run(tmp_path: Path) -> None:
     assert [h["epoch"] for h in payload["history"]] == [1, 2]
     assert payload["history"][0]["train_loss"] == pytest.approx(first.history[0]["train_loss"])
     assert payload["config"] == comparable_config(cfg)
+
+
+def test_same_run_config_reads_missing_keys_at_their_defaults() -> None:
+    current = comparable_config(Config())
+    older = json.loads(json.dumps(current))
+    del older["train"]["accumulate_steps"]
+    assert same_run_config(older, current)
+    older["train"]["epochs"] = 999
+    assert not same_run_config(older, current)
+    assert not same_run_config(None, current) and not same_run_config({"train": {"nope": 1}}, current)
 
 
 def test_run_row_columns() -> None:

@@ -345,7 +345,7 @@ def run_grid(
         spec = {"variants": run.variants, "config": comparable_config(run.config)}
         if result_path.is_file():
             stored = json.loads(result_path.read_text())
-            if stored.get("config") != spec["config"]:
+            if not same_run_config(stored.get("config"), spec["config"]):
                 raise ConfigError(
                     f"{run_dir}: this run was done with a different config than the grid now gives; "
                     "delete the run folder or choose another output_dir"
@@ -390,6 +390,17 @@ def comparable_config(cfg: Config) -> dict[str, Any]:
     tree = json.loads(json.dumps(cfg.to_dict(), default=str))
     tree["train"].pop("progress", None)
     return tree
+
+
+def same_run_config(stored: Any, current: dict[str, Any]) -> bool:
+    """Whether a finished run's stored config is ``current``; keys that a later medseg added are
+    read at their defaults (the behaviour the run had), so an upgrade does not orphan a grid."""
+    if not isinstance(stored, dict):
+        return False
+    try:
+        return comparable_config(config_from_dict(stored)) == current
+    except (ConfigError, TypeError, ValueError):
+        return False
 
 
 def _overlay_keys(predictions: Mapping[str, np.ndarray], n: int) -> list[str]:
