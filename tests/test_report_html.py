@@ -17,10 +17,12 @@ from rich.console import Console
 from scipy.stats import wilcoxon
 from typer.testing import CliRunner
 
+import medseg
 from medseg.cli import app
 from medseg.config import Config, EvalConfig
 from medseg.errors import DataError
 from medseg.metrics import compute_segmentation_metrics
+from medseg.provenance import code_provenance
 from medseg.report.html import (
     build_report,
     calibration_tables,
@@ -720,6 +722,7 @@ def test_a_trained_run_and_its_evaluation_get_slices_provenance_and_a_report(tmp
         "checkpoint_sha256": sha,
         "split": "val",
         "device": "cpu",
+        **code_provenance(),
     }
     patients = pd.read_csv(run / "metrics.csv").query("level == 'patient'")["case"]
     assert sorted(read_case_slices(run / "case_slices.npz")) == sorted(patients)
@@ -729,6 +732,10 @@ def test_a_trained_run_and_its_evaluation_get_slices_provenance_and_a_report(tmp
     assert load_config(evaluation / "config.yaml").to_dict() == load_config(run / "config.yaml").to_dict()
     html = build_report([run, evaluation], tmp_path / "r.html", timestamp="t").read_text()
     assert html.count(sha) == 2 and ">val</td>" in html and ">run</td>" in html
+    # each folder shows the code that made its numbers, beside the report builder's
+    row = re.search(r"<tr><th>medseg version \(evaluation\)</th>(.*?)</tr>", html)
+    assert row and row.group(1).count(f">{medseg.__version__}<") == 2
+    assert "command (evaluation)" in html and "command (report builder)" in html
     assert re.search(r"mm, slice \d", html)  # volumes: the most-error slice
     assert len(_json_script(html, "paired-data")) == len(patients)
     # the same checkpoint on the same data: every paired difference is zero, a tie, p = 1

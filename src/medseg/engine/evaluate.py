@@ -443,14 +443,17 @@ def evaluate_checkpoint(
 
 
 def provenance(checkpoint: str | Path, split: str, device: torch.device | str) -> dict[str, Any]:
-    """What an evaluation was made from: the checkpoint (path, SHA-256), the split and the device."""
+    """What an evaluation was made from: the checkpoint (path, SHA-256), the split, the device, and
+    the code (:func:`medseg.provenance.code_provenance`: version, git commit, command line)."""
     from medseg.engine.checkpoint import file_sha256
+    from medseg.provenance import code_provenance
 
     return {
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": file_sha256(checkpoint),
         "split": split,
         "device": str(device),
+        **code_provenance(),
     }
 
 

@@ -16,7 +16,6 @@ import io
 import json
 import math
 import re
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,6 +36,7 @@ from scipy.ndimage import binary_erosion  # noqa: E402
 
 from medseg.config import Config, flatten_config  # noqa: E402
 from medseg.errors import DataError  # noqa: E402
+from medseg.provenance import git_commit  # noqa: E402
 from medseg.report.slices import CASE_SLICES_FILE, CaseSlice, CaseSliceFile  # noqa: E402
 from medseg.report.stats import DEFAULT_TIE_TOLERANCE, describe, paired_comparison  # noqa: E402
 
@@ -248,19 +248,6 @@ def summarize_metrics(cases: pd.DataFrame) -> list[dict[str, Any]]:
 # --- provenance -----------------------------------------------------------------------------------
 
 
-def git_commit(where: str | Path | None = None) -> str | None:
-    """The commit of the git checkout holding ``where`` (default: the medseg sources), or None."""
-    folder = Path(where) if where is not None else Path(__file__).resolve().parent
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-        )
-    except FileNotFoundError:  # no git executable: an installed package without a checkout
-        return None
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
-
-
 def config_differences(config: Mapping[str, Any]) -> list[dict[str, str]]:
     """Keys where ``config`` differs from medseg's defaults: ``key``, ``value``, ``default``."""
     defaults = flatten_config(Config().to_dict())
@@ -294,6 +281,13 @@ def _provenance(result: ResultDir) -> dict[str, str]:
         from medseg.engine.checkpoint import file_sha256  # imports torch: only when there is a checkpoint
 
         checkpoint, sha = str(result.path / "best.pt"), file_sha256(result.path / "best.pt")
+    for key, label in (
+        ("medseg_version", "medseg version (evaluation)"),
+        ("git_commit", "git commit (evaluation)"),
+        ("command", "command (evaluation)"),
+    ):
+        if stored.get(key):
+            info[label] = str(stored[key])
     info["checkpoint"] = str(checkpoint or "—")
     info["checkpoint SHA-256"] = str(sha or "—")
     if data:
