@@ -295,28 +295,20 @@ def _train(
         total_steps=tcfg.epochs * steps,
         **cfg.optim.scheduler_options,
     )
-    epoch_scheduler = is_epoch_scheduler(scheduler)  # plateau: stepped with val Dice per epoch
     use_amp = tcfg.amp and device.type == "cuda" and dtype == torch.float32
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
+    run = _RunParts(
+        model, model, loss_fn, ds_loss, optimizer, scheduler, scaler, prompts, device, dtype, use_amp
+    )
     result = TrainResult(output_dir=out)
     start_epoch = 0
-    elapsed_before = 0.0
     if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        scaler.load_state_dict(resume_state["scaler"])
-        if "loss" in resume_state:
-            loss_fn.load_state_dict(resume_state["loss"])
-        start_epoch = int(resume_state["epoch"])
-        result.history = list(resume_state["history"])
-        result.best_dice = float(resume_state["best_dice"])
-        result.best_epoch = int(resume_state["best_epoch"])
-        elapsed_before = float(result.history[-1]["elapsed_s"]) if result.history else 0.0
+        start_epoch = _restore(run, resume_state, result)
         console.print(f"resuming from {out / 'last.pt'} after epoch {start_epoch}")
-    # DDP (under torchrun) broadcasts rank 0's weights; `model` stays the unwrapped module.
-    ddp_model = wrap_model(model, device, tcfg.find_unused_parameters, tcfg.sync_batchnorm)
+    # DDP (under torchrun) broadcasts rank 0's weights; `run.model` stays the unwrapped module.
+    run.ddp_model = wrap_model(model, device, tcfg.find_unused_parameters, tcfg.sync_batchnorm)
+    elapsed_before = float(result.history[-1]["elapsed_s"]) if result.history else 0.0
     if main:
         save_config(cfg, out / "config.yaml")
 
@@ -329,57 +321,7 @@ def _train(
     run_start = time.perf_counter()
     for epoch in range(start_epoch, tcfg.epochs):
         epoch_start = time.perf_counter()
-        epoch_seed = tcfg.seed + epoch
-        train_set.set_epoch_seed(epoch_seed)
-        torch.manual_seed(epoch_seed)
-        loader = train_loader(train_set, micro_batch, tcfg.seed, epoch, tcfg.num_workers)
-        micro_batches = iter(loader)
-        ddp_model.train()
-        running = 0.0
-        with _Progress(tcfg.progress and main, console) as progress:
-            task = progress.add_task(f"epoch {epoch + 1}/{tcfg.epochs}", total=steps, info="")
-            for step in range(steps):
-                group = [
-                    batch_to_device(next(micro_batches), device, dtype) for _ in range(tcfg.accumulate_steps)
-                ]
-
-                def compute_loss(batch: dict[str, Any]) -> torch.Tensor:
-                    boxes = None if prompts is None else prompts.boxes(batch["target"], jitter=True)
-                    with torch.autocast(device.type, enabled=use_amp):
-                        return forward_loss(
-                            ddp_model, loss_fn, ds_loss, batch["image"], batch["target"], batch, boxes
-                        )
-
-                if sharpness_aware:
-                    # SAM: two forward/backward passes; a non-finite gradient skips the whole step
-                    local = sam_training_step(
-                        ddp_model,
-                        optimizer,
-                        lambda b=group[0]: compute_loss(b),
-                        scaler if use_amp else None,
-                        tcfg.grad_clip,
-                    )
-                else:
-                    local = accumulate_gradients(ddp_model, optimizer, scaler, compute_loss, group)
-                loss = all_reduce_mean(local)  # the global batch's loss, the same on every rank
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
-                        "lower optim.lr or check the data"
-                    )
-                if not sharpness_aware:
-                    if tcfg.grad_clip:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                if not epoch_scheduler:
-                    scheduler.step()
-                running += loss.item()
-                progress.update(task, advance=1, info=f"loss {running / (step + 1):.4f}")
-                if on_step is not None:
-                    on_step(epoch, step)
-        train_loss = running / steps
+        train_loss = _train_epoch(run, cfg, train_set, epoch, micro_batch, steps, console, on_step)
         previews: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         case_dice: dict[str, float] = {}
         sync_buffers(model)  # every rank validates with rank 0's BatchNorm statistics
@@ -389,7 +331,7 @@ def _train(
             val_loss, val_dice = validate_volumes(
                 model, val_set, loss_fn, device, window, previews, case_dice=case_dice
             )
-        if epoch_scheduler and math.isfinite(val_dice):
+        if is_epoch_scheduler(scheduler) and math.isfinite(val_dice):
             scheduler.step(val_dice)
         epoch_time = time.perf_counter() - epoch_start
         record = {
@@ -406,39 +348,14 @@ def _train(
         if improved:
             result.best_dice, result.best_epoch = val_dice, epoch + 1
         if main:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch + 1,
-                # the sampler's position: epoch e's order is a function of (seed, e) alone
-                "sampler": {"seed": tcfg.seed, "epoch": epoch + 1, "global_batch": global_batch},
-                "world_size": world,
-                "history": result.history,
-                "best_dice": result.best_dice,
-                "best_epoch": result.best_epoch,
-                "config": cfg.to_dict(),
-                "annotators": train_set.annotators,
-                "loss": loss_fn.state_dict(),
-            }
-            class_values = getattr(train_set, "class_values", None)
-            if class_values is not None:  # multi-class: class index → label value, for prediction
-                state["class_values"] = class_values
+            state = _checkpoint_state(run, cfg, train_set, epoch + 1, global_batch, world, result)
             if improved:
                 save_checkpoint(state, out / "best.pt")
             save_checkpoint(state, out / "last.pt")
             _write_history(result.history, out / "history.csv")
             write_case_dice(case_dice, epoch + 1, out / "val_cases.csv")
         if writer is not None:
-            for key in ("train_loss", "val_loss", "val_dice", "lr", "epoch_time_s"):
-                writer.add_scalar(key, record[key], epoch + 1)
-            if window is None and prompts is None:
-                _log_overlay(writer, model, val_set, device, epoch + 1)
-            else:
-                for case_id, grey, target, pred in previews:
-                    rgb = _overlay_rgb(grey[None, None], target[None, None], pred[None, None])
-                    writer.add_images(f"val/overlay_gt_green_pred_red/{case_id}", rgb, epoch + 1)
+            _log_epoch(writer, record, run, val_set, previews, window is None and prompts is None)
         console.print(
             f"epoch {epoch + 1:3d}/{tcfg.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
             f"val Dice {val_dice:.4f}{' *' if improved else ''}  {epoch_time:.1f}s"
@@ -450,6 +367,157 @@ def _train(
     if writer is not None:
         writer.close()
     return result
+
+
+@dataclass
+class _RunParts:
+    """What the epoch loop of one training run works with (built once by :func:`_train`)."""
+
+    model: torch.nn.Module  # unwrapped: checkpoints and validation
+    ddp_model: torch.nn.Module  # the model under DDP (the model itself in one process)
+    loss_fn: torch.nn.Module
+    ds_loss: losses.DeepSupervisionLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    prompts: PromptSampler | None
+    device: torch.device
+    dtype: torch.dtype
+    use_amp: bool
+
+
+def _train_epoch(
+    run: _RunParts,
+    cfg: Config,
+    train_set: Dataset,
+    epoch: int,
+    micro_batch: int,
+    steps: int,
+    console: Console,
+    on_step: Callable[[int, int], None] | None,
+) -> float:
+    """One epoch of optimiser steps on the global batches of epoch ``epoch``; the mean step loss."""
+    tcfg = cfg.train
+    epoch_seed = tcfg.seed + epoch
+    train_set.set_epoch_seed(epoch_seed)
+    torch.manual_seed(epoch_seed)
+    micro_batches = iter(train_loader(train_set, micro_batch, tcfg.seed, epoch, tcfg.num_workers))
+    sharpness_aware = isinstance(run.optimizer, SAM)
+    per_step_scheduler = not is_epoch_scheduler(run.scheduler)  # plateau steps per epoch instead
+    run.ddp_model.train()
+
+    def compute_loss(batch: dict[str, Any]) -> torch.Tensor:
+        boxes = None if run.prompts is None else run.prompts.boxes(batch["target"], jitter=True)
+        with torch.autocast(run.device.type, enabled=run.use_amp):
+            return forward_loss(
+                run.ddp_model, run.loss_fn, run.ds_loss, batch["image"], batch["target"], batch, boxes
+            )
+
+    running = 0.0
+    with _Progress(tcfg.progress and is_main_process(), console) as progress:
+        task = progress.add_task(f"epoch {epoch + 1}/{tcfg.epochs}", total=steps, info="")
+        for step in range(steps):
+            group = [
+                batch_to_device(next(micro_batches), run.device, run.dtype)
+                for _ in range(tcfg.accumulate_steps)
+            ]
+            if sharpness_aware:
+                # SAM: two forward/backward passes; a non-finite gradient skips the whole step
+                local = sam_training_step(
+                    run.ddp_model,
+                    run.optimizer,
+                    lambda b=group[0]: compute_loss(b),
+                    run.scaler if run.use_amp else None,
+                    tcfg.grad_clip,
+                )
+            else:
+                local = accumulate_gradients(run.ddp_model, run.optimizer, run.scaler, compute_loss, group)
+            loss = all_reduce_mean(local)  # the global batch's loss, the same on every rank
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
+                    "lower optim.lr or check the data"
+                )
+            if not sharpness_aware:
+                if tcfg.grad_clip:
+                    run.scaler.unscale_(run.optimizer)
+                    torch.nn.utils.clip_grad_norm_(run.model.parameters(), tcfg.grad_clip)
+                run.scaler.step(run.optimizer)
+                run.scaler.update()
+            if per_step_scheduler:
+                run.scheduler.step()
+            running += loss.item()
+            progress.update(task, advance=1, info=f"loss {running / (step + 1):.4f}")
+            if on_step is not None:
+                on_step(epoch, step)
+    return running / steps
+
+
+def _restore(run: _RunParts, state: dict[str, Any], result: TrainResult) -> int:
+    """Load a ``last.pt`` into the run (model, optimizer, scheduler, scaler, loss) and ``result``
+    (history, best epoch); the number of finished epochs. Call it before wrapping the model in DDP."""
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    if "loss" in state:
+        run.loss_fn.load_state_dict(state["loss"])
+    result.history = list(state["history"])
+    result.best_dice = float(state["best_dice"])
+    result.best_epoch = int(state["best_epoch"])
+    return int(state["epoch"])
+
+
+def _checkpoint_state(
+    run: _RunParts,
+    cfg: Config,
+    train_set: Dataset,
+    epochs_done: int,
+    global_batch: int,
+    world: int,
+    result: TrainResult,
+) -> dict[str, Any]:
+    """What ``last.pt`` / ``best.pt`` hold after ``epochs_done`` epochs (the unwrapped model's state)."""
+    state = {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "epoch": epochs_done,
+        # the sampler's position: epoch e's order is a function of (seed, e) alone
+        "sampler": {"seed": cfg.train.seed, "epoch": epochs_done, "global_batch": global_batch},
+        "world_size": world,
+        "history": result.history,
+        "best_dice": result.best_dice,
+        "best_epoch": result.best_epoch,
+        "config": cfg.to_dict(),
+        "annotators": train_set.annotators,
+        "loss": run.loss_fn.state_dict(),
+    }
+    class_values = getattr(train_set, "class_values", None)
+    if class_values is not None:  # multi-class: class index → label value, for prediction
+        state["class_values"] = class_values
+    return state
+
+
+def _log_epoch(
+    writer: Any,
+    record: dict[str, float],
+    run: _RunParts,
+    val_set: Dataset,
+    previews: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]],
+    slice_overlay: bool,
+) -> None:
+    """TensorBoard scalars of an epoch, and validation overlays (a 2D slice, or the 3D previews)."""
+    epoch = int(record["epoch"])
+    for key in ("train_loss", "val_loss", "val_dice", "lr", "epoch_time_s"):
+        writer.add_scalar(key, record[key], epoch)
+    if slice_overlay:
+        _log_overlay(writer, run.model, val_set, run.device, epoch)
+        return
+    for case_id, grey, target, pred in previews:
+        rgb = _overlay_rgb(grey[None, None], target[None, None], pred[None, None])
+        writer.add_images(f"val/overlay_gt_green_pred_red/{case_id}", rgb, epoch)
 
 
 def train_dtype(name: str) -> torch.dtype:
