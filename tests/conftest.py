@@ -24,3 +24,22 @@ def shared_data() -> Path:
 def _seed_everything() -> None:
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture()
+def dropout_unet_checkpoint(tmp_path: Path) -> Path:
+    """A random tiny 2D U-Net with dropout 0.2 on the phantom, saved as a medseg checkpoint."""
+    from medseg.config import load_config
+    from medseg.engine.checkpoint import save_checkpoint
+    from medseg.engine.predict import build_model_from_config
+
+    cfg = load_config(
+        None,
+        [
+            "data.options={n_patients: 4, seed: 0, shape: [4, 32, 32]}",
+            "data.image_size=[32, 32]",
+            "model.options={features: [4, 8], dropout: 0.2}",
+        ],
+    )
+    model = build_model_from_config(cfg)
+    return save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "model.pt")

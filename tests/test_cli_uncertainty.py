@@ -9,26 +9,14 @@ import pytest
 from typer.testing import CliRunner
 
 from medseg.cli import app
-from medseg.config import load_config
 from medseg.engine.calibrate import RELIABILITY_COLUMNS, case_columns
-from medseg.engine.checkpoint import save_checkpoint
-from medseg.engine.predict import build_model_from_config
 
 runner = CliRunner()
 
 
 @pytest.fixture()
-def checkpoint(tmp_path: Path) -> Path:
-    cfg = load_config(
-        None,
-        [
-            "data.options={n_patients: 4, seed: 0, shape: [4, 32, 32]}",
-            "data.image_size=[32, 32]",
-            "model.options={features: [4, 8], dropout: 0.2}",
-        ],
-    )
-    model = build_model_from_config(cfg)
-    return save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "model.pt")
+def checkpoint(dropout_unet_checkpoint: Path) -> Path:
+    return dropout_unet_checkpoint
 
 
 def test_predict_uncertainty_writes_four_maps_with_the_affine(checkpoint: Path, tmp_path: Path) -> None:

@@ -272,17 +272,8 @@ def test_predict_logits_matches_probabilities_at_the_model_size() -> None:
 
 
 @pytest.fixture()
-def checkpoint(tmp_path: Path) -> Path:
-    cfg = load_config(
-        None,
-        [
-            "data.options={n_patients: 4, seed: 0, shape: [4, 32, 32]}",
-            "data.image_size=[32, 32]",
-            "model.options={features: [4, 8], dropout: 0.2}",
-        ],
-    )
-    model = build_model_from_config(cfg)
-    return save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "model.pt")
+def checkpoint(dropout_unet_checkpoint: Path) -> Path:
+    return dropout_unet_checkpoint
 
 
 def test_predict_files_writes_maps_with_the_input_geometry(checkpoint: Path, tmp_path: Path) -> None:
