@@ -37,13 +37,13 @@ import torch
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError, DataError
+from medseg.models.state_dict import listed, load_strict, read_torch_state_dict
 
 if TYPE_CHECKING:
     from medseg.models.transunet import HybridViTEncoder
 
 POS_EMBED_KEY = "Transformer/posembed_input/pos_embedding"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-_MAX_LISTED = 20
 
 
 def _hwio(w: Tensor) -> np.ndarray:
@@ -121,11 +121,6 @@ def export_google_npz(vit: nn.Module, path: str | Path, class_token: bool = True
     return path
 
 
-def _limited(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    return shown + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
-
-
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
     """Shape without size-1 axes (GroupNorm scales are ``(C,)`` or ``(1, 1, 1, C)`` in the wild)."""
     return tuple(d for d in shape if d != 1)
@@ -144,9 +139,9 @@ def _check_npz(expected: dict[str, np.ndarray], found: Any, path: Path, what: st
     if missing or mismatched:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing key(s): {_limited(missing)}")
+            parts.append(listed("missing key(s)", missing))
         if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es): {_limited(mismatched)}")
+            parts.append(listed("shape mismatch(es)", mismatched))
         raise DataError(f"Google .npz checkpoint does not fit {what}: " + "; ".join(parts), path)
 
 
@@ -178,28 +173,6 @@ def adapt_timm_vit_state_dict(state: dict[str, Tensor], vit: nn.Module) -> dict[
             pos = resample_abs_pos_embed(pos, new_size=list(grid), num_prefix_tokens=prefix)
         out["pos_embed"] = pos
     return out
-
-
-def _load_strict(module: nn.Module, state: dict[str, Tensor], path: Path | str, what: str) -> None:
-    """``load_state_dict`` that lists every missing/unexpected/mis-shaped key and names the file."""
-    own = module.state_dict()
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own)
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {_limited(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_limited(unexpected)}")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es): {_limited(mismatched)}")
-        raise DataError(f"checkpoint does not fit {what}: " + "; ".join(parts), path)
-    module.load_state_dict(state, strict=True)
 
 
 def _encoder(model: nn.Module) -> HybridViTEncoder:
@@ -237,7 +210,7 @@ def load_google_npz(model: nn.Module, path: str | Path) -> None:
         _check_npz(google_npz_state(source, class_token=has_cls), npz, path, what)
     source.load_pretrained(str(path))  # timm's own Google-layout mapping (vision_transformer._load_weights)
     state = adapt_timm_vit_state_dict(source.state_dict(), encoder.vit)
-    _load_strict(encoder.vit, state, path, what)
+    load_strict(encoder.vit, state, path, what)
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -253,27 +226,20 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise DataError(
             f"unknown checkpoint type '{path.suffix}' (use .npz, .safetensors or {TORCH_SUFFIXES})", path
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict", "model_state"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise DataError("not a state dict of tensors", path)
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return read_torch_state_dict(path)
 
 
 def load_state_dict_file(model: nn.Module, path: str | Path) -> None:
     """Load a whole-model (``encoder.vit.…``) or timm-backbone state dict from ``path``."""
     state = read_state_dict(path)
     if any(k.startswith("encoder.vit.") for k in state):
-        _load_strict(model, state, path, type(model).__name__)
+        load_strict(model, state, path, type(model).__name__)
         return
     encoder = _encoder(model)
     if any(k.startswith("vit.") for k in state):  # an encoder state dict
         state = {k.removeprefix("vit."): v for k, v in state.items()}
     state = adapt_timm_vit_state_dict(state, encoder.vit)
-    _load_strict(encoder.vit, state, path, f"the '{encoder.variant.timm_name}' encoder")
+    load_strict(encoder.vit, state, path, f"the '{encoder.variant.timm_name}' encoder")
 
 
 def load_timm_pretrained(model: nn.Module) -> None:
@@ -283,7 +249,7 @@ def load_timm_pretrained(model: nn.Module) -> None:
         raise ConfigError(f"timm's '{encoder.variant.timm_name}' weights do not fit this custom encoder")
     source = encoder.make_vit(class_token=True, img_size=224, pretrained=True)
     state = adapt_timm_vit_state_dict(source.state_dict(), encoder.vit)
-    _load_strict(encoder.vit, state, f"timm:{encoder.variant.timm_name}", "the encoder")
+    load_strict(encoder.vit, state, f"timm:{encoder.variant.timm_name}", "the encoder")
 
 
 def load_pretrained(model: nn.Module, source: str | Path | bool | None) -> None:
