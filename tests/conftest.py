@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +44,13 @@ def dropout_unet_checkpoint(tmp_path: Path) -> Path:
     )
     model = build_model_from_config(cfg)
     return save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "model.pt")
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models run faster on one thread than on two contended ones (small CI machines); use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``. The thread count is restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -76,9 +76,7 @@ def make_checkpoint(path: Path, overrides: list[str], state: dict | None = None,
 UNET = ["data.image_size=[32, 32]", "model.options={features: [4, 8, 16]}"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
