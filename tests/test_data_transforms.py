@@ -3,7 +3,13 @@ import pytest
 import torch
 
 from medseg.config import AugmentConfig
-from medseg.data.transforms import augment_transform, mask_key, normalize_intensity, preprocess_transform
+from medseg.data.transforms import (
+    augment_transform,
+    mask_key,
+    normalize_intensity,
+    preprocess_images,
+    preprocess_transform,
+)
 
 
 def _item() -> dict:
@@ -57,3 +63,12 @@ def test_disabled_augmentation_is_identity() -> None:
     item = _item()
     out = transform(dict(item))
     np.testing.assert_array_equal(np.asarray(out["image"]), item["image"])
+
+
+def test_preprocess_images_batches_what_preprocess_transform_gives_each_image() -> None:
+    rng = np.random.default_rng(0)
+    images = [rng.normal(5.0, 2.0, size=(1, 20, 30)).astype(np.float32) for _ in range(3)]
+    batch = preprocess_images(images, (16, 16), "zscore")
+    assert batch.shape == (3, 1, 16, 16) and batch.dtype == torch.float32
+    one = np.asarray(preprocess_transform([], (16, 16), "zscore")({"image": images[1]})["image"])
+    np.testing.assert_allclose(batch[1].numpy(), one, atol=1e-6)

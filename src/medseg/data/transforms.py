@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from monai.transforms import (
     Compose,
     NormalizeIntensityd,
@@ -21,6 +22,7 @@ from monai.transforms import (
     Resized,
     ScaleIntensityd,
 )
+from torch import Tensor
 
 from medseg.config import AugmentConfig
 
@@ -64,6 +66,16 @@ def preprocess_transform(
     if masks:
         steps.append(Resized(keys=masks, spatial_size=tuple(image_size), mode="nearest"))
     return Compose(steps)
+
+
+def preprocess_images(
+    images: Sequence[np.ndarray], image_size: Sequence[int], intensity: str = "zscore"
+) -> Tensor:
+    """2D images (each C×H×W) as one float32 model batch N×C×h×w: :func:`preprocess_transform` each."""
+    preprocess = preprocess_transform([], image_size, intensity)
+    return torch.stack(
+        [torch.as_tensor(np.asarray(preprocess({"image": image})["image"])) for image in images]
+    ).float()
 
 
 def augment_transform(

@@ -34,7 +34,7 @@ from medseg.data.io import (
     write_volume,
 )
 from medseg.data.sample import Sample
-from medseg.data.transforms import mask_key, normalize_intensity, preprocess_transform
+from medseg.data.transforms import mask_key, normalize_intensity, preprocess_images, preprocess_transform
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.inference import sliding_window_predict
 from medseg.errors import ConfigError, DataError
@@ -291,10 +291,7 @@ def predict_probabilities(
         targets = torch.stack([torch.as_tensor(np.asarray(p[key])) for p in prepared])
         sampler = PromptSampler(0)
     else:
-        preprocess = preprocess_transform([], image_size, intensity)
-        inputs = torch.stack(
-            [torch.as_tensor(np.asarray(preprocess({"image": s.image})["image"])) for s in slices]
-        )
+        inputs = preprocess_images([s.image for s in slices], image_size, intensity)
     out_shape = slices[0].spatial_shape
     probs = []
     for start in range(0, len(inputs), batch_size):

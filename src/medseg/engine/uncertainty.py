@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from medseg.config import Config
 from medseg.data.io import write_volume
 from medseg.data.sample import Sample
-from medseg.data.transforms import normalize_intensity, preprocess_transform
+from medseg.data.transforms import normalize_intensity, preprocess_images
 from medseg.engine.inference import flip_axes
 from medseg.engine.predict import (
     SlidingWindow,
@@ -269,10 +269,7 @@ def _resized_statistics(
     batch_size: int,
 ) -> Tensor:
     slices = sample.slices() if sample.ndim == 3 else [sample]
-    preprocess = preprocess_transform([], image_size, intensity)
-    inputs = torch.stack(
-        [torch.as_tensor(np.asarray(preprocess({"image": s.image})["image"])) for s in slices]
-    )
+    inputs = preprocess_images([s.image for s in slices], image_size, intensity)
     out_shape = slices[0].spatial_shape
     parts = []
     for start in range(0, len(inputs), batch_size):

@@ -541,7 +541,7 @@ def data_images_for_parity(cfg: Config, size: Sequence[int], n: int = 2) -> tupl
     training cases), the slices with the most foreground first; ``(None, reason)`` when the data is
     not on this machine or the model is not a 2D one."""
     from medseg.data.loading import load_splits
-    from medseg.data.transforms import preprocess_transform
+    from medseg.data.transforms import preprocess_images
 
     if cfg.data.spatial_dims != 2 or len(size) != 2:
         return None, "not used: real-image cases are made for 2D models only"
@@ -554,9 +554,6 @@ def data_images_for_parity(cfg: Config, size: Sequence[int], n: int = 2) -> tupl
     if not slices:
         return None, "not used: the config's data has no cases"
     slices.sort(key=lambda s: -int(np.count_nonzero(s.target_mask)))
-    preprocess = preprocess_transform([], size, cfg.data.intensity)
-    images = torch.stack(
-        [torch.as_tensor(np.asarray(preprocess({"image": s.image})["image"])) for s in slices[:n]]
-    ).float()
+    images = preprocess_images([s.image for s in slices[:n]], size, cfg.data.intensity)
     names = ", ".join(sorted({str(s.case_id) for s in slices[:n]}))
     return images, f"{len(images)} image(s) of {cfg.data.source} ({names})"
