@@ -357,7 +357,7 @@ def test_accumulate_gradients_equals_one_batch() -> None:
 
 
 def test_write_case_dice_sorts_by_case(tmp_path: Path) -> None:
-    from medseg.engine.train import write_case_dice
+    from medseg.engine.validation import write_case_dice
 
     path = tmp_path / "val_cases.csv"
     write_case_dice({"b": 0.5, "a": 1 / 3, "c": 1.0}, 4, path)

@@ -23,7 +23,8 @@ from medseg.engine.predict import (
     load_model,
     predict_files,
 )
-from medseg.engine.train import train, validate_volumes
+from medseg.engine.train import train
+from medseg.engine.validation import validate_volumes
 from medseg.errors import ConfigError, DataError
 from medseg.losses import build as build_loss
 

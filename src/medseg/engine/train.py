@@ -49,7 +49,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from medseg import losses, optim
 from medseg.config import Config, config_from_dict, save_config
@@ -57,10 +57,9 @@ from medseg.data.dataset import SegmentationDataset
 from medseg.data.loading import DataSplits, load_splits
 from medseg.data.prompts import PromptSampler
 from medseg.data.transforms import augment_transform
-from medseg.data.volumes import INSTANCE_KEY, VolumeDataset
+from medseg.data.volumes import VolumeDataset
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from medseg.engine.distributed import (
-    all_gather_object,
     all_reduce_mean,
     barrier,
     broadcast_object,
@@ -74,21 +73,22 @@ from medseg.engine.distributed import (
     wrap_model,
 )
 from medseg.engine.predict import (
-    SlidingWindow,
     build_model_from_config,
     check_num_classes,
-    class_logits,
-    mask_logits,
-    model_num_classes,
     sliding_window_from_config,
-    volume_logits,
+)
+from medseg.engine.validation import (
+    batch_to_device,
+    main_output,
+    validate,
+    validate_volumes,
+    write_case_dice,
 )
 from medseg.errors import ConfigError
 from medseg.optim.sam import SAM, param_groups_with_loss, sam_training_step
 from medseg.optim.schedulers import is_epoch_scheduler
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_time_s", "elapsed_s")
-CASE_FIELDS = ("epoch", "case_id", "dice")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -115,65 +115,6 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-
-
-def batch_to_device(
-    batch: dict[str, Any], device: torch.device, dtype: torch.dtype | None = None
-) -> dict[str, Any]:
-    """Image, target, every annotator mask (and instance labels) moved to ``device``; ids stay.
-
-    ``dtype`` (e.g. float64) also casts the image, target and masks; instance labels stay integers.
-    """
-    moved = {
-        **batch,
-        "image": batch["image"].to(device, dtype),
-        "target": batch["target"].to(device, dtype),
-        "masks": {name: mask.to(device, dtype) for name, mask in batch["masks"].items()},
-    }
-    if INSTANCE_KEY in batch:
-        moved[INSTANCE_KEY] = batch[INSTANCE_KEY].to(device)
-    return moved
-
-
-def _main_output(outputs: Any) -> torch.Tensor:
-    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-
-
-def _overlap_counts(logits: torch.Tensor, batch: dict[str, Any]) -> list[tuple[str, float, float]]:
-    """``(case_id, |P ∩ G|, |P| + |G|)`` per item, the prediction thresholded at logit 0."""
-    pred = (logits > 0).float()
-    target = batch["target"].to(pred.device, pred.dtype)
-    inter = (pred * target).flatten(1).sum(1)
-    total = pred.flatten(1).sum(1) + target.flatten(1).sum(1)
-    return list(zip(batch["case_id"], inter.tolist(), total.tolist(), strict=True))
-
-
-def _add_overlap(stats: dict[str, list[float]], overlap: list[tuple[str, float, float]]) -> None:
-    for case_id, inter, total in overlap:
-        acc = stats.setdefault(case_id, [0.0, 0.0])
-        acc[0] += inter
-        acc[1] += total
-
-
-def _volume_class_dice(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[float]:
-    """Per-sample mean over the foreground classes of the argmax Dice (empty pair → 1)."""
-    pred = class_logits(logits, num_classes).argmax(1)
-    target = target[:, 0].to(pred.device).round().long()
-    scores = []
-    for c in range(1, num_classes):
-        p, t = pred == c, target == c
-        inter = (p & t).flatten(1).sum(1).double()
-        total = (p.flatten(1).sum(1) + t.flatten(1).sum(1)).double()
-        scores.append(torch.where(total > 0, 2.0 * inter / total.clamp_min(1), torch.ones_like(total)))
-    return torch.stack(scores, 1).mean(1).tolist()
-
-
-def _mean_case_dice(stats: dict[str, list[float]], case_dice: dict[str, float] | None = None) -> float:
-    # Empty-mask policy: a case with no foreground in GT and prediction scores Dice 1.
-    scores = {case: 1.0 if total == 0 else 2.0 * inter / total for case, (inter, total) in stats.items()}
-    if case_dice is not None:
-        case_dice.update(scores)
-    return float(np.mean(list(scores.values()))) if scores else float("nan")
 
 
 class _Progress:
@@ -592,17 +533,6 @@ def accumulate_gradients(
     return total / len(micro_batches)
 
 
-def write_case_dice(case_dice: dict[str, float], epoch: int, path: Path) -> None:
-    """``path`` (CSV: epoch, case_id, dice) with one row per validation case, sorted by case, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CASE_FIELDS)
-        writer.writeheader()
-        for case_id in sorted(case_dice):
-            writer.writerow({"epoch": epoch, "case_id": case_id, "dice": repr(float(case_dice[case_id]))})
-    tmp.replace(path)
-
-
 def forward_loss(
     model: torch.nn.Module,
     loss_fn: torch.nn.Module,
@@ -665,129 +595,6 @@ def build_datasets(cfg: Config, splits: DataSplits) -> tuple[Dataset, Dataset]:
     return train_2d, val_2d
 
 
-@torch.no_grad()
-def validate_volumes(
-    model: torch.nn.Module,
-    dataset: VolumeDataset,
-    loss_fn: torch.nn.Module,
-    device: torch.device,
-    window: SlidingWindow,
-    previews: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
-    n_previews: int = 4,
-    case_dice: dict[str, float] | None = None,
-) -> tuple[float, float]:
-    """Mean loss and mean per-volume Dice over whole volumes predicted by sliding window.
-
-    The loss sees every logit channel; the Dice the mask channel only, thresholded at logit 0. A
-    multi-class model (``model.num_classes`` = K) is scored on the argmax of its K class channels:
-    per volume, the mean Dice over the foreground classes (see the module docstring).
-    ``previews`` (if given) receives ``(case_id, image, target, prediction)`` of the slice with the
-    largest ground-truth area of the first ``n_previews`` volumes, for TensorBoard (multi-class:
-    foreground vs background). ``case_dice`` (if given) receives the Dice of every case.
-
-    In a process group, rank r predicts volumes r, r + W, … (no padding); the results are gathered
-    and reduced in volume order, so every rank returns the single-process numbers.
-    """
-    if len(dataset) == 0:
-        return float("nan"), float("nan")
-    model.eval()
-    dtype = _float_dtype(model)
-    num_classes = model_num_classes(model)
-    stitch = torch.device(window.stitch_device) if window.stitch_device is not None else device
-    records: list[tuple[int, float, list[tuple[str, float, float]], list[tuple[str, float]], Any]] = []
-    for index in range(get_rank(), len(dataset), get_world_size()):
-        batch = default_collate([dataset[index]])
-        logits = volume_logits(model, batch["image"].to(stitch, dtype), window, device).to(dtype)
-        batch = batch_to_device(batch, logits.device, dtype)
-        loss = loss_fn(logits, batch["target"], batch).item()
-        overlap: list[tuple[str, float, float]] = []
-        scores: list[tuple[str, float]] = []
-        if num_classes is None:
-            mask = mask_logits(logits, model)
-            overlap = _overlap_counts(mask, batch)
-        else:
-            class_dice = _volume_class_dice(logits, batch["target"], num_classes)
-            scores = list(zip(batch["case_id"], class_dice, strict=True))
-            # foreground (any class) as a logit-like map: > 0 where the argmax is not background
-            mask = (class_logits(logits, num_classes).argmax(1, keepdim=True) > 0).float() - 0.5
-        preview = None
-        if previews is not None and index < n_previews:
-            target = batch["target"][0, 0]
-            z = int(target.flatten(1).sum(1).argmax())
-            image = batch["image"][0, 0, z].cpu()
-            shown = target[z].cpu() if num_classes is None else (target[z] > 0).float().cpu()
-            preview = (batch["case_id"][0], image, shown, (mask[0, 0, z] > 0).cpu())
-        records.append((index, loss, overlap, scores, preview))
-    total = 0.0
-    stats: dict[str, list[float]] = {}
-    class_scores: list[float] = []
-    for _, loss, overlap, scores, preview in _gather_in_order(records):
-        total += loss
-        _add_overlap(stats, overlap)
-        class_scores.extend(score for _, score in scores)
-        if case_dice is not None:
-            case_dice.update(scores)
-        if previews is not None and preview is not None:
-            previews.append(preview)
-    if num_classes is not None:
-        return total / len(dataset), float(np.mean(class_scores))
-    return total / len(dataset), _mean_case_dice(stats, case_dice)
-
-
-@torch.no_grad()
-def validate(
-    model: torch.nn.Module,
-    dataset: SegmentationDataset,
-    loss_fn: torch.nn.Module,
-    device: torch.device,
-    batch_size: int,
-    prompts: PromptSampler | None = None,
-    case_dice: dict[str, float] | None = None,
-) -> tuple[float, float]:
-    """Mean validation loss, and the mean per-case (per-volume) Dice at the network resolution.
-
-    A promptable model gets the tight box of each slice's ground truth (no jitter). ``case_dice``
-    (if given) receives the Dice of every case. In a process group, rank r takes batches r, r + W,
-    … of the single-process batches (no padding); the results are gathered and reduced in batch
-    order, so every rank returns the single-process numbers.
-    """
-    if len(dataset) == 0:
-        return float("nan"), float("nan")
-    model.eval()
-    dtype = _float_dtype(model)
-    batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
-    mine = list(range(get_rank(), len(batches), get_world_size()))
-    loader = DataLoader(dataset, batch_sampler=[batches[b] for b in mine])
-    records: list[tuple[int, float, int, list[tuple[str, float, float]]]] = []
-    for b, batch in zip(mine, loader, strict=True):
-        batch = batch_to_device(batch, device, dtype)
-        image, target = batch["image"], batch["target"]
-        if prompts is None:
-            logits = _main_output(model(image)).to(dtype)
-        else:
-            logits = model(image, prompts.boxes(target, jitter=False)).to(dtype)
-        loss = loss_fn(logits, target, batch).item() * image.shape[0]
-        records.append((b, loss, image.shape[0], _overlap_counts(logits, batch)))
-    total, n = 0.0, 0
-    stats: dict[str, list[float]] = {}
-    for _, loss, count, overlap in _gather_in_order(records):
-        total += loss
-        n += count
-        _add_overlap(stats, overlap)
-    return total / max(1, n), _mean_case_dice(stats, case_dice)
-
-
-def _float_dtype(model: torch.nn.Module) -> torch.dtype:
-    """The dtype of the model's floating parameters (float32 when it has none)."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-
-
-def _gather_in_order(records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Every rank's ``(index, …)`` records, sorted by index: the single-process order."""
-    merged = [record for part in all_gather_object(records) for record in part]
-    return sorted(merged, key=lambda record: record[0])
-
-
 def _write_history(history: list[dict[str, float]], path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as handle:
@@ -813,7 +620,7 @@ def _log_overlay(
     idx = np.linspace(0, len(dataset) - 1, min(n, len(dataset))).astype(int)
     items = [dataset[int(i)] for i in idx]
     image = torch.stack([it["image"] for it in items]).to(device)
-    pred = (_main_output(model(image)) > 0).float().cpu()
+    pred = (main_output(model(image)) > 0).float().cpu()
     target = torch.stack([it["target"] for it in items])
     writer.add_images("val/overlay_gt_green_pred_red", _overlay_rgb(image[:, :1].cpu(), target, pred), step)
 
