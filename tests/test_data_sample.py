@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medseg.data.sample import Sample, binarize, stack_slices
+from medseg.data.sample import Sample, assign_keys, binarize, sample_key, stack_slices
 from medseg.errors import DataError
 
 
@@ -98,3 +98,20 @@ def test_stack_slices_errors() -> None:
     other = Sample(sl[1].image, sl[1].masks, "expert", (0.5, 0.4), "c2", 1, meta={"slice_thickness": 2.0})
     with pytest.raises(ValueError, match="several cases"):
         stack_slices([sl[0], other])
+
+
+def _image(case_id: str, name: str = "", path: str = "") -> Sample:
+    meta = {"image_name": name} if name else {}
+    return Sample(np.zeros((1, 4, 4)), {}, "expert", (1.0, 1.0), case_id, source_path=path, meta=meta)
+
+
+def test_sample_keys_are_unique_within_a_set_and_stable() -> None:
+    slices = _vol().slices()
+    subject = [_image("s1", "s1_a.png"), _image("s1", path="/data/s1_b.png"), _image("s1")]
+    single = _image("s2", "s2.png")
+    samples = [*slices[:2], *subject, single, _vol()]
+    keys = assign_keys(samples)
+    assert keys == ["c1#0", "c1#1", "s1/s1_a.png", "s1/s1_b.png", "s1/4", "s2", "c1"]
+    assert [s.key for s in samples] == keys and assign_keys(samples) == keys
+    assert sample_key(single) == "s2" and sample_key(single, several_images=True) == "s2/s2.png"
+    assert _vol().key == ""  # until assigned

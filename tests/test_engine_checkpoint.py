@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from medseg.engine.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from medseg.errors import DataError
+from medseg.provenance import file_sha256
 
 
 def test_round_trip_and_no_tmp_left(tmp_path: Path) -> None:

@@ -15,10 +15,9 @@ from medseg.engine.evaluate import (
     evaluate_files,
     evaluate_model,
     match_files,
-    summarize_table,
     write_evaluation,
 )
-from medseg.engine.predict import build_model_from_config
+from medseg.models import build_from_config
 from medseg.errors import DataError
 
 REQUIRED = ["case", "dice", "iou", "hd95_mm", "assd_mm", "nsd", "empty_gt", "empty_pred"]
@@ -89,7 +88,7 @@ def test_match_files_errors(tmp_path: Path) -> None:
 
 def test_evaluate_model_per_slice_and_per_patient() -> None:
     cfg = load_config(None, ["model.options={features: [4, 8]}"])
-    model = build_model_from_config(cfg).eval()
+    model = build_from_config(cfg).eval()
     gt = np.zeros((3, 16, 16), np.uint8)
     gt[1, 4:12, 4:12] = 1
     volume = Sample(np.random.rand(1, 3, 16, 16), {"expert": gt}, "expert", (2.0, 0.5, 0.5), "pat")
@@ -103,16 +102,9 @@ def test_evaluate_model_per_slice_and_per_patient() -> None:
     assert not result.table().isna().any().any()
 
 
-def test_summarize_table_counts_flags() -> None:
-    frame = pd.DataFrame({"dice": [1.0, 0.5], "empty_gt": [True, False], "empty_pred": [False, False]})
-    summary = summarize_table(frame)
-    assert summary["n"] == 2 and summary["n_empty_gt"] == 1
-    assert summary["dice"]["mean"] == pytest.approx(0.75)
-
-
 def test_evaluate_model_reports_both_protocols() -> None:
     cfg = load_config(None, ["model.options={features: [4, 8]}"])
-    model = build_model_from_config(cfg).eval()
+    model = build_from_config(cfg).eval()
     gt = np.zeros((3, 16, 16), np.uint8)
     gt[:, 4:12, 4:12] = 1
     volume = Sample(np.random.rand(1, 3, 16, 16), {"expert": gt}, "expert", (2.0, 0.5, 0.5), "pat")

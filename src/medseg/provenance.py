@@ -6,6 +6,7 @@ the numbers rather than the code that draws the page.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 import subprocess
@@ -40,3 +41,12 @@ def code_provenance() -> dict[str, str | None]:
     from medseg import __version__
 
     return {"medseg_version": __version__, "git_commit": git_commit(), "command": command_line()}
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 hex digest of a file (a checkpoint), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,8 @@ class Sample:
         slice_index: index along D when this sample is one slice of a volume, else ``None``.
         source_path: the file the image came from (for error messages).
         meta: anything else a source wants to keep (affine, FOV mask, class label, ...).
+        key: the sample's name within its set, unique there (:func:`assign_keys`): predictions,
+            per-image metric rows and overlays are keyed by it. ``""`` until keys are assigned.
     """
 
     image: np.ndarray
@@ -46,6 +49,7 @@ class Sample:
     slice_index: int | None = None
     source_path: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    key: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         self.image = np.asarray(self.image, dtype=np.float32)
@@ -141,6 +145,31 @@ class Sample:
 
     def with_image(self, image: np.ndarray) -> Sample:
         return replace(self, image=image)
+
+
+def sample_key(sample: Sample, several_images: bool = False, position: int = 0) -> str:
+    """``case#slice`` for a slice of a volume; ``case/image`` for one of ``several_images`` whole
+    images of a case (HC18 subjects; ``image`` = ``meta["image_name"]``, the file name, or else
+    ``position``, the sample's place in its set); otherwise the case id."""
+    if sample.slice_index is not None:
+        return f"{sample.case_id}#{sample.slice_index}"
+    if several_images:
+        name = sample.meta.get("image_name") or Path(sample.source_path).name or str(position)
+        return f"{sample.case_id}/{name}"
+    return sample.case_id
+
+
+def assign_keys(samples: Sequence[Sample]) -> list[str]:
+    """Set :attr:`Sample.key` of every sample of a set (:func:`sample_key`), so that no prediction
+    of the set overwrites another; returns the keys in order. The same set always gets the same keys."""
+    images_per_case: dict[str, int] = {}
+    for sample in samples:
+        if sample.slice_index is None:
+            images_per_case[sample.case_id] = images_per_case.get(sample.case_id, 0) + 1
+    for position, sample in enumerate(samples):
+        several = sample.slice_index is None and images_per_case[sample.case_id] > 1
+        sample.key = sample_key(sample, several, position)
+    return [sample.key for sample in samples]
 
 
 def binarize(mask: np.ndarray) -> np.ndarray:

@@ -32,10 +32,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,20 +43,26 @@ from torch import nn
 
 from medseg.config import Config
 from medseg.data.sample import Sample
-from medseg.engine.predict import SlidingWindow, model_num_classes, predict_probabilities
+from medseg.engine.predict import predict_probabilities
+from medseg.engine.inference import SlidingWindow
 from medseg.engine.uncertainty import UncertaintyOptions, binary_entropy, predict_uncertainty
 from medseg.errors import ConfigError
-from medseg.metrics.calibration import CalibrationAccumulator, aurc, boundary_region, spearman
-
-if TYPE_CHECKING:
-    from medseg.engine.evaluate import EvaluationResult
+from medseg.metrics.calibration import (
+    CALIBRATION_CASES_FILE,
+    CALIBRATION_FILE,
+    RELIABILITY_COLUMNS,
+    RELIABILITY_FILE,
+    CalibrationAccumulator,
+    aurc,
+    boundary_region,
+    spearman,
+)
+from medseg.metrics.evaluation import MetricTables
 
 METRICS = ("ece", "mce", "ace", "brier", "nll")
 REGIONS = ("whole", "region")
-RELIABILITY_COLUMNS = ["region", "bin", "lower", "upper", "count", "mean_confidence", "accuracy"]
-RELIABILITY_FILE = "reliability.csv"
-CASES_FILE = "calibration_cases.csv"
-JSON_FILE = "calibration.json"
+CASES_FILE = CALIBRATION_CASES_FILE
+JSON_FILE = CALIBRATION_FILE
 BRIER_VARIANT = "binary foreground Brier: mean((p - y)^2) over voxels (half the two-class multi-class score)"
 AURC_DEFINITION = (
     "cases ranked by mean_entropy_region, most certain first; selective risk at coverage k/n = mean "
@@ -124,7 +129,7 @@ class CalibrationCollector:
         options: CalibrationOptions,
         threshold: float,
     ) -> None:
-        if model_num_classes(model) is not None:
+        if model.num_classes is not None:
             raise ConfigError("calibration is for binary models (one foreground probability per voxel)")
         if getattr(model, "promptable", False):
             raise ConfigError("calibration is not available for promptable (box-prompted) models")
@@ -167,7 +172,7 @@ class CalibrationCollector:
         probs = np.clip(probs.astype(np.float64), 0.0, 1.0)
         gt = sample.target_mask > 0
         region = boundary_region(probs >= self.threshold, gt, self.options.region_margin_voxels)
-        row: dict[str, Any] = {"case": sample.case_id, "_volume": sample.ndim == 3, "_id": id(sample)}
+        row: dict[str, Any] = {"case": sample.case_id, "_volume": sample.ndim == 3, "_key": sample.key}
         for name, mask in (("whole", None), ("region", region)):
             case = CalibrationAccumulator(self.options.n_bins)
             case.add(probs, gt, mask)
@@ -179,16 +184,14 @@ class CalibrationCollector:
         self.rows.append(row)
         return probs
 
-    def cases(self, result: EvaluationResult, samples: Sequence[Sample]) -> pd.DataFrame:
-        """Per-case table; Dice from the evaluation's per-volume (3D) or per-image (2D) rows."""
-        from medseg.engine.evaluate import prediction_keys
-
-        keys = prediction_keys(samples)
+    def cases(self, result: MetricTables) -> pd.DataFrame:
+        """Per-case table; Dice from the evaluation's per-volume (3D) or per-image (2D) rows
+        (a 2D image's row is found by its :attr:`~medseg.data.sample.Sample.key`)."""
         volume_dice = dict(zip(result.per_patient["case"], result.per_patient["dice"], strict=True))
         image_dice = dict(zip(result.per_case["case"], result.per_case["dice"], strict=True))
         records = []
         for row in self.rows:
-            case = row["case"] if row["_volume"] else keys[row["_id"]]
+            case = row["case"] if row["_volume"] else row["_key"]
             dice = (volume_dice if row["_volume"] else image_dice).get(case, float("nan"))
             records.append({**row, "case": case, "dice": float(dice)})
         return pd.DataFrame(records, columns=case_columns(self.with_mi))
@@ -258,11 +261,11 @@ class CalibrationCollector:
             }
         )
 
-    def write(self, result: EvaluationResult, samples: Sequence[Sample], out_dir: str | Path) -> list[Path]:
+    def write(self, result: MetricTables, out_dir: str | Path) -> list[Path]:
         """Write ``reliability.csv``, ``calibration_cases.csv`` and ``calibration.json``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        cases = self.cases(result, samples)
+        cases = self.cases(result)
         paths = [out / RELIABILITY_FILE, out / CASES_FILE, out / JSON_FILE]
         self.reliability().to_csv(paths[0], index=False, float_format="%.6f")
         cases.to_csv(paths[1], index=False, float_format="%.6f")

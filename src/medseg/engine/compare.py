@@ -409,7 +409,7 @@ def _overlay_keys(predictions: Mapping[str, np.ndarray], n: int) -> list[str]:
 
 def summarize_grid(grid: Grid, load_splits: Any, figures: Any, console: Console) -> pd.DataFrame:
     """Tables and figures from every finished run of the grid (unfinished runs are listed as missing)."""
-    from medseg.engine.evaluate import prediction_keys
+    from medseg.data.sample import assign_keys
 
     out = grid.output_dir
     finished = []
@@ -440,8 +440,7 @@ def summarize_grid(grid: Grid, load_splits: Any, figures: Any, console: Console)
     if keys:
         splits = load_splits(finished[0][0].config.data)
         samples = splits.test if grid.evaluate_on == "test" else splits.val
-        keys_of = prediction_keys(samples)
-        by_key = {keys_of[id(sample)]: sample for sample in samples}
+        by_key = dict(zip(assign_keys(samples), samples, strict=True))
         figures.save_overlay_comparison(
             {k: by_key[k] for k in keys if k in by_key}, predictions, fig_dir / "overlays.png"
         )

@@ -17,117 +17,39 @@ index → label value) when known.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 from rich.console import Console
 from rich.progress import track
 
 from medseg.config import EvalConfig, save_config
 from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, file_format, read_image, strip_extension
-from medseg.data.sample import Sample, binarize
-from medseg.engine.predict import (
-    SlidingWindow,
-    model_num_classes,
-    predict_probabilities,
-    predict_volume_classes,
-)
+from medseg.data.sample import Sample, assign_keys, binarize
+from medseg.engine.predict import predict_probabilities
+from medseg.engine.inference import SlidingWindow, predict_volume_classes
 from medseg.errors import DataError
-from medseg.metrics import PROTOCOLS, compute_segmentation_metrics, microsegnet_protocol, summarize
+from medseg.metrics import PROTOCOLS, microsegnet_protocol, summarize
+from medseg.metrics.evaluation import MetricTables, SegmentationMetrics, write_metric_tables
 
 if TYPE_CHECKING:
     from medseg.engine.calibrate import CalibrationOptions
 
-SUMMARY_METRICS = ("dice", "iou", "sensitivity", "specificity", "hd_mm", "hd95_mm", "assd_mm", "nsd")
-_CLASS_COLUMN = re.compile(r"^(?P<metric>[a-z0-9_]+)_c(?P<index>\d+)$")
-
-
 @dataclass
-class EvaluationResult:
-    per_case: pd.DataFrame  # level == "slice" / "image"
-    per_patient: pd.DataFrame  # level == "patient"
-    summary: dict[str, Any]
+class EvaluationResult(MetricTables):
+    """The metric tables of an evaluation, and one slice per case for the HTML report."""
+
     # case name (the ``case`` of the per-volume or per-image rows) → its slice for the HTML report
     case_slices: dict[str, Any] = field(default_factory=dict)
 
-    def table(self) -> pd.DataFrame:
-        """Both levels in one frame, as written to ``metrics.csv``."""
-        return pd.concat([self.per_patient, self.per_case], ignore_index=True)
 
-
-def _metric_row(
-    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], cfg: EvalConfig
-) -> dict[str, Any]:
-    return compute_segmentation_metrics(
-        pred.astype(bool),
-        gt.astype(bool),
-        tuple(spacing),
-        hd95_mode=cfg.hd95_mode,
-        nsd_tolerance_mm=cfg.nsd_tolerance_mm,
-        workers=-1,  # bit-identical to one thread; large 3D surfaces use every core
-    )
-
-
-def _class_metric_row(
-    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], cfg: EvalConfig, num_classes: int
-) -> dict[str, Any]:
-    """Metrics of every foreground class (``<metric>_c<c>``) and their mean over the classes."""
-    row: dict[str, Any] = {}
-    per_class = [_metric_row(pred == c, gt == c, spacing, cfg) for c in range(1, num_classes)]
-    for metric in SUMMARY_METRICS:
-        row[metric] = float(np.mean([m[metric] for m in per_class]))
-    row["empty_gt"] = not bool((gt > 0).any())
-    row["empty_pred"] = not bool((pred > 0).any())
-    for c, metrics in enumerate(per_class, start=1):
-        row.update({f"{k}_c{c}": v for k, v in metrics.items()})
-    return row
-
-
-def _class_columns(table: pd.DataFrame) -> list[str]:
-    """Per-class metric columns (``dice_c1``, …) in class order, then metric order."""
-    found = [(int(m["index"]), m["metric"], c) for c in table.columns if (m := _CLASS_COLUMN.match(str(c)))]
-    order = {metric: i for i, metric in enumerate(SUMMARY_METRICS)}
-    return [c for i, metric, c in sorted(found, key=lambda t: (t[0], order.get(t[1], 99))) if metric in order]
-
-
-def summarize_table(table: pd.DataFrame) -> dict[str, Any]:
-    """Mean, median, std and bootstrap 95% CI per metric, plus the empty-mask counts."""
-    out: dict[str, Any] = {"n": len(table)}
-    for metric in SUMMARY_METRICS:
-        if metric in table:
-            out[metric] = summarize(table[metric].to_numpy(dtype=float))
-    for column in _class_columns(table):  # multi-class: dice_c1, hd95_mm_c1, …
-        out[column] = summarize(table[column].to_numpy(dtype=float))
-    for flag in ("empty_gt", "empty_pred"):
-        if flag in table:
-            out[f"n_{flag}"] = int(table[flag].sum())
-    return out
-
-
-def prediction_keys(samples: Sequence[Sample]) -> dict[int, str]:
-    """``id(sample)`` → the key of its prediction: ``case``, ``case#slice``, or ``case/image`` when a
-    case has several 2D images (HC18 subjects), so that no prediction overwrites another."""
-    counts: dict[str, int] = {}
-    for sample in samples:
-        if sample.slice_index is None:
-            counts[sample.case_id] = counts.get(sample.case_id, 0) + 1
-    keys = {}
-    for sample in samples:
-        if sample.slice_index is not None:
-            keys[id(sample)] = f"{sample.case_id}#{sample.slice_index}"
-        elif counts[sample.case_id] > 1:
-            name = sample.meta.get("image_name") or Path(sample.source_path).name or str(len(keys))
-            keys[id(sample)] = f"{sample.case_id}/{name}"
-        else:
-            keys[id(sample)] = sample.case_id
-    return keys
+def segmentation_metrics(cfg: EvalConfig, num_classes: int | None = None) -> SegmentationMetrics:
+    """The metrics object of ``cfg`` (HD95 definition, NSD tolerance); every core for 3D surfaces."""
+    return SegmentationMetrics(cfg.hd95_mode, cfg.nsd_tolerance_mm, num_classes, workers=-1)
 
 
 def evaluate_model(
@@ -156,25 +78,19 @@ def evaluate_model(
     unknown = sorted(set(cfg.protocols) - set(PROTOCOLS))
     if unknown:
         raise ValueError(f"unknown evaluation protocol(s) {unknown}; choose from {PROTOCOLS}")
-    num_classes = model_num_classes(model)
+    num_classes = model.num_classes
     if num_classes is not None:
         if window is None:
             raise DataError("a multi-class model is evaluated on volumes by sliding window (3D only)")
         if "microsegnet" in cfg.protocols:
             raise ValueError("the microsegnet protocol is binary; drop it for a multi-class model")
 
-    def score(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> dict[str, Any]:
-        if num_classes is None:
-            return _metric_row(pred, gt, spacing, cfg)
-        return _class_metric_row(pred, gt, spacing, cfg, num_classes)
-
     from medseg.report.slices import case_slice
 
-    case_rows: list[dict[str, Any]] = []
-    patient_rows: list[dict[str, Any]] = []
+    metrics = segmentation_metrics(cfg, num_classes)
     predictions: dict[str, np.ndarray] = {}
     slices: dict[str, Any] = {}
-    keys = prediction_keys(samples)
+    assign_keys(samples)
     iterator = track(samples, description="evaluating") if progress else samples
     for sample in iterator:
         if num_classes is None:
@@ -188,60 +104,50 @@ def evaluate_model(
             assert window is not None
             pred, _ = predict_volume_classes(model, sample, intensity, device, window, num_classes)
             gt = sample.target_mask
-        key = keys[id(sample)]
+        key = sample.key
         predictions[key] = pred.astype(np.uint8)
         report_key = sample.case_id if sample.ndim == 3 else key  # the `case` of its report-level row
         slices[report_key] = case_slice(sample.image, gt, pred, sample.spacing)
         if sample.ndim == 3:
             for z in range(gt.shape[0]):
-                case_rows.append(
-                    {
-                        "level": "slice",
-                        "case": f"{sample.case_id}_{z:03d}",
-                        "patient": sample.case_id,
-                        "slice_index": z,
-                        **score(pred[z], gt[z], sample.spacing[1:]),
-                    }
+                metrics(
+                    pred[z],
+                    gt[z],
+                    sample.spacing[1:],
+                    level="slice",
+                    case=f"{sample.case_id}_{z:03d}",
+                    patient=sample.case_id,
+                    slice_index=z,
                 )
-            patient_row = {
-                "level": "patient",
-                "case": sample.case_id,
-                "patient": sample.case_id,
-                "slice_index": -1,
-            }
-            patient_row.update(score(pred, gt, sample.spacing))
+            official = {}
             if "microsegnet" in cfg.protocols:
                 pixel_mm = cfg.microsegnet_pixel_mm or float(sample.spacing[-1])
-                official = microsegnet_protocol(pred, gt, pixel_mm=pixel_mm)
-                patient_row.update({f"microsegnet_{k}": v for k, v in official.items()})
-            patient_rows.append(patient_row)
-        else:
-            case_rows.append(
-                {
-                    "level": "image",
-                    "case": key,
-                    "patient": sample.case_id,
-                    "slice_index": -1 if sample.slice_index is None else sample.slice_index,
-                    **score(pred, gt, sample.spacing),
-                }
+                protocol = microsegnet_protocol(pred, gt, pixel_mm=pixel_mm)
+                official = {f"microsegnet_{k}": v for k, v in protocol.items()}
+            metrics(
+                pred,
+                gt,
+                sample.spacing,
+                extra=official,
+                level="patient",
+                case=sample.case_id,
+                patient=sample.case_id,
+                slice_index=-1,
             )
-    per_case = pd.DataFrame(case_rows)
-    if patient_rows:
-        per_patient = pd.DataFrame(patient_rows)
-    else:  # 2D sources: a patient's value is the mean over that patient's images
-        numeric = [c for c in per_case.columns if c in SUMMARY_METRICS]
-        grouped = per_case.groupby("patient", sort=True)
-        per_patient = grouped[numeric].mean().reset_index()
-        per_patient["empty_gt"] = grouped["empty_gt"].all().to_numpy()
-        per_patient["empty_pred"] = grouped["empty_pred"].all().to_numpy()
-        per_patient.insert(0, "level", "patient")
-        per_patient.insert(1, "case", per_patient["patient"])
-        per_patient["slice_index"] = -1
+        else:
+            metrics(
+                pred,
+                gt,
+                sample.spacing,
+                level="image",
+                case=key,
+                patient=sample.case_id,
+                slice_index=-1 if sample.slice_index is None else sample.slice_index,
+            )
+    tables = metrics.aggregate()  # 2D sources: a patient's value is the mean over its images
+    per_patient = tables.per_patient
     summary = {
-        "per_patient": summarize_table(per_patient),
-        "per_case": summarize_table(per_case),
-        "hd95_mode": cfg.hd95_mode,
-        "nsd_tolerance_mm": cfg.nsd_tolerance_mm,
+        **tables.summary,
         "threshold": cfg.threshold,
         "protocol": "volumetric: 3D per patient at header spacing, empty masks by the documented policy",
     }
@@ -261,7 +167,7 @@ def evaluate_model(
             "hd95_mm": summarize(per_patient["microsegnet_hd95_mm"].to_numpy(dtype=float)),
             "n_slices_skipped": int(per_patient["microsegnet_n_slices_skipped"].sum()),
         }
-    return EvaluationResult(per_case, per_patient, summary, slices), predictions
+    return EvaluationResult(tables.per_case, per_patient, summary, slices), predictions
 
 
 def write_evaluation(result: EvaluationResult, out_dir: str | Path) -> tuple[Path, Path]:
@@ -269,23 +175,10 @@ def write_evaluation(result: EvaluationResult, out_dir: str | Path) -> tuple[Pat
     (one slice per case for ``medseg report``) when the result has them."""
     from medseg.report.slices import CASE_SLICES_FILE, write_case_slices
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "metrics.csv"
-    result.table().to_csv(csv_path, index=False, float_format="%.6f")
-    json_path = out / "summary.json"
-    json_path.write_text(json.dumps(result.summary, indent=2, default=_json_default))
+    csv_path, json_path = write_metric_tables(result, out_dir)
     if result.case_slices:
-        write_case_slices(result.case_slices, out / CASE_SLICES_FILE)
+        write_case_slices(result.case_slices, Path(out_dir) / CASE_SLICES_FILE)
     return csv_path, json_path
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.bool_):
-        return bool(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 # --- scoring predictions made by any tool ---------------------------------------------------------
@@ -341,7 +234,7 @@ def evaluate_files(
     """
     from medseg.report.slices import case_slice
 
-    rows = []
+    metrics = segmentation_metrics(cfg)
     slices = {}
     for name, pred_path, gt_path in match_files(pred, gt):
         gt_array, gt_spacing, _ = read_image(gt_path)
@@ -362,20 +255,18 @@ def evaluate_files(
             raise DataError("the file carries no spacing; pass --spacing (mm per axis)", gt_path)
         if len(use_spacing) != gt_mask.ndim:
             raise DataError(f"spacing {tuple(use_spacing)} does not match a {gt_mask.ndim}D mask", gt_path)
-        row = {"case": name, **_metric_row(pred_mask, gt_mask, use_spacing, cfg), "missing_pred": missing}
+        paths = {"pred_path": "" if pred_path is None else str(pred_path), "gt_path": str(gt_path)}
+        metrics(pred_mask, gt_mask, use_spacing, case=name, extra={"missing_pred": missing, **paths})
         slices[name] = case_slice(None, gt_mask, pred_mask, use_spacing)  # no image: masks only
-        row["pred_path"] = "" if pred_path is None else str(pred_path)
-        row["gt_path"] = str(gt_path)
-        rows.append(row)
-    per_case = pd.DataFrame(rows)
+    tables = metrics.aggregate()  # no patient column: no per-patient level
     summary = {
-        "per_case": summarize_table(per_case),
-        "n_missing_pred": int(per_case["missing_pred"].sum()),
-        "hd95_mode": cfg.hd95_mode,
-        "nsd_tolerance_mm": cfg.nsd_tolerance_mm,
+        "per_case": tables.summary["per_case"],
+        "n_missing_pred": int(tables.per_case["missing_pred"].sum()),
+        "hd95_mode": tables.summary["hd95_mode"],
+        "nsd_tolerance_mm": tables.summary["nsd_tolerance_mm"],
     }
     return EvaluationResult(
-        per_case=per_case, per_patient=per_case.iloc[0:0], summary=summary, case_slices=slices
+        per_case=tables.per_case, per_patient=tables.per_patient, summary=summary, case_slices=slices
     )
 
 
@@ -405,7 +296,7 @@ def evaluate_checkpoint(
     that of the sampled (TTA / MC-dropout) mean prediction.
     """
     from medseg.data.loading import load_splits
-    from medseg.engine.predict import load_model, resolve_device, sliding_window_from_config
+    from medseg.engine.inference import load_model, resolve_device, sliding_window_from_config
 
     torch_device = resolve_device(device)
     model, cfg = load_model(checkpoint, torch_device)
@@ -437,7 +328,7 @@ def evaluate_checkpoint(
     write_evaluation(result, out_dir)
     save_config(cfg, Path(out_dir) / "config.yaml")  # the checkpoint's recipe, for the report
     if collector is not None:
-        collector.write(result, samples, out_dir)
+        collector.write(result, out_dir)
     save_overlays_for(samples, predictions, Path(out_dir) / "overlays.png", eval_cfg.n_overlays)
     return result
 
@@ -445,8 +336,7 @@ def evaluate_checkpoint(
 def provenance(checkpoint: str | Path, split: str, device: torch.device | str) -> dict[str, Any]:
     """What an evaluation was made from: the checkpoint (path, SHA-256), the split, the device, and
     the code (:func:`medseg.provenance.code_provenance`: version, git commit, command line)."""
-    from medseg.engine.checkpoint import file_sha256
-    from medseg.provenance import code_provenance
+    from medseg.provenance import code_provenance, file_sha256
 
     return {
         "checkpoint": str(checkpoint),
@@ -477,9 +367,9 @@ def save_overlays_for(
 
     panels = []
     any_hard = False
-    keys = prediction_keys(samples)
+    assign_keys(samples)
     for sample in samples[:n_overlays]:
-        key = keys[id(sample)]
+        key = sample.key
         pred, gt = predictions[key], sample.target_mask
         if sample.meta.get("num_classes") is not None or pred.max(initial=0) > 1:
             pred, gt = (pred > 0).astype(np.uint8), (gt > 0).astype(np.uint8)  # classes: foreground

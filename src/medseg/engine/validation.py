@@ -15,7 +15,6 @@ import csv
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, default_collate
 
@@ -23,13 +22,9 @@ from medseg.data.dataset import SegmentationDataset
 from medseg.data.prompts import PromptSampler
 from medseg.data.volumes import INSTANCE_KEY, VolumeDataset
 from medseg.engine.distributed import all_gather_object, get_rank, get_world_size
-from medseg.engine.predict import (
-    SlidingWindow,
-    class_logits,
-    mask_logits,
-    model_num_classes,
-    volume_logits,
-)
+from medseg.engine.inference import SlidingWindow, class_logits, mask_logits, volume_logits
+from medseg.metrics.evaluation import CaseDice
+from medseg.metrics.functional import dice_from_counts
 
 CASE_FIELDS = ("epoch", "case_id", "dice")
 
@@ -92,12 +87,14 @@ def validate(
         loss = loss_fn(logits, target, batch).item() * image.shape[0]
         records.append((b, loss, image.shape[0], _overlap_counts(logits, batch)))
     total, n = 0.0, 0
-    stats: dict[str, list[float]] = {}
+    dice = CaseDice()
     for _, loss, count, overlap in _gather_in_order(records):
         total += loss
         n += count
-        _add_overlap(stats, overlap)
-    return total / max(1, n), _mean_case_dice(stats, case_dice)
+        _add_overlap(dice, overlap)
+    if case_dice is not None:
+        case_dice.update(dice.aggregate())
+    return total / max(1, n), dice.mean()
 
 
 @torch.no_grad()
@@ -127,7 +124,7 @@ def validate_volumes(
         return float("nan"), float("nan")
     model.eval()
     dtype = _float_dtype(model)
-    num_classes = model_num_classes(model)
+    num_classes = model.num_classes
     stitch = torch.device(window.stitch_device) if window.stitch_device is not None else device
     records: list[tuple[int, float, list[tuple[str, float, float]], list[tuple[str, float]], Any]] = []
     for index in range(get_rank(), len(dataset), get_world_size()):
@@ -154,19 +151,17 @@ def validate_volumes(
             preview = (batch["case_id"][0], image, shown, (mask[0, 0, z] > 0).cpu())
         records.append((index, loss, overlap, scores, preview))
     total = 0.0
-    stats: dict[str, list[float]] = {}
-    class_scores: list[float] = []
+    dice = CaseDice()
     for _, loss, overlap, scores, preview in _gather_in_order(records):
         total += loss
-        _add_overlap(stats, overlap)
-        class_scores.extend(score for _, score in scores)
-        if case_dice is not None:
-            case_dice.update(scores)
+        _add_overlap(dice, overlap)
+        for case_id, score in scores:
+            dice.add_score(case_id, score)
         if previews is not None and preview is not None:
             previews.append(preview)
-    if num_classes is not None:
-        return total / len(dataset), float(np.mean(class_scores))
-    return total / len(dataset), _mean_case_dice(stats, case_dice)
+    if case_dice is not None:
+        case_dice.update(dice.aggregate())
+    return total / len(dataset), dice.mean()
 
 
 def write_case_dice(case_dice: dict[str, float], epoch: int, path: Path) -> None:
@@ -189,11 +184,9 @@ def _overlap_counts(logits: torch.Tensor, batch: dict[str, Any]) -> list[tuple[s
     return list(zip(batch["case_id"], inter.tolist(), total.tolist(), strict=True))
 
 
-def _add_overlap(stats: dict[str, list[float]], overlap: list[tuple[str, float, float]]) -> None:
+def _add_overlap(dice: CaseDice, overlap: list[tuple[str, float, float]]) -> None:
     for case_id, inter, total in overlap:
-        acc = stats.setdefault(case_id, [0.0, 0.0])
-        acc[0] += inter
-        acc[1] += total
+        dice.add_counts(case_id, inter, total)
 
 
 def _volume_class_dice(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[float]:
@@ -203,18 +196,11 @@ def _volume_class_dice(logits: torch.Tensor, target: torch.Tensor, num_classes: 
     scores = []
     for c in range(1, num_classes):
         p, t = pred == c, target == c
-        inter = (p & t).flatten(1).sum(1).double()
-        total = (p.flatten(1).sum(1) + t.flatten(1).sum(1)).double()
-        scores.append(torch.where(total > 0, 2.0 * inter / total.clamp_min(1), torch.ones_like(total)))
-    return torch.stack(scores, 1).mean(1).tolist()
-
-
-def _mean_case_dice(stats: dict[str, list[float]], case_dice: dict[str, float] | None = None) -> float:
-    # Empty-mask policy: a case with no foreground in GT and prediction scores Dice 1.
-    scores = {case: 1.0 if total == 0 else 2.0 * inter / total for case, (inter, total) in stats.items()}
-    if case_dice is not None:
-        case_dice.update(scores)
-    return float(np.mean(list(scores.values()))) if scores else float("nan")
+        inter = (p & t).flatten(1).sum(1).double().tolist()
+        total = (p.flatten(1).sum(1) + t.flatten(1).sum(1)).double().tolist()
+        scores.append([dice_from_counts(i, n) for i, n in zip(inter, total, strict=True)])
+    per_sample = torch.tensor(list(zip(*scores, strict=True)), dtype=torch.float64)  # B × (K − 1)
+    return per_sample.mean(1).tolist()
 
 
 def _float_dtype(model: torch.nn.Module) -> torch.dtype:

@@ -1,16 +1,19 @@
 """Segmentation metrics in millimetres (see ``functional`` for definitions and the empty-mask policy)."""
 
-from medseg.metrics.aggregate import (
-    metrics_per_volume,
-    per_case_table,
-    per_patient_table,
-    summarize,
-    summary_table,
+from medseg.metrics.aggregate import bootstrap_mean_ci, summarize
+from medseg.metrics.evaluation import (
+    METRIC_NAMES,
+    CaseDice,
+    MetricTables,
+    SegmentationMetrics,
+    summarize_table,
+    unusable_reason,
 )
 from medseg.metrics.functional import (
     assd,
     compute_segmentation_metrics,
     dice,
+    dice_from_counts,
     hausdorff_distance,
     image_diagonal_mm,
     iou,
@@ -27,6 +30,14 @@ from medseg.metrics.protocols import (
 )
 
 __all__ = [
+    "METRIC_NAMES",
+    "CaseDice",
+    "MetricTables",
+    "SegmentationMetrics",
+    "bootstrap_mean_ci",
+    "dice_from_counts",
+    "summarize_table",
+    "unusable_reason",
     "MICROSEGNET_PIXEL_MM",
     "PROTOCOLS",
     "microsegnet_protocol",
@@ -37,13 +48,9 @@ __all__ = [
     "hausdorff_distance",
     "image_diagonal_mm",
     "iou",
-    "metrics_per_volume",
     "nsd",
-    "per_case_table",
-    "per_patient_table",
     "sensitivity",
     "specificity",
     "summarize",
-    "summary_table",
     "surface_distances",
 ]

@@ -88,6 +88,11 @@ __all__ = [
 ]
 
 CONVENTIONS = ("top_label", "foreground")
+# The files of an evaluation with calibration (written by ``medseg.engine.calibrate``, read by the report).
+RELIABILITY_FILE = "reliability.csv"
+CALIBRATION_CASES_FILE = "calibration_cases.csv"
+CALIBRATION_FILE = "calibration.json"
+RELIABILITY_COLUMNS = ["region", "bin", "lower", "upper", "count", "mean_confidence", "accuracy"]
 DEFAULT_EPS = 1e-12
 
 

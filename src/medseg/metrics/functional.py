@@ -70,6 +70,7 @@ __all__ = [
     "assd",
     "compute_segmentation_metrics",
     "dice",
+    "dice_from_counts",
     "hausdorff_distance",
     "image_diagonal_mm",
     "iou",
@@ -139,8 +140,14 @@ def _counts(pred: NDArray[np.bool_], gt: NDArray[np.bool_]) -> tuple[int, int, i
     return tp, int(np.count_nonzero(pred)), int(np.count_nonzero(gt)), int(pred.size)
 
 
+def dice_from_counts(intersection: float, total: float) -> float:
+    """Dice ``2|P∩G| / (|P| + |G|)`` from ``intersection`` = |P∩G| and ``total`` = |P| + |G|; 1.0 when
+    ``total`` is 0 (both masks empty: the empty-mask policy)."""
+    return 1.0 if total == 0 else 2.0 * intersection / total
+
+
 def _dice_from(tp: int, n_pred: int, n_gt: int) -> float:
-    return 1.0 if n_pred + n_gt == 0 else 2.0 * tp / (n_pred + n_gt)
+    return dice_from_counts(tp, n_pred + n_gt)
 
 
 def _iou_from(tp: int, n_pred: int, n_gt: int) -> float:

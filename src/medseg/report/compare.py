@@ -115,7 +115,7 @@ def save_overlay_comparison(
 ) -> Path:
     """Rows are runs, columns are the same slices (largest ground-truth area of each volume).
 
-    ``samples`` maps a prediction key (:func:`medseg.engine.evaluate.prediction_keys`) to its
+    ``samples`` maps a prediction key (:attr:`medseg.data.sample.Sample.key`) to its
     sample; ``predictions[run][key]`` is that sample's binary mask, at the sample's own size.
     """
     if not samples or not predictions:
