@@ -140,7 +140,7 @@ def test_case_dice_sums_counts_per_case_then_applies_the_policy() -> None:
     assert np.isnan(CaseDice().mean())
 
 
-def test_unusable_reasons_follow_the_empty_mask_policy() -> None:
+def test_usable_values_and_case_reasons() -> None:
     base = dict.fromkeys(METRIC_NAMES, 0.5)
     both = {**base, "empty_gt": True, "empty_pred": True}
     gt = {**base, "empty_gt": "True", "empty_pred": "False"}  # as read back from a CSV
@@ -158,3 +158,46 @@ def test_unusable_reasons_follow_the_empty_mask_policy() -> None:
     assert case_reason(base) == ""
     rows = [{**base, "dice": 0.9}, both, {**base, "dice": 0.1}]
     assert usable_values(rows, "dice").tolist() == [0.9, 0.1]
+
+
+def test_unusable_reasons_follow_the_empty_mask_policy() -> None:
+    both = {
+        "case": "a",
+        "dice": 1.0,
+        "hd95_mm": 0.0,
+        "specificity": 1.0,
+        "empty_gt": True,
+        "empty_pred": True,
+    }
+    gt = {
+        "case": "b",
+        "dice": 0.0,
+        "hd95_mm": 50.0,
+        "sensitivity": 1.0,
+        "empty_gt": True,
+        "empty_pred": False,
+    }
+    pred = {
+        "case": "c",
+        "dice": 0.0,
+        "hd95_mm": 50.0,
+        "sensitivity": 0.0,
+        "empty_gt": False,
+        "empty_pred": True,
+    }
+    missing = {"case": "d", "dice": 0.0, "empty_gt": False, "empty_pred": True, "missing_pred": True}
+    fine = {"case": "e", "dice": 0.9, "hd95_mm": float("nan"), "empty_gt": "False", "empty_pred": "False"}
+    assert unusable_reason(both, "dice") == "both empty" and unusable_reason(both, "specificity") is None
+    assert unusable_reason(gt, "dice") is None and unusable_reason(gt, "hd95_mm") == "empty GT"
+    assert unusable_reason(gt, "sensitivity") == "empty GT"
+    assert unusable_reason(pred, "dice") is None and unusable_reason(pred, "hd95_mm") == "empty prediction"
+    assert unusable_reason(pred, "sensitivity") is None
+    assert unusable_reason(missing, "dice") == "missing prediction"
+    assert unusable_reason(fine, "dice") is None and unusable_reason(fine, "hd95_mm") == "no value"
+    assert [case_reason(r) for r in (both, gt, pred, missing, fine)] == [
+        "both empty",
+        "empty GT",
+        "empty prediction",
+        "missing prediction",
+        "no value",
+    ]

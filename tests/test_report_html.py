@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from pathlib import Path
@@ -14,48 +13,23 @@ import pytest
 import yaml
 from PIL import Image
 from rich.console import Console
-from scipy.stats import wilcoxon
 from typer.testing import CliRunner
 
 import medseg
 from medseg.cli import app
-from medseg.config import Config, EvalConfig
+from medseg.config import Config, EvalConfig, flatten_config
 from medseg.errors import DataError
 from medseg.metrics import compute_segmentation_metrics
-from medseg.provenance import code_provenance
+from medseg.provenance import code_provenance, git_commit
 from medseg.report.html import (
     build_report,
     calibration_tables,
-    case_reason,
     config_differences,
-    distribution_png,
-    flatten_config,
-    git_commit,
-    load_result_dir,
-    overlay_png,
-    reliability_png,
-    report_level,
     select_overlay_cases,
     summarize_metrics,
-    training_png,
-    uncertainty_png,
-    unusable_reason,
 )
-from medseg.report.slices import (
-    CaseSlice,
-    case_slice,
-    read_case_slices,
-    shared_slice_index,
-    write_case_slices,
-)
-from medseg.report.stats import (
-    bootstrap_mean_ci,
-    describe,
-    higher_is_better,
-    paired_comparison,
-    wilcoxon_p,
-    win_tie_loss,
-)
+from medseg.report.slices import case_slice, read_case_slices, write_case_slices
+from medseg.report.stats import describe, paired_comparison
 
 STAMP = re.compile(r'<p id="generated" class="muted">Generated [^<]*</p>')
 
@@ -137,109 +111,7 @@ def _cases(n: int) -> list[str]:
     return [f"case_{i:03d}" for i in range(n)]
 
 
-# --- stats --------------------------------------------------------------------------------------------
-
-
-def test_describe_by_hand() -> None:
-    d = describe([1.0, 2.0, 3.0, 4.0, np.nan, np.inf])
-    assert d["n"] == 4 and d["mean"] == 2.5 and d["median"] == 2.5
-    assert d["sd"] == pytest.approx(np.sqrt(5 / 3))
-    assert (d["q1"], d["q3"]) == (1.75, 3.25)  # linear interpolation: 1 + 0.75, 1 + 2.25
-    assert d["p5"] == pytest.approx(1.15) and d["p95"] == pytest.approx(3.85)
-    assert describe([])["n"] == 0 and np.isnan(describe([])["mean"])
-    assert describe([7.0])["sd"] == 0.0
-
-
-def test_wilcoxon_p_matches_the_exact_distribution_by_hand() -> None:
-    # |d| ranks 1..5, W- = 3: subsets of {1..5} with sum <= 3 are {}, {1}, {2}, {3}, {1,2}: 5 of 32,
-    # so the two-sided exact p is 2 * 5 / 32
-    d = [1.0, 2.0, -3.0, 4.0, 5.0]
-    assert wilcoxon_p(d) == pytest.approx(10 / 32)
-    assert wilcoxon_p(d) == pytest.approx(wilcoxon(d).pvalue)
-    assert wilcoxon_p([0.0, 0.0]) == 1.0
-    with pytest.raises(ValueError, match="no differences"):
-        wilcoxon_p([])
-
-
-def test_bootstrap_ci_is_seeded_and_matches_a_manual_resample() -> None:
-    values = np.array([0.1, 0.4, 0.35, 0.8, 0.5])
-    rng = np.random.default_rng(3)
-    means = values[rng.integers(0, 5, size=(500, 5))].mean(axis=1)
-    assert bootstrap_mean_ci(values, n_boot=500, seed=3) == tuple(np.quantile(means, [0.025, 0.975]))
-    assert bootstrap_mean_ci(values, seed=1) == bootstrap_mean_ci(values, seed=1)
-    assert bootstrap_mean_ci(values, seed=1) != bootstrap_mean_ci(values, seed=2)
-    with pytest.raises(ValueError, match="NaN"):
-        bootstrap_mean_ci([1.0, np.nan])
-
-
-def test_win_tie_loss_and_direction() -> None:
-    delta = [0.0005, 0.002, -0.01, 0.001, -0.0009]
-    assert win_tie_loss(delta, tie_tolerance=1e-3) == (1, 3, 1)
-    assert win_tie_loss(delta, tie_tolerance=1e-3, higher_better=False) == (1, 3, 1)
-    assert win_tie_loss([0.5, 0.5, -0.5], 0.0, higher_better=False) == (1, 0, 2)
-    assert higher_is_better("dice") and not higher_is_better("hd95_mm")
-    with pytest.raises(ValueError, match="tie_tolerance"):
-        win_tie_loss([0.1], -1.0)
-
-
-def test_paired_comparison_fields() -> None:
-    a = np.array([0.5, 0.6, 0.7, 0.8, np.nan])
-    b = np.array([0.6, 0.6, 0.9, 0.7, 0.9])
-    result = paired_comparison(a, b, "dice", tie_tolerance=1e-3, seed=0)
-    assert result.n == 4 and result.mean_delta == pytest.approx(0.05)
-    assert (result.wins, result.ties, result.losses) == (2, 1, 1)
-    assert result.ci_low <= result.mean_delta <= result.ci_high
-    assert result.wilcoxon_p == pytest.approx(wilcoxon([0.1, 0.2, -0.1]).pvalue)
-    hd = paired_comparison([5.0, 6.0], [4.0, 7.0], "hd95_mm", tie_tolerance=0.0)
-    assert (hd.wins, hd.losses) == (1, 1) and not hd.higher_is_better
-    with pytest.raises(ValueError, match="length"):
-        paired_comparison([1.0], [1.0, 2.0])
-
-
-# --- usable values ------------------------------------------------------------------------------------
-
-
-def test_unusable_reasons_follow_the_empty_mask_policy() -> None:
-    both = {
-        "case": "a",
-        "dice": 1.0,
-        "hd95_mm": 0.0,
-        "specificity": 1.0,
-        "empty_gt": True,
-        "empty_pred": True,
-    }
-    gt = {
-        "case": "b",
-        "dice": 0.0,
-        "hd95_mm": 50.0,
-        "sensitivity": 1.0,
-        "empty_gt": True,
-        "empty_pred": False,
-    }
-    pred = {
-        "case": "c",
-        "dice": 0.0,
-        "hd95_mm": 50.0,
-        "sensitivity": 0.0,
-        "empty_gt": False,
-        "empty_pred": True,
-    }
-    missing = {"case": "d", "dice": 0.0, "empty_gt": False, "empty_pred": True, "missing_pred": True}
-    fine = {"case": "e", "dice": 0.9, "hd95_mm": float("nan"), "empty_gt": "False", "empty_pred": "False"}
-    assert unusable_reason(both, "dice") == "both empty" and unusable_reason(both, "specificity") is None
-    assert unusable_reason(gt, "dice") is None and unusable_reason(gt, "hd95_mm") == "empty GT"
-    assert unusable_reason(gt, "sensitivity") == "empty GT"
-    assert unusable_reason(pred, "dice") is None and unusable_reason(pred, "hd95_mm") == "empty prediction"
-    assert unusable_reason(pred, "sensitivity") is None
-    assert unusable_reason(missing, "dice") == "missing prediction"
-    assert unusable_reason(fine, "dice") is None and unusable_reason(fine, "hd95_mm") == "no value"
-    assert [case_reason(r) for r in (both, gt, pred, missing, fine)] == [
-        "both empty",
-        "empty GT",
-        "empty prediction",
-        "missing prediction",
-        "no value",
-    ]
+# --- summary and case slices --------------------------------------------------------------------------
 
 
 def test_summarize_metrics_leaves_out_policy_values() -> None:
@@ -256,61 +128,6 @@ def test_summarize_metrics_leaves_out_policy_values() -> None:
     assert by_metric["dice"]["n"] == 2 and by_metric["dice"]["mean"] == pytest.approx(0.6)
     assert by_metric["dice"]["excluded"] == [("c", "both empty")] and by_metric["dice"]["n_total"] == 3
     assert by_metric["hd95_mm"]["median"] == 4.0
-
-
-# --- case slices --------------------------------------------------------------------------------------
-
-
-def test_case_slice_picks_the_slice_with_most_error_and_round_trips(tmp_path: Path) -> None:
-    gt = np.zeros((4, 8, 8), np.uint8)
-    pred = np.zeros_like(gt)
-    gt[1, 2:6, 2:6] = 1  # slice 1: largest GT, no error
-    pred[1, 2:6, 2:6] = 1
-    gt[2, 3:5, 3:5] = 1  # slice 2: 4 missed pixels
-    pred[3, 0:3, 0:3] = 1  # slice 3: 9 false positives: the most error
-    image = np.random.default_rng(0).normal(size=(1, 4, 8, 8))
-    item = case_slice(image, gt, pred, (3.0, 0.5, 0.7))
-    assert item.slice_index == 3 and item.spacing == (0.5, 0.7) and item.pred.sum() == 9
-    assert item.image.dtype == np.uint8 and item.image.shape == (8, 8) and item.has_image
-    # no error: the largest ground truth; nothing at all: the middle slice
-    assert case_slice(None, gt, gt, (1, 1, 1)).slice_index == 1
-    assert case_slice(None, np.zeros_like(gt), np.zeros_like(gt), (1, 1, 1)).slice_index == 2
-    flat = case_slice(None, gt[1], pred[1], (1.0, 2.0))
-    assert flat.slice_index == -1 and not flat.has_image and flat.image.max() == 0
-    path = write_case_slices({"vol#1": item, "b/2": flat}, tmp_path / "case_slices.npz")
-    back = read_case_slices(path)
-    assert sorted(back) == ["b/2", "vol#1"]
-    assert np.array_equal(back["vol#1"].pred, item.pred) and back["vol#1"].slice_index == 3
-    assert back["b/2"].spacing == (1.0, 2.0) and not back["b/2"].has_image
-    with pytest.raises(ValueError, match="spacing"):
-        case_slice(None, gt, pred, (1.0, 1.0))
-    np.savez(tmp_path / "bad.npz", x=np.zeros(1))
-    with pytest.raises(DataError, match="bad.npz"):
-        read_case_slices(tmp_path / "bad.npz")
-
-
-def test_volumes_keep_a_shared_slice_that_depends_on_the_ground_truth_alone(tmp_path: Path) -> None:
-    gt = np.zeros((4, 8, 8), np.uint8)
-    gt[1, 2:6, 2:6] = 1  # the largest ground truth: the shared slice of every run
-    gt[2, 3:5, 3:5] = 1
-    run_a, run_b = gt.copy(), gt.copy()
-    run_a[3, 0:3, 0:3] = 1  # run a errs most on slice 3, run b on slice 2
-    run_b[2] = 0
-    a, b = case_slice(None, gt, run_a, (1, 1, 1)), case_slice(None, gt, run_b, (1, 1, 1))
-    assert (a.slice_index, b.slice_index) == (3, 2)
-    assert a.shared_view().slice_index == b.shared_view().slice_index == shared_slice_index(gt) == 1
-    assert np.array_equal(a.shared.gt, gt[1]) and np.array_equal(b.shared.pred, run_b[1])
-    assert shared_slice_index(np.zeros_like(gt)) == 2  # no ground truth: the middle slice
-    flat = case_slice(None, gt[1], gt[1], (1.0, 1.0))
-    assert flat.shared is None and flat.shared_view() is flat
-    back = read_case_slices(write_case_slices({"v": a, "f": flat}, tmp_path / "s.npz"))
-    assert back["v"].shared.slice_index == 1 and np.array_equal(back["v"].shared.pred, run_a[1])
-    assert back["f"].shared is None
-    # an older file without the shared arrays still reads
-    with np.load(tmp_path / "s.npz") as data:
-        old = {k: data[k] for k in data.files if not k.startswith("shared")}
-    np.savez(tmp_path / "old.npz", **old)
-    assert read_case_slices(tmp_path / "old.npz")["v"].shared is None
 
 
 def test_evaluate_files_writes_mask_only_slices_and_flags_missing_predictions(tmp_path: Path) -> None:
@@ -336,10 +153,10 @@ def test_evaluate_model_stores_the_most_error_slice_per_volume() -> None:
     from medseg.config import load_config
     from medseg.data.sample import Sample
     from medseg.engine.evaluate import evaluate_model
-    from medseg.engine.predict import build_model_from_config
+    from medseg.models import build_from_config
 
     cfg = load_config(None, ["model.options={features: [4, 8]}"])
-    model = build_model_from_config(cfg).eval()
+    model = build_from_config(cfg).eval()
     gt = np.zeros((3, 16, 16), np.uint8)
     gt[1, 4:12, 4:12] = 1
     volume = Sample(np.random.rand(1, 3, 16, 16), {"expert": gt}, "expert", (2.0, 0.5, 0.5), "pat")
@@ -351,59 +168,7 @@ def test_evaluate_model_stores_the_most_error_slice_per_volume() -> None:
     assert item.slice_index == int(np.argmax(errors)) and item.spacing == (0.5, 0.5)
 
 
-# --- figures ------------------------------------------------------------------------------------------
-
-
-def test_overlay_png_keeps_the_physical_aspect_and_draws_both_contours() -> None:
-    gt = _disk((20, 40), (10, 15), 6)
-    pred = _disk((20, 40), (10, 22), 6)
-    item = CaseSlice(np.full((20, 40), 90, np.uint8), gt, pred, (1.0, 0.25))  # 20 mm × 10 mm
-    with Image.open(io.BytesIO(overlay_png(item, size=100))) as image:
-        assert image.size == (50, 100)  # (width, height): the taller physical side is 100 px
-        rgb = np.asarray(image.convert("RGB")).reshape(-1, 3)
-    colours = {tuple(int(v) for v in c) for c in rgb}
-    assert (0x56, 0xB4, 0xE9) in colours and (0xD5, 0x5E, 0x00) in colours
-    # an RGB image (three channels, e.g. LGG's pre-contrast, FLAIR, post-contrast) keeps exact contours
-    channels = np.random.default_rng(0).normal(size=(3, 20, 40))
-    colour = case_slice(channels, gt, pred, (1.0, 0.25))
-    assert colour.image.shape == (20, 40, 3)
-    with Image.open(io.BytesIO(overlay_png(colour, size=100))) as image:
-        assert image.mode == "P"
-        rgb = {tuple(int(v) for v in c) for c in np.asarray(image.convert("RGB")).reshape(-1, 3)}
-    assert {(0x56, 0xB4, 0xE9), (0xD5, 0x5E, 0x00)} <= rgb and len(rgb) > 50
-
-
-def test_figure_helpers_return_png_bytes() -> None:
-    table = pd.DataFrame({"case": ["a", "b"], "dice": [0.4, 0.8], "hd95_mm": [3.0, 1.0]})
-    history = pd.DataFrame(
-        {
-            "epoch": [1, 2],
-            "train_loss": [1.0, 0.5],
-            "val_loss": [1.1, 0.6],
-            "val_dice": [0.3, 0.6],
-            "lr": [1e-3, 1e-5],
-            "epoch_time_s": [1.0, 1.1],
-        }
-    )
-    reliability = pd.DataFrame(
-        {
-            "region": ["whole", "whole"],
-            "bin": [0, 1],
-            "lower": [0.5, 0.75],
-            "upper": [0.75, 1.0],
-            "count": [10, 90],
-            "mean_confidence": [0.6, 0.9],
-            "accuracy": [0.55, 0.92],
-        }
-    )
-    calib = pd.DataFrame({"case": ["a", "b"], "dice": [0.4, 0.8], "mean_entropy_region": [0.3, 0.1]})
-    for png in (
-        distribution_png({"run": table}, ["dice", "hd95_mm"]),
-        training_png({"run": history}),
-        reliability_png(reliability),
-        uncertainty_png(calib),
-    ):
-        assert png.startswith(b"\x89PNG") and b"Software" not in png
+# --- overlay selection --------------------------------------------------------------------------------
 
 
 def test_select_overlay_cases_worst_median_best() -> None:
@@ -596,27 +361,6 @@ def test_calibration_tables_grid_and_remaining_keys() -> None:
     assert calibration_tables({}) == {"grid": [], "summary": []}
 
 
-def test_load_result_dir_levels_and_errors(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="nowhere"):
-        load_result_dir(tmp_path / "nowhere")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no metrics.csv"):
-        load_result_dir(tmp_path / "empty")
-    (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "metrics.csv").write_text("case,score\na,1\n")
-    with pytest.raises(DataError, match="missing column"):
-        load_result_dir(tmp_path / "bad")
-    assert report_level(pd.DataFrame({"level": ["patient", "slice"]})) == "patient"
-    assert report_level(pd.DataFrame({"level": ["patient", "image"]})) == "image"
-    assert report_level(pd.DataFrame({"case": ["a"]})) is None
-    run = write_eval_dir(tmp_path / "run", _cases(3))
-    assert load_result_dir(run).level == "image" and load_result_dir(run, level="patient").level == "patient"
-    with pytest.raises(DataError, match="no rows of level"):
-        load_result_dir(run, level="slice")
-    with pytest.raises(DataError, match="no run or evaluation"):
-        build_report([], tmp_path / "x.html")
-
-
 def test_cli_report(tmp_path: Path) -> None:
     a = write_eval_dir(tmp_path / "a", _cases(6))
     b = write_eval_dir(tmp_path / "b", _cases(6), seed=2)
@@ -700,9 +444,9 @@ def test_summarize_grid_writes_and_links_a_report(tmp_path: Path) -> None:
 
 def test_a_trained_run_and_its_evaluation_get_slices_provenance_and_a_report(tmp_path: Path) -> None:
     from medseg.config import load_config
-    from medseg.engine.checkpoint import file_sha256
     from medseg.engine.evaluate import evaluate_checkpoint
     from medseg.engine.experiment import train_and_evaluate
+    from medseg.provenance import file_sha256
 
     overrides = [
         "data.options={n_patients: 4, seed: 0, shape: [4, 32, 32]}",

@@ -38,11 +38,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from rich.console import Console
 
 from medseg.config import Config, apply_overrides, config_from_dict, parse_override
 from medseg.errors import ConfigError
+from medseg.io_utils import read_yaml_mapping, write_text_atomic
 
 GRID_KEYS = {
     "name",
@@ -107,14 +107,7 @@ def read_grid_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, 
     path = Path(path).resolve()
     if path in _seen:
         raise ConfigError(f"{path}: 'extends' loops back to itself")
-    if not path.is_file():
-        raise ConfigError(f"{path}: grid file not found")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: a grid file must be a mapping")
+    tree = read_yaml_mapping(path, "grid file")
     unknown = sorted(set(tree) - GRID_KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown grid key(s) {unknown}; valid keys: {sorted(GRID_KEYS)}")
@@ -315,7 +308,7 @@ def run_grid(
     """Run (or resume) every run of ``grid``, then write its tables and figures; returns the table."""
     from medseg.data.loading import load_splits
     from medseg.engine.experiment import evaluate_best, finished_training, train_and_evaluate
-    from medseg.report import compare as figures
+    from medseg.report import figures
 
     console = console or Console()
     out = grid.output_dir
@@ -375,9 +368,7 @@ def run_grid(
             "history": experiment.train.history,
             "per_volume_dice": experiment.evaluation.per_patient["dice"].tolist(),
         }
-        tmp = result_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(payload, indent=2, default=str))
-        tmp.replace(result_path)
+        write_text_atomic(result_path, json.dumps(payload, indent=2, default=str))
         console.print(
             f"{run.name}: best val DSC {row['best_val_dice']:.4f}, per-volume DSC mean "
             f"{row['dice_mean']:.4f} / median {row['dice_median']:.4f}"

@@ -30,8 +30,8 @@ from rich.progress import track
 from medseg.config import EvalConfig, save_config
 from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, file_format, read_image, strip_extension
 from medseg.data.sample import Sample, assign_keys, binarize
-from medseg.engine.predict import predict_probabilities
 from medseg.engine.inference import SlidingWindow, predict_volume_classes
+from medseg.engine.predict import predict_probabilities
 from medseg.errors import DataError
 from medseg.metrics import PROTOCOLS, microsegnet_protocol, summarize
 from medseg.metrics.evaluation import MetricTables, SegmentationMetrics, write_metric_tables
@@ -360,10 +360,10 @@ def save_overlays_for(
 ) -> Path:
     """Overlay grid of the slice with the largest GT area of each case (up to ``n_overlays``).
 
-    Ground truth is drawn in green, the prediction in red, and where several annotators exist the
-    region where they disagree (the "hard" region of AG-BCE) is shaded yellow.
+    Contours in the figures' palette (:data:`~medseg.report.figures.OVERLAY_LEGEND`); where several
+    annotators exist, the region where they disagree (the "hard" region of AG-BCE) is shaded.
     """
-    from medseg.report.figures import OverlayPanel, save_overlay_grid
+    from medseg.report.figures import HARD_LEGEND, OVERLAY_LEGEND, OverlayPanel, save_overlay_grid
 
     panels = []
     any_hard = False
@@ -390,7 +390,7 @@ def save_overlays_for(
             )
         else:
             panels.append(OverlayPanel(sample.image, gt, pred, sample.spacing, key, hard))
-    legend = "ground truth: green, prediction: red"
+    legend = OVERLAY_LEGEND
     if any_hard:
-        legend += ", annotators disagree: yellow"
+        legend += f", {HARD_LEGEND}"
     return save_overlay_grid(panels, path, suptitle=legend)

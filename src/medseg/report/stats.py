@@ -4,7 +4,8 @@ Paired comparison of run B against run A on the same cases (Δ = B − A per cas
 
 * Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, two-sided, zero differences dropped as in
   Wilcoxon's original test); p = 1 when every difference is zero;
-* a seeded percentile-bootstrap 95% CI of the mean Δ (``numpy.random.default_rng(seed)``);
+* a seeded percentile-bootstrap 95% CI of the mean Δ (:func:`medseg.metrics.aggregate.bootstrap_mean_ci`,
+  2000 resamples);
 * win / tie / loss counts for B, with a tie when ``|Δ| <= tie_tolerance``; for a distance metric
   (lower is better) a win is a negative Δ.
 """
@@ -18,8 +19,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import wilcoxon
 
-from medseg.metrics.aggregate import bootstrap_mean_ci as aggregate_bootstrap_mean_ci
+from medseg.metrics.aggregate import bootstrap_mean_ci
 
+# Resamples of the bootstrap CI of a paired mean Δ (the summaries of metrics.aggregate use 1000).
+PAIRED_BOOTSTRAP_RESAMPLES = 2000
 # Metrics where a smaller value is better (distances in mm); every other metric: larger is better.
 LOWER_IS_BETTER = frozenset({"hd_mm", "hd95_mm", "assd_mm"})
 DEFAULT_TIE_TOLERANCE = 1e-3
@@ -56,13 +59,6 @@ def describe(values: ArrayLike) -> dict[str, float | int]:
         "p5": float(p5),
         "p95": float(p95),
     }
-
-
-def bootstrap_mean_ci(
-    values: ArrayLike, n_boot: int = 2000, seed: int = 0, ci: float = 0.95
-) -> tuple[float, float]:
-    """Percentile-bootstrap CI of the mean with 2000 resamples by default (see ``metrics.aggregate``)."""
-    return aggregate_bootstrap_mean_ci(values, n_boot=n_boot, seed=seed, ci=ci)
 
 
 def win_tie_loss(
@@ -118,7 +114,7 @@ def paired_comparison(
     b: ArrayLike,
     metric: str = "dice",
     tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
-    n_boot: int = 2000,
+    n_boot: int = PAIRED_BOOTSTRAP_RESAMPLES,
     seed: int = 0,
 ) -> PairedComparison:
     """Wilcoxon p, bootstrap 95% CI of the mean Δ and win/tie/loss of B over A (same case order)."""
