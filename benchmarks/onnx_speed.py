@@ -31,7 +31,7 @@ import torch
 
 from medseg.config import load_config
 from medseg.engine.checkpoint import save_checkpoint
-from medseg.engine.predict import build_model_from_config
+from medseg.models import build_from_config
 from medseg.export import export_onnx
 from medseg.export.runtime import open_session
 from medseg.report.tables import markdown_table
@@ -69,7 +69,7 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> float:
 def _checkpoint(name: str, folder: Path) -> tuple[Path, torch.nn.Module, list[int]]:
     cfg = load_config(None, MODELS[name])
     torch.manual_seed(0)
-    model = build_model_from_config(cfg)
+    model = build_from_config(cfg)
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.running_mean.uniform_(-0.2, 0.2)

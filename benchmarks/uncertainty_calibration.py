@@ -35,7 +35,7 @@ from rich.console import Console
 
 from medseg.config import load_config
 from medseg.data.loading import load_splits
-from medseg.engine.predict import load_model
+from medseg.engine.inference import load_model
 from medseg.engine.train import train
 from medseg.engine.uncertainty import UncertaintyOptions, predict_logits, predict_uncertainty
 from medseg.metrics import dice

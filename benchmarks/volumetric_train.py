@@ -17,7 +17,7 @@ crosses ``--minutes``, so it may overrun by one epoch; the epoch cap is generous
   volume, predicted by sliding window: Dice of the cell interior (the target, channel 0 > 0.5) and
   of the membrane (its complement), and the cells' AP-50 / AP-75 / mAP (COCO-style,
   :func:`medseg.metrics.instances.instance_ap`, ranked by size) from the seed-map pipeline
-  (:func:`medseg.engine.instances.seeds_to_instances`: seeds ``X_M > 0.9 & X_B < 0.8``, marker
+  (:func:`medseg.data.instances.seeds_to_instances`: seeds ``X_M > 0.9 & X_B < 0.8``, marker
   watershed inside ``X_M > 0.85``). The ground-truth cells are labelled per section (at 50 nm the
   interiors of neighbouring cells overlap between sections, see ``em_stack``), so the pipeline
   runs per section too, with 8-connected seeds, and drops objects under ``--min-size`` pixels
@@ -65,8 +65,8 @@ from medseg.config import Config, load_config
 from medseg.data.loading import load_splits
 from medseg.data.transforms import normalize_intensity
 from medseg.engine.experiment import train_and_evaluate
-from medseg.engine.instances import boundary_targets, seeds_to_instances
-from medseg.engine.predict import load_model, resolve_device, sliding_window_from_config, volume_logits
+from medseg.data.instances import boundary_targets, seeds_to_instances
+from medseg.engine.inference import load_model, resolve_device, sliding_window_from_config, volume_logits
 from medseg.engine.train import train
 from medseg.metrics import dice
 from medseg.metrics.instances import instance_ap

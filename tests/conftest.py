@@ -32,7 +32,7 @@ def dropout_unet_checkpoint(tmp_path: Path) -> Path:
     """A random tiny 2D U-Net with dropout 0.2 on the phantom, saved as a medseg checkpoint."""
     from medseg.config import load_config
     from medseg.engine.checkpoint import save_checkpoint
-    from medseg.engine.predict import build_model_from_config
+    from medseg.models import build_from_config
 
     cfg = load_config(
         None,
@@ -42,7 +42,7 @@ def dropout_unet_checkpoint(tmp_path: Path) -> Path:
             "model.options={features: [4, 8], dropout: 0.2}",
         ],
     )
-    model = build_model_from_config(cfg)
+    model = build_from_config(cfg)
     return save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "model.pt")
 
 

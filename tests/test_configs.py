@@ -6,7 +6,7 @@ import pytest
 
 from medseg import losses
 from medseg.config import load_config
-from medseg.engine.predict import build_model_from_config
+from medseg.models import build_from_config
 
 # compare_*.yaml are grids for `medseg compare`, tested in test_engine_compare.py
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -19,7 +19,7 @@ def test_recipe_builds(path: Path) -> None:
     losses.build(cfg.loss.name, **cfg.loss.options)
     if cfg.model.options.get("variant") == "base":
         pytest.skip("full-size model: built once in tests/test_models_transunet.py")
-    model = build_model_from_config(cfg)
+    model = build_from_config(cfg)
     assert sum(p.numel() for p in model.parameters()) > 0
 
 

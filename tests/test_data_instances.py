@@ -1,4 +1,4 @@
-"""medseg.engine.instances: seed map, seeds → instances (Li et al. 2021), boundary targets."""
+"""medseg.data.instances: seed map, seeds → instances (Li et al. 2021), boundary targets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.engine.instances import boundary_targets, boundary_targets_torch, seed_map, seeds_to_instances
+from medseg.data.instances import boundary_targets, boundary_targets_torch, seed_map, seeds_to_instances
 
 
 def test_seed_map_low_boundary_is_seed() -> None:

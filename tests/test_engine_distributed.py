@@ -274,7 +274,7 @@ def test_per_rank_batch_size() -> None:
 
 
 def test_train_loader_ranks_share_the_single_process_batches() -> None:
-    from medseg.engine.train import train_loader
+    from medseg.data.loading import train_loader
 
     class Items(torch.utils.data.Dataset):
         def __len__(self) -> int:

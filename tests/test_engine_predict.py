@@ -9,21 +9,16 @@ from PIL import Image
 from medseg.config import load_config
 from medseg.data.sample import Sample
 from medseg.engine.checkpoint import save_checkpoint
-from medseg.engine.predict import (
-    build_model_from_config,
-    image_to_channels_first,
-    load_model,
-    predict_files,
-    predict_probabilities,
-    resolve_device,
-)
+from medseg.engine.predict import image_to_channels_first, predict_files, predict_probabilities
+from medseg.models import build_from_config
+from medseg.engine.inference import load_model, resolve_device
 from medseg.errors import DataError
 
 
 @pytest.fixture()
 def checkpoint(tmp_path: Path) -> Path:
     cfg = load_config(None, ["data.image_size=[32, 32]", "model.options={features: [4, 8]}"])
-    model = build_model_from_config(cfg)
+    model = build_from_config(cfg)
     return save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "model.pt")
 
 

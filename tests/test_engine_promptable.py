@@ -14,7 +14,7 @@ from medseg.errors import ConfigError, DataError
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class BrightInBox(nn.Module):
+class BrightInBox(models.SegmentationModel):
     """A deterministic promptable stand-in: the bright pixels (> 0.5 after min-max) inside the box."""
 
     promptable = True

@@ -26,7 +26,9 @@ from medseg.engine.calibrate import (
 from medseg.engine.checkpoint import save_checkpoint
 from medseg.engine.evaluate import evaluate_checkpoint
 from medseg.engine.inference import sliding_window_predict
-from medseg.engine.predict import SlidingWindow, build_model_from_config, predict_files, predict_probabilities
+from medseg.engine.predict import predict_files, predict_probabilities
+from medseg.engine.inference import SlidingWindow
+from medseg.models import build_from_config
 from medseg.engine.uncertainty import (
     SampleStatistics,
     UncertaintyOptions,
@@ -42,15 +44,27 @@ from medseg.engine.uncertainty import (
 )
 from medseg.errors import ConfigError
 from medseg.metrics.calibration import aurc, spearman
+from medseg.models import SegmentationModel
 
 CPU = torch.device("cpu")
+
+
+class Wrapped(SegmentationModel):
+    """A bare network under the model contract (``spatial_dims``, ``num_classes``)."""
+
+    def __init__(self, net: nn.Module, spatial_dims: int = 2, num_classes: int | None = None) -> None:
+        super().__init__()
+        self.net, self.spatial_dims, self.num_classes = net, spatial_dims, num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
 
 def _h(p: float) -> float:
     return -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
 
-class PositionBias(nn.Module):
+class PositionBias(SegmentationModel):
     """Logits that depend on the position only (not flip-equivariant): a learned bias map."""
 
     def __init__(self, bias: torch.Tensor) -> None:
@@ -61,7 +75,7 @@ class PositionBias(nn.Module):
         return x[:, :1] * 0 + self.bias
 
 
-class DropoutNet(nn.Module):
+class DropoutNet(SegmentationModel):
     """Conv → BatchNorm → Dropout → 1×1 conv (2D)."""
 
     def __init__(self, p: float = 0.5) -> None:
@@ -144,11 +158,11 @@ def test_tta_flips_and_options() -> None:
 @pytest.mark.parametrize("kind", ["1x1", "symmetric"])
 def test_flip_equivariant_net_has_zero_tta_mi(kind: str) -> None:
     if kind == "1x1":
-        net = nn.Conv2d(1, 1, 1)
+        net = Wrapped(nn.Conv2d(1, 1, 1))
     else:  # a kernel symmetric under both flips, zero padding: flip-equivariant
-        net = nn.Conv2d(1, 1, 3, padding=1)
+        net = Wrapped(nn.Conv2d(1, 1, 3, padding=1))
         with torch.no_grad():
-            net.weight.copy_(torch.tensor([[[[0.5, -1.0, 0.5], [2.0, 1.0, 2.0], [0.5, -1.0, 0.5]]]]))
+            net.net.weight.copy_(torch.tensor([[[[0.5, -1.0, 0.5], [2.0, 1.0, 2.0], [0.5, -1.0, 0.5]]]]))
     sample = _sample2d(8, 8)
     maps = predict_uncertainty(net, sample, (8, 8), "zscore", CPU, UncertaintyOptions("tta"))
     assert maps.n_samples == 4
@@ -160,8 +174,7 @@ def test_flip_equivariant_net_has_zero_tta_mi(kind: str) -> None:
 
 
 def test_3d_sliding_window_tta_with_a_1x1x1_conv() -> None:
-    net = nn.Conv3d(1, 1, 1)
-    net.spatial_dims = 3
+    net = Wrapped(nn.Conv3d(1, 1, 1), spatial_dims=3)
     volume = np.random.default_rng(3).random((1, 6, 20, 18)).astype(np.float32)
     sample = Sample(volume, {}, "expert", (2.0, 1.0, 1.0), "vol")
     window = SlidingWindow(roi_size=(4, 8, 8))
@@ -178,8 +191,7 @@ def test_3d_sliding_window_tta_with_a_1x1x1_conv() -> None:
 
 
 def test_multiclass_3d_gives_classes_and_foreground() -> None:
-    net = nn.Conv3d(1, 3, 1)
-    net.spatial_dims, net.num_classes = 3, 3
+    net = Wrapped(nn.Conv3d(1, 3, 1), spatial_dims=3, num_classes=3)
     volume = np.random.default_rng(4).random((1, 5, 12, 10)).astype(np.float32)
     sample = Sample(volume, {}, "expert", (1.0, 1.0, 1.0), "vol")
     window = SlidingWindow(roi_size=(4, 8, 8))
@@ -238,7 +250,7 @@ def test_mc_dropout_touches_only_dropout_and_restores_modes() -> None:
 
 
 def test_no_dropout_model_is_an_error() -> None:
-    for net in (nn.Conv2d(1, 1, 1), nn.Sequential(nn.Conv2d(1, 1, 1), nn.Dropout(0.0))):
+    for net in (Wrapped(nn.Conv2d(1, 1, 1)), Wrapped(nn.Sequential(nn.Conv2d(1, 1, 1), nn.Dropout(0.0)))):
         assert dropout_modules(net) == []
         with pytest.raises(ConfigError, match="has no Dropout modules; MC-dropout needs dropout"):
             predict_uncertainty(net, _sample2d(), (8, 8), "zscore", CPU, UncertaintyOptions("mcdropout"))
@@ -251,7 +263,7 @@ def test_no_dropout_model_is_an_error() -> None:
 
 def test_unet_dropout_option_enables_mc_dropout() -> None:
     cfg = load_config(None, ["model.options={features: [4, 8], dropout: 0.3}"])
-    model = build_model_from_config(cfg).eval()
+    model = build_from_config(cfg).eval()
     assert len(dropout_modules(model)) == 1
     maps = predict_uncertainty(
         model, _sample2d(16, 16), (16, 16), "zscore", CPU, UncertaintyOptions("mcdropout", 4)
@@ -379,7 +391,7 @@ def test_calibration_options_and_errors(tmp_path: Path) -> None:
             "model.options={features: [4, 8]}",
         ],
     )
-    model = build_model_from_config(cfg)
+    model = build_from_config(cfg)
     ckpt = save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "nodrop.pt")
     options = CalibrationOptions(uncertainty=UncertaintyOptions("mcdropout"))
     with pytest.raises(ConfigError, match="model unet has no Dropout modules"):

@@ -16,18 +16,14 @@ from medseg.data.sample import Sample
 from medseg.data.volumes import VolumeDataset
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from medseg.engine.evaluate import evaluate_checkpoint, evaluate_model
-from medseg.engine.predict import (
-    SlidingWindow,
-    build_model_from_config,
-    load_model,
-    mask_logits,
-    predict_files,
-    sliding_window_from_config,
-)
+from medseg.engine.predict import predict_files
+from medseg.engine.inference import SlidingWindow, load_model, mask_logits, sliding_window_from_config
+from medseg.models import build_from_config
 from medseg.engine.train import train
 from medseg.engine.validation import validate_volumes
 from medseg.errors import ConfigError, DataError
 from medseg.losses import build as build_loss
+from medseg.models import SegmentationModel
 
 TINY_3D = [
     "data.options={n_patients: 4, seed: 0, shape: [6, 24, 24]}",
@@ -50,7 +46,7 @@ def tiny_3d(out: Path, *extra: str) -> Config:
     return cfg
 
 
-class ThresholdModel(nn.Module):
+class ThresholdModel(SegmentationModel):
     """A parameter-light 3D "model": logit +10 where the (normalised) image is positive, else −10."""
 
     spatial_dims = 3
@@ -92,7 +88,7 @@ def test_3d_config_needs_a_patch_size(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="patch_size"):
         train(tiny_3d(tmp_path / "nopatch", "data.patch_size=null"))
     with pytest.raises(ConfigError, match="spatial_dims"):
-        build_model_from_config(tiny_3d(tmp_path, "data.spatial_dims=4"))
+        build_from_config(tiny_3d(tmp_path, "data.spatial_dims=4"))
 
 
 def test_window_comes_from_the_patch_or_the_inference_section(tmp_path: Path) -> None:
@@ -151,7 +147,7 @@ def test_validation_dice_uses_the_mask_channel() -> None:
 @pytest.fixture()
 def checkpoint_3d(tmp_path: Path) -> Path:
     cfg = tiny_3d(tmp_path)
-    model = build_model_from_config(cfg)
+    model = build_from_config(cfg)
     return save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "model3d.pt")
 
 

@@ -19,8 +19,10 @@ import medseg.export.onnx as onnx_export
 from medseg import models
 from medseg.cli import app
 from medseg.config import load_config
-from medseg.engine.checkpoint import file_sha256, save_checkpoint
-from medseg.engine.predict import build_model_from_config, load_model, predict_files
+from medseg.engine.checkpoint import save_checkpoint
+from medseg.engine.predict import predict_files
+from medseg.models import build_from_config
+from medseg.engine.inference import load_model
 from medseg.errors import ConfigError, DataError, MedsegError
 from medseg.export import ParityError, export_onnx, export_spec, load_onnx_model, load_predictor
 from medseg.export.onnx import (
@@ -49,6 +51,7 @@ from medseg.export.runtime import (
     sam_graph_paths,
     session_metadata,
 )
+from medseg.provenance import file_sha256
 
 runner = CliRunner()
 
@@ -57,7 +60,7 @@ def make_checkpoint(path: Path, overrides: list[str], state: dict | None = None,
     """A randomly initialised model saved as a medseg checkpoint (BatchNorm stats perturbed)."""
     cfg = load_config(None, overrides)
     torch.manual_seed(0)
-    model = build_model_from_config(cfg)
+    model = build_from_config(cfg)
     for module in model.modules():  # non-trivial running stats, so eval-mode BatchNorm matters
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.running_mean.uniform_(-0.2, 0.2)

@@ -13,8 +13,9 @@ from torchvision.ops import sigmoid_focal_loss
 
 import medseg.losses as losses
 from medseg.errors import ConfigError
-from medseg.losses import AdaptiveFocalLoss, AGBCEDeepSupervisionLoss, AGBCELoss, FocalLoss
-from medseg.losses.annotation_guided import downsample_target
+from medseg.losses import AdaptiveFocalLoss, AGBCELoss, DeepSupervisionLoss, FocalLoss, ModelOutputsLoss
+from medseg.losses.annotation_guided import ag_bce_ds_loss
+from medseg.losses.deep_supervision import downsample_mask
 from medseg.losses.functional import (
     adaptive_focal,
     adaptive_focal_gamma,
@@ -264,15 +265,15 @@ def test_downsample_modes_and_official_shrinks_foreground() -> None:
     # 4×4 target, foreground = top-left 3×3. 2×2 blocks: TL mean 1, TR 0.5, BL 0.5, BR 0.25.
     t = torch.zeros(1, 1, 4, 4)
     t[0, 0, :3, :3] = 1.0
-    area = downsample_target(t, (2, 2), "area")  # mean ≥ 0.5
-    nearest = downsample_target(t, (2, 2), "nearest")  # picks pixels (0,0), (0,2), (2,0), (2,2)
-    official = downsample_target(t, (2, 2), "official")  # bilinear = block mean here, then floor
+    area = downsample_mask(t, (2, 2), "area")  # mean ≥ 0.5
+    nearest = downsample_mask(t, (2, 2), "nearest")  # picks pixels (0,0), (0,2), (2,0), (2,2)
+    official = downsample_mask(t, (2, 2), "official")  # bilinear = block mean here, then floor
     assert area[0, 0].tolist() == [[1, 1], [1, 0]]
     assert nearest[0, 0].tolist() == [[1, 1], [1, 1]]
     assert official[0, 0].tolist() == [[1, 0], [0, 0]]
     # The full-resolution foreground fraction is 9/16; official keeps 1/4 of the pixels, area 3/4.
     assert official.mean() < t.mean() < area.mean()
-    assert downsample_target(t, (4, 4), "official") is t
+    assert downsample_mask(t, (4, 4), "official") is t
 
 
 def test_official_downsample_matches_cv2_resize() -> None:
@@ -285,7 +286,7 @@ def test_official_downsample_matches_cv2_resize() -> None:
     for size in (16, 8, 4):
         ref = np.stack([cv2.resize(m[0].numpy().astype(np.float64), (size, size)) for m in masks])
         ref = torch.from_numpy(ref.astype(np.float32)).long()  # the dataset's .long()
-        ours = downsample_target(masks, (size, size), "official")[:, 0]
+        ours = downsample_mask(masks, (size, size), "official")[:, 0]
         assert torch.equal(ours.long(), ref), size
 
 
@@ -300,13 +301,13 @@ def _ds_inputs(size: int = 16):  # noqa: ANN202
 
 def test_multiscale_ag_bce_per_scale_kernels() -> None:
     outputs, target, batch = _ds_inputs()
-    loss = AGBCEDeepSupervisionLoss()  # ks 4, 3, 2, 1; weights 1; area downsampling
-    assert AGBCEDeepSupervisionLoss.accepts_multiscale is True
+    loss = ag_bce_ds_loss()  # ks 4, 3, 2, 1; weights 1; area downsampling
+    assert isinstance(loss, ModelOutputsLoss)  # the training loop passes it the whole list
     terms = loss.components(outputs, target, batch)
     for out, ks, term in zip(outputs, (4, 3, 2, 1), terms, strict=True):
         size = out.shape[2:]
-        t = downsample_target(target, size, "area")
-        o = downsample_target(batch["masks"]["non_expert"], size, "area")
+        t = downsample_mask(target, size, "area")
+        o = downsample_mask(batch["masks"]["non_expert"], size, "area")
         assert term.item() == pytest.approx(ag_bce(out, t, o, ks=ks).item(), rel=1e-6)
     # The full-scale term uses ks = 4, not 1 (the dilation changes the value here).
     assert terms[0].item() != pytest.approx(
@@ -314,7 +315,7 @@ def test_multiscale_ag_bce_per_scale_kernels() -> None:
     )
     assert loss(outputs, target, batch).item() == pytest.approx(sum(t.item() for t in terms), rel=1e-6)
     # Weights are used as given.
-    weighted = AGBCEDeepSupervisionLoss(weights=(1.0, 0.5, 0.25, 0.0))(outputs, target, batch)
+    weighted = ag_bce_ds_loss(weights=(1.0, 0.5, 0.25, 0.0))(outputs, target, batch)
     assert weighted.item() == pytest.approx(
         terms[0].item() + 0.5 * terms[1].item() + 0.25 * terms[2].item(), rel=1e-6
     )
@@ -324,31 +325,31 @@ def test_multiscale_ag_bce_per_scale_kernels() -> None:
 
 def test_multiscale_intermediate_bce_and_downsample_modes() -> None:
     outputs, target, batch = _ds_inputs()
-    loss = AGBCEDeepSupervisionLoss(intermediate="bce", target_downsample="nearest")
+    loss = ag_bce_ds_loss(intermediate="bce", target_downsample="nearest")
     terms = loss.components(outputs, target, batch)
     assert terms[0].item() == pytest.approx(
         ag_bce(outputs[0], target, batch["masks"]["non_expert"], ks=4).item(), rel=1e-6
     )
     for out, term in zip(outputs[1:], terms[1:], strict=True):
-        t = downsample_target(target, out.shape[2:], "nearest")
+        t = downsample_mask(target, out.shape[2:], "nearest")
         assert term.item() == pytest.approx(F.binary_cross_entropy_with_logits(out, t).item(), rel=1e-6)
     # official downsampling: the expert disc shrinks at 1/2 (13 pixels vs 19 with area; the masks
     # are resized the same way).
-    official = AGBCEDeepSupervisionLoss(target_downsample="official")
+    official = ag_bce_ds_loss(target_downsample="official")
     assert torch.isfinite(official(outputs, target, batch))
-    t2 = downsample_target(target, (8, 8), "official")
-    assert 0 < t2.sum() < downsample_target(target, (8, 8), "area").sum()
+    t2 = downsample_mask(target, (8, 8), "official")
+    assert 0 < t2.sum() < downsample_mask(target, (8, 8), "area").sum()
     terms = official.components(outputs, target, batch)
-    o2 = downsample_target(batch["masks"]["non_expert"], (8, 8), "official")
+    o2 = downsample_mask(batch["masks"]["non_expert"], (8, 8), "official")
     assert terms[1].item() == pytest.approx(ag_bce(outputs[1], t2, o2, ks=3).item(), rel=1e-6)
     with pytest.raises(ValueError, match="outputs"):
         loss(outputs[:3], target, batch)
     with pytest.raises(ConfigError):
-        AGBCEDeepSupervisionLoss(intermediate="dice")
+        ag_bce_ds_loss(intermediate="dice")
     with pytest.raises(ConfigError):
-        AGBCEDeepSupervisionLoss(target_downsample="bicubic")
+        ag_bce_ds_loss(target_downsample="bicubic")
     with pytest.raises(ConfigError):
-        AGBCEDeepSupervisionLoss(ks_per_scale=(4, 3), weights=(1.0,))
+        ag_bce_ds_loss(ks_per_scale=(4, 3), weights=(1.0,))
 
 
 # ----------------------------------------------------------------------------- focal
@@ -476,7 +477,7 @@ def test_stable_at_extreme_logits(eps: float) -> None:
         value.backward()
         assert torch.isfinite(value), name
         assert torch.isfinite(xx.grad).all(), name
-    ds = AGBCEDeepSupervisionLoss(ks_per_scale=(4,), weights=(1.0,), eps=eps)
+    ds = ag_bce_ds_loss(ks_per_scale=(4,), weights=(1.0,), eps=eps)
     xx = x.clone().requires_grad_()
     value = ds([xx], y, {"masks": {"expert": y, "non_expert": o}})
     value.backward()
@@ -493,7 +494,7 @@ def test_gradcheck_float64(eps: float) -> None:
         if name == "adaptive_focal":
             continue  # γ is a constant for autograd but moves under finite differences
         assert torch.autograd.gradcheck(lambda z, fn=fn: fn(z, y, o), (x,)), name
-    ds = AGBCEDeepSupervisionLoss(ks_per_scale=(2, 1), weights=(1.0, 0.5), eps=eps)
+    ds = ag_bce_ds_loss(ks_per_scale=(2, 1), weights=(1.0, 0.5), eps=eps)
     x2 = (torch.randn(2, 1, 2, 2, generator=gen, dtype=torch.float64)).requires_grad_()
     batch = {"masks": {"expert": y, "non_expert": o}}
     assert torch.autograd.gradcheck(lambda a, b: ds([a, b], y, batch), (x, x2))
@@ -539,7 +540,8 @@ def test_registry() -> None:
     assert isinstance(losses.build("ag_bce", w_hard=12.0), AGBCELoss)
     assert losses.build("ag_bce", w_hard=12.0).w_hard == 12.0
     ds = losses.build("ag_bce_ds", intermediate="bce", target_downsample="official")
-    assert isinstance(ds, AGBCEDeepSupervisionLoss) and ds.accepts_multiscale
+    assert isinstance(ds, DeepSupervisionLoss) and ds.mode == "official"
+    assert [type(loss).__name__ for loss in ds.losses] == ["AGBCELoss", "BCELoss", "BCELoss", "BCELoss"]
     assert isinstance(losses.build("focal", gamma=1.0), FocalLoss)
     assert isinstance(losses.build("adaptive_focal", ks=3), AdaptiveFocalLoss)
     # Sums work with the batch-reading losses too.

@@ -8,7 +8,7 @@ from torch import nn
 
 import medseg.models as models
 from medseg.config import load_config
-from medseg.engine.predict import build_model_from_config
+from medseg.models import build_from_config
 from medseg.errors import ConfigError
 from medseg.losses import DeepSupervisionLoss
 from medseg.models import UNetPlusPlus
@@ -208,7 +208,7 @@ def test_builds_from_config() -> None:
             "data.image_size=[32, 32]",
         ],
     )
-    model = build_model_from_config(cfg)
+    model = build_from_config(cfg)
     assert isinstance(model, UNetPlusPlus)
     assert model.features == SMALL and model.deep_supervision and model.prune == 3
     assert model.encoder.stages[0][0].in_channels == 3

@@ -9,9 +9,9 @@ from torch.nn.modules.dropout import _DropoutNd
 
 import medseg.models as models
 from medseg.config import Config
-from medseg.engine.predict import build_model_from_config
+from medseg.models import build_from_config
 from medseg.errors import ConfigError
-from medseg.models.pdvnet import DenseBlock, PDVNet, pdvnet  # noqa: F401  (registers "pdvnet")
+from medseg.models.pdvnet import DenseBlock, PDVNet
 from medseg.models.resunet import AnisotropicConvBlock, ResUNet, resunet_h, resunet_r
 from medseg.models.vnet import VNet, pad_to_multiple
 
@@ -267,7 +267,7 @@ def test_build_by_name_and_from_config(name: str, channels: int, size: tuple[int
     cfg.model.name = name
     cfg.model.options = {}
     cfg.data.spatial_dims = 3
-    from_config = build_model_from_config(cfg).eval()
+    from_config = build_from_config(cfg).eval()
     assert from_config.spatial_dims == 3
     assert isinstance(from_config, CLASSES[name])
     if size is not None:  # V-Net's forward is tested above (45 M parameters are slow on a CPU)
@@ -281,4 +281,4 @@ def test_2d_config_refuses_3d_only_resunet() -> None:
     cfg.model.options = {}
     cfg.data.spatial_dims = 2
     with pytest.raises(ConfigError, match="3D only"):
-        build_model_from_config(cfg)
+        build_from_config(cfg)

@@ -16,17 +16,14 @@ from medseg.data.sample import Sample
 from medseg.data.volumes import VolumeDataset
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.evaluate import evaluate_checkpoint, evaluate_model
-from medseg.engine.predict import (
-    SlidingWindow,
-    build_model_from_config,
-    class_index_to_value,
-    load_model,
-    predict_files,
-)
+from medseg.engine.predict import predict_files
+from medseg.engine.inference import SlidingWindow, class_index_to_value, load_model
+from medseg.models import build_from_config
 from medseg.engine.train import train
 from medseg.engine.validation import validate_volumes
 from medseg.errors import ConfigError, DataError
 from medseg.losses import build as build_loss
+from medseg.models import SegmentationModel
 
 SPACING_XYZ = (0.5, 0.5, 2.0)  # ITK order; medseg's (sz, sy, sx) is (2.0, 0.5, 0.5)
 
@@ -140,32 +137,32 @@ def test_volume_dataset_needs_the_matching_num_classes(label_folder: Path) -> No
 def test_model_out_channels_follow_num_classes(tmp_path: Path) -> None:
     common = ["data.spatial_dims=3", "data.patch_size=[8, 16, 16]", "model.options={features: [4, 8]}"]
     cfg = load_config(None, [*common, "data.num_classes=4"])
-    model = build_model_from_config(cfg)
+    model = build_from_config(cfg)
     assert model(torch.zeros(1, 1, 8, 16, 16)).shape[1] == 4 and model.num_classes == 4
-    binary = build_model_from_config(load_config(None, common))
-    assert binary(torch.zeros(1, 1, 8, 16, 16)).shape[1] == 1 and not hasattr(binary, "num_classes")
+    binary = build_from_config(load_config(None, common))
+    assert binary(torch.zeros(1, 1, 8, 16, 16)).shape[1] == 1 and binary.num_classes is None
     # a binary task whose baseline needs a boundary channel: model.options.out_channels
     two = load_config(
         None, [*common, "model.name=monai_unet", "model.options={features: [4, 8], out_channels: 2}"]
     )
-    assert build_model_from_config(two)(torch.zeros(1, 1, 8, 16, 16)).shape[1] == 2
+    assert build_from_config(two)(torch.zeros(1, 1, 8, 16, 16)).shape[1] == 2
     with pytest.raises(ConfigError, match="differs"):
-        build_model_from_config(
+        build_from_config(
             load_config(
                 None, [*common, "data.num_classes=3", "model.options={features: [4], out_channels: 2}"]
             )
         )
     # Res-UNet still appends its boundary channel to its single mask channel
     resunet = load_config(None, [*common, "model.name=resunet_r", "model.options={features: [4, 4, 4]}"])
-    assert build_model_from_config(resunet)(torch.zeros(1, 1, 4, 16, 16)).shape[1] == 2
+    assert build_from_config(resunet)(torch.zeros(1, 1, 4, 16, 16)).shape[1] == 2
     with pytest.raises(ConfigError, match="spatial_dims: 3"):
-        build_model_from_config(load_config(None, ["data.num_classes=3"]))
+        build_from_config(load_config(None, ["data.num_classes=3"]))
     with pytest.raises(ConfigError, match="num_classes"):
-        build_model_from_config(load_config(None, [*common, "data.num_classes=1"]))
+        build_from_config(load_config(None, [*common, "data.num_classes=1"]))
 
 
 # ---------------------------------------------------------------- metrics on an exact model
-class ClassFromIntensity(nn.Module):
+class ClassFromIntensity(SegmentationModel):
     """Logit of class c is −(x − c)²: the argmax is the image value rounded to a class index."""
 
     spatial_dims = 3

@@ -231,7 +231,7 @@ def predict(
             _fail(ValueError("--uncertainty needs a medseg checkpoint of a non-promptable model"))
         from medseg import models
         from medseg.data.prompts import parse_box, read_box_file
-        from medseg.engine.predict import resolve_device
+        from medseg.engine.inference import resolve_device
         from medseg.engine.promptable import predict_files_with_boxes
 
         if model is not None:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from medseg.errors import ConfigError
+from medseg.io_utils import read_yaml_mapping
 
 
 @dataclass
@@ -169,6 +170,19 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def check_num_classes(num_classes: object, spatial_dims: int) -> int | None:
+    """``data.num_classes`` validated: ``None`` (binary) or an integer K ≥ 2 on the 3D path."""
+    if num_classes is None:
+        return None
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 2 <= num_classes <= 256:
+        raise ConfigError(
+            f"data.num_classes must be null (binary) or an integer in [2, 256], got {num_classes!r}"
+        )
+    if spatial_dims != 3:
+        raise ConfigError("data.num_classes (multi-class) needs the 3D path: set data.spatial_dims: 3")
+    return num_classes
+
+
 def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
@@ -226,16 +240,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Defaults ← YAML file ← ``--set`` overrides, validated into a :class:`Config`."""
     tree = Config().to_dict()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        _merge(tree, loaded)
+        _merge(tree, read_yaml_mapping(path, "config file"))
     for override in overrides or []:
         key, value = parse_override(override)
         _set_path(tree, key, value)

@@ -19,14 +19,21 @@ class Registry:
         self.kind = kind
         self._factories: dict[str, Callable[..., Any]] = {}
         self._docs: dict[str, str] = {}
+        self._traits: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str, doc: str | None = None) -> Callable[[F], F]:
-        """Decorator that registers ``factory`` under ``name``; a duplicate name is an error."""
+    def register(self, name: str, doc: str | None = None, **traits: Any) -> Callable[[F], F]:
+        """Decorator that registers ``factory`` (a function or a class) under ``name``.
+
+        ``doc`` replaces the factory's docstring as the one-line description; ``traits`` are
+        declared facts about the entry that its users read with :meth:`traits`. A duplicate name
+        is an error.
+        """
 
         def decorator(factory: F) -> F:
             if name in self._factories:
                 raise ValueError(f"{self.kind} '{name}' is already registered")
             self._factories[name] = factory
+            self._traits[name] = dict(traits)
             summary = doc or (factory.__doc__ or "").strip().splitlines()
             self._docs[name] = summary if isinstance(summary, str) else (summary[0] if summary else "")
             return factory
@@ -48,6 +55,11 @@ class Registry:
                 f"unknown {self.kind} '{name}'. Available: {', '.join(self.available()) or '(none)'}"
             )
         return self._factories[name]
+
+    def traits(self, name: str) -> dict[str, Any]:
+        """The traits ``name`` was registered with (``{}`` when none)."""
+        self.get(name)
+        return dict(self._traits[name])
 
     def available(self) -> list[str]:
         """Sorted registered names."""

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from medseg.data.sample import Sample
 from medseg.data.sources.base import Source
+from medseg.errors import DataError
 
 
 @dataclass
@@ -100,8 +101,6 @@ def inspect_source(source: Source, name: str | None = None, max_cases: int | Non
     """
     ids = source.case_ids()
     if not ids:
-        from medseg.errors import DataError
-
         raise DataError(f"no cases found for source '{name or type(source).__name__}'", source.root)
     chosen = ids if max_cases is None else ids[:max_cases]
     rows = [_case_row(cid, source.load_case(cid)) for cid in chosen]

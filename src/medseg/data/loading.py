@@ -1,14 +1,20 @@
-"""From a :class:`~medseg.config.DataConfig` to train / validation / test samples."""
+"""From a config to train / validation / test samples, the training datasets and their loader."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medseg.config import DataConfig
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from medseg.config import Config, DataConfig, check_num_classes
+from medseg.data.dataset import SegmentationDataset
 from medseg.data.sample import Sample
 from medseg.data.sources import build as build_source
 from medseg.data.splits import check_disjoint, holdout_split, kfold_split, split_samples
-from medseg.errors import DataError
+from medseg.data.transforms import augment_transform
+from medseg.data.volumes import VolumeDataset
+from medseg.errors import ConfigError, DataError
 
 
 @dataclass
@@ -54,3 +60,76 @@ def load_splits(cfg: DataConfig) -> DataSplits:
     if cfg.test_source:
         test = _retarget(build_source(cfg.test_source, **cfg.test_options).load_all(), cfg.target)
     return DataSplits(train=train, val=val, test=test, train_cases=train_ids, val_cases=val_ids)
+
+
+def build_datasets(cfg: Config, splits: DataSplits) -> tuple[Dataset, Dataset]:
+    """Training and validation datasets of ``cfg.data.spatial_dims`` (see the module docstring)."""
+    data = cfg.data
+    num_classes = check_num_classes(data.num_classes, data.spatial_dims)
+    if data.spatial_dims == 3:
+        if data.patch_size is None:
+            raise ConfigError("data.spatial_dims: 3 needs data.patch_size (D×H×W training patch)")
+        train_set = VolumeDataset(
+            splits.train,
+            data.in_channels,
+            data.intensity,
+            patch_size=data.patch_size,
+            foreground_ratio=data.foreground_ratio,
+            samples_per_volume=data.samples_per_volume,
+            augment=cfg.augment,
+            anisotropy_ratio=data.anisotropy_ratio,
+            num_classes=num_classes,
+        )
+        val_set = VolumeDataset(
+            splits.val,
+            data.in_channels,
+            data.intensity,
+            annotators=train_set.annotators,
+            num_classes=num_classes,
+        )
+        return train_set, val_set
+    if data.spatial_dims != 2:
+        raise ConfigError(f"data.spatial_dims must be 2 or 3, got {data.spatial_dims}")
+    train_2d = SegmentationDataset(splits.train, data.image_size, data.in_channels, data.intensity)
+    # The augmentation needs the annotator keys, which the dataset finds while loading.
+    train_2d.augment = augment_transform(train_2d.annotators, 2, cfg.augment)
+    val_2d = SegmentationDataset(
+        splits.val, data.image_size, data.in_channels, data.intensity, annotators=train_2d.annotators
+    )
+    return train_2d, val_2d
+
+
+def train_loader(
+    dataset: Dataset,
+    micro_batch: int,
+    seed: int,
+    epoch: int,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """This rank's micro-batches of ``epoch``: a share of one seeded permutation of the whole set.
+
+    ``DistributedSampler(seed=seed)`` with ``set_epoch(epoch)`` permutes all items with
+    ``seed + epoch``; rank r of W takes positions r, r + W, …, so the W micro-batches of a step
+    together hold W × ``micro_batch`` consecutive positions of the permutation: with one process
+    and W-fold batches the same items form each batch. The last incomplete batch is dropped.
+    ``rank`` / ``world_size`` are this process's place in the group (one process: 0 and 1).
+    """
+    sampler = DistributedSampler(
+        dataset,
+        num_replicas=world_size,
+        rank=rank,
+        shuffle=True,
+        seed=seed,
+        drop_last=True,
+    )
+    sampler.set_epoch(epoch)
+    return DataLoader(
+        dataset,
+        batch_size=micro_batch,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed + epoch),
+    )

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from medseg.data.io import write_volume
 from medseg.data.sample import Sample
 
 DEFAULT_SHAPE: tuple[int, int, int] = (24, 128, 128)
@@ -264,8 +265,6 @@ def write_phantom_microus(
     (``.nii.gz``) whose affine/zooms carry ``spacing``; masks are uint8 0/1. Read back with
     ``build("microus", root=out_dir)``.
     """
-    from medseg.data.io import write_volume
-
     root = Path(out_dir)
     n_total = n_train + n_test
     for i in range(n_total):

@@ -38,6 +38,7 @@ from scipy import ndimage
 
 from medseg.data.io import strip_extension
 from medseg.errors import ConfigError, DataError
+from medseg.models.base import SegmentationModel
 
 #: MedSAM's training box jitter: up to 20 px per side at a 1024 px input
 MEDSAM_BOX_SHIFT = 20
@@ -362,14 +363,14 @@ class PromptSampler:
         self.shift = int(shift)
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, cfg: Any, seed: int = 0) -> PromptSampler | None:
+    def for_model(cls, model: SegmentationModel, cfg: Any, seed: int = 0) -> PromptSampler | None:
         """A sampler for a promptable model (``model.promptable``), else ``None``.
 
         The training images must already be the model's square input (``data.image_size`` =
         ``[img_size, img_size]``); ``cfg.data.box_shift`` overrides the default jitter.
         """
         del seed  # boxes use the engine's per-epoch seeding of torch's global generator
-        if not getattr(model, "promptable", False):
+        if not model.promptable:
             return None
         size = int(model.img_size)
         if [int(v) for v in cfg.data.image_size] != [size, size]:

@@ -24,7 +24,7 @@ from medseg.engine.evaluate import (
     save_overlays_for,
     write_evaluation,
 )
-from medseg.engine.predict import load_model, resolve_device, sliding_window_from_config
+from medseg.engine.inference import load_model, resolve_device, sliding_window_from_config
 from medseg.engine.train import TrainResult, train
 from medseg.errors import DataError
 from medseg.report.figures import save_training_curves

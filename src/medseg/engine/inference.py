@@ -1,4 +1,17 @@
-"""Sliding-window inference for volumes (and large images) larger than a model's training patch.
+"""Inference building blocks: a checkpoint's model, its logits, probabilities and class maps.
+
+Prediction (:mod:`medseg.engine.predict`), uncertainty (:mod:`medseg.engine.uncertainty`),
+evaluation and the ONNX runtime (:mod:`medseg.export.runtime`) are built on these; none of
+them imports another.
+
+* :func:`model_from_state` / :func:`load_model`: the model of a checkpoint, in eval mode.
+* :func:`mask_logits` / :func:`class_logits`: the channels of a model's logits that hold the
+  foreground mask (``model.mask_channel``) or its K classes (``model.num_classes``).
+* :class:`SlidingWindow` (from the config's ``inference`` section), :func:`volume_logits`,
+  :func:`predict_volume_probabilities`, :func:`predict_volume_classes`: a 3D model on a whole
+  volume at its own resolution.
+
+Sliding-window inference for volumes (and large images) larger than a model's training patch:
 
 :func:`sliding_window_predict` wraps MONAI's ``monai.inferers.sliding_window_inference`` with the
 defaults that avoid visible seams: windows overlap by half and are blended with a Gaussian
@@ -22,11 +35,22 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from monai.data.meta_tensor import MetaTensor
 from monai.inferers import sliding_window_inference
 from torch import Tensor, nn
+
+from medseg.config import Config, config_from_dict
+from medseg.data.sample import Sample
+from medseg.data.transforms import normalize_intensity
+from medseg.engine.checkpoint import load_checkpoint
+from medseg.errors import ConfigError, DataError
+from medseg.models import SegmentationModel, build_from_config
 
 BLEND_MODES = ("gaussian", "constant")
 OUTPUTS = ("logits", "sigmoid", "softmax")
@@ -173,3 +197,170 @@ def sliding_window_predict(
     if isinstance(result, MetaTensor):
         result = result.as_tensor()
     return result
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_model(
+    checkpoint: str | Path, device: torch.device | str = "cpu"
+) -> tuple[SegmentationModel, Config]:
+    """Rebuild the model from the config stored in a medseg checkpoint and load its weights."""
+    return model_from_state(load_checkpoint(checkpoint), device)
+
+
+def model_from_state(
+    state: dict[str, Any], device: torch.device | str = "cpu"
+) -> tuple[SegmentationModel, Config]:
+    """The model of a loaded checkpoint ``state`` (its config and weights), in eval mode."""
+    cfg = config_from_dict(state["config"])
+    # the checkpoint holds the trained weights: don't read the pretraining file again
+    cfg.model.options = {k: v for k, v in cfg.model.options.items() if k not in ("pretrained", "checkpoint")}
+    model = build_from_config(cfg)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg
+
+
+def class_logits(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The ``B×K×spatial`` class logits of a multi-class model: its first K channels."""
+    if logits.shape[1] < num_classes:
+        raise ValueError(f"{num_classes} classes but the model gives {logits.shape[1]} logit channel(s)")
+    return logits[:, :num_classes]
+
+
+def mask_logits(logits: torch.Tensor, model: SegmentationModel) -> torch.Tensor:
+    """``B×1×spatial`` foreground logits (channel ``model.mask_channel``) of ``B×K×spatial`` logits."""
+    channel = model.mask_channel
+    if not 0 <= channel < logits.shape[1]:
+        raise ValueError(f"mask channel {channel} is outside the model's {logits.shape[1]} logit channel(s)")
+    return logits[:, channel : channel + 1]
+
+
+def class_index_to_value(classes: np.ndarray, class_values: Sequence[int] | None) -> np.ndarray:
+    """Class indices → label values (``class_values[i]`` for class i); as they are when unknown.
+
+    The result is uint8 when every value fits, else int16/int32.
+    """
+    if class_values is None:
+        return classes.astype(np.uint8)
+    lut = np.asarray(class_values, dtype=np.int64)
+    if int(classes.max(initial=0)) >= lut.size:
+        raise ValueError(
+            f"class index {int(classes.max())} has no value in class_values {list(class_values)}"
+        )
+    for dtype in (np.uint8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= lut.min() and lut.max() <= info.max:
+            return lut.astype(dtype)[classes]
+    raise ValueError(f"class_values {list(class_values)} do not fit int32")
+
+
+@dataclass(frozen=True)
+class SlidingWindow:
+    """How a 3D model meets a whole volume (:func:`sliding_window_predict`)."""
+
+    roi_size: tuple[int, ...]
+    overlap: float = 0.5
+    mode: str = "gaussian"
+    sw_batch_size: int = 1
+    tta_flips: bool = False
+    stitch_device: str | None = None
+
+
+def sliding_window_from_config(cfg: Config) -> SlidingWindow | None:
+    """The sliding window of a 3D config (``inference.roi_size`` or ``data.patch_size``); ``None`` in 2D."""
+    if cfg.data.spatial_dims != 3:
+        return None
+    roi = cfg.inference.roi_size or cfg.data.patch_size
+    if roi is None or len(roi) != 3:
+        raise ConfigError(
+            f"3D inference needs a D×H×W window: set data.patch_size (or inference.roi_size), got {roi}"
+        )
+    icfg = cfg.inference
+    return SlidingWindow(
+        roi_size=tuple(int(r) for r in roi),
+        overlap=float(icfg.sw_overlap),
+        mode=icfg.sw_mode,
+        sw_batch_size=int(icfg.sw_batch_size),
+        tta_flips=bool(icfg.tta_flips),
+        stitch_device=icfg.stitch_device,
+    )
+
+
+def volume_logits(
+    model: nn.Module, image: torch.Tensor, window: SlidingWindow, device: torch.device
+) -> torch.Tensor:
+    """All logit channels of ``image`` (``B×C×D×H×W``, already normalised) by sliding window.
+
+    The windows run on ``device``; the output is on ``window.stitch_device`` (default: the image's
+    device).
+    """
+    return sliding_window_predict(
+        model,
+        image,
+        window.roi_size,
+        overlap=window.overlap,
+        mode=window.mode,
+        sw_batch_size=window.sw_batch_size,
+        tta_flips=window.tta_flips,
+        device=device,
+        stitch_device=window.stitch_device,
+    )
+
+
+def normalized_volume(sample: Sample, intensity: str) -> torch.Tensor:
+    """``1×C×D×H×W`` image of a volume sample, normalised as in training (2D: a :class:`DataError`)."""
+    if sample.ndim != 3:
+        raise DataError(
+            f"a 3D model needs a C×D×H×W volume, got image shape {sample.image.shape}",
+            sample.source_path or sample.case_id,
+        )
+    return torch.from_numpy(normalize_intensity(sample.image, intensity))[None]
+
+
+def sample_volume_logits(
+    model: SegmentationModel, sample: Sample, intensity: str, device: torch.device, window: SlidingWindow
+) -> torch.Tensor:
+    """All logit channels of a whole volume: normalised as in training, then by sliding window."""
+    image = normalized_volume(sample, intensity)
+    model.eval()
+    image = image.to(window.stitch_device or device)  # the output is stitched where the image is
+    return volume_logits(model, image, window, device)
+
+
+@torch.no_grad()
+def predict_volume_probabilities(
+    model: SegmentationModel, sample: Sample, intensity: str, device: torch.device, window: SlidingWindow
+) -> np.ndarray:
+    """Foreground probability ``D×H×W`` of a 3D model on a whole volume at its own resolution.
+
+    The volume is normalised as :class:`~medseg.data.volumes.VolumeDataset` does in training, then
+    predicted window by window (a volume smaller than the window is padded and cropped back).
+    """
+    logits = mask_logits(sample_volume_logits(model, sample, intensity, device, window), model)
+    return torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+
+
+@torch.no_grad()
+def predict_volume_classes(
+    model: SegmentationModel,
+    sample: Sample,
+    intensity: str,
+    device: torch.device,
+    window: SlidingWindow,
+    num_classes: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax class indices ``D×H×W`` (uint8) and the foreground probability 1 − p(class 0).
+
+    The multi-class twin of :func:`predict_volume_probabilities` (same normalisation and sliding
+    window); the softmax runs over the model's first ``num_classes`` channels.
+    """
+    logits = sample_volume_logits(model, sample, intensity, device, window)
+    logits = class_logits(logits, num_classes).float()
+    labels = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+    foreground = 1.0 - torch.softmax(logits, dim=1)[0, 0].cpu().numpy()
+    return labels, foreground

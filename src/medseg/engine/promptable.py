@@ -28,8 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from medseg.data.prompts import Letterbox, boxes_from_mask, to_model_input, validate_boxes
+from medseg.data.io import file_format, read_image, strip_extension, write_image, write_volume
+from medseg.data.prompts import Letterbox, boxes_for_image, boxes_from_mask, to_model_input, validate_boxes
 from medseg.errors import ConfigError, DataError
+from medseg.models import SegmentationModel
 
 #: LiteMedSAM widens the previous slice's box by 3 px (at 256) when propagating in 3D
 PROPAGATION_MARGIN_AT_256 = 3
@@ -41,11 +43,7 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def _check_promptable(model: nn.Module) -> int:
-    if (
-        not getattr(model, "promptable", False)
-        or not hasattr(model, "encode")
-        or not hasattr(model, "decode")
-    ):
+    if not isinstance(model, SegmentationModel) or not model.promptable:
         raise ConfigError(f"{type(model).__name__} is not a promptable model (needs encode/decode and boxes)")
     return int(model.img_size)
 
@@ -218,9 +216,6 @@ def predict_files_with_boxes(
     give a label PNG (label ``i`` for box ``i``); volumes give a label volume in the input's format
     and geometry (NIfTI affine kept), segmented slice by slice from each 3D box's middle slice.
     """
-    from medseg.data.io import file_format, read_image, strip_extension, write_image, write_volume
-    from medseg.data.prompts import boxes_for_image
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if boxes is None and box_table is None:

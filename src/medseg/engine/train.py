@@ -23,7 +23,14 @@ dropout, W processes reach the single-process parameters up to rounding
 with the Dice accumulated per case. 3: a 3D model trains on patches of ``data.patch_size`` drawn
 with ``data.foreground_ratio`` (:class:`~medseg.data.volumes.VolumeDataset`) and validates on
 whole volumes predicted by sliding window (window = the patch size, Gaussian blending), one Dice
-per volume, on the model's mask channel (:func:`~medseg.engine.predict.mask_channel`).
+per volume, on the model's mask channel (``model.mask_channel``). The datasets and the loader
+are :mod:`medseg.data.loading`'s, validation is :mod:`medseg.engine.validation`'s, and the
+progress bar, ``history.csv`` and TensorBoard are :mod:`medseg.engine.train_log`'s.
+
+The loss is called once per batch on whatever the model returns
+(:func:`medseg.losses.for_model_outputs`): a deep-supervision list is weighted per scale by
+:class:`~medseg.losses.DeepSupervisionLoss`, a promptable model's ``{"logits", "iou"}`` dict goes
+to the losses that read the IoU head; the loop does not look inside.
 
 Multi-class (``data.num_classes`` = K ≥ 2, 3D only): the model has K softmax logit channels and the
 masks are class indices. The validation Dice of a volume is the mean over the foreground classes
@@ -35,7 +42,6 @@ mean over the volumes.
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
 import random
 import time
@@ -47,17 +53,13 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
 from medseg import losses, optim
 from medseg.config import Config, config_from_dict, save_config
-from medseg.data.dataset import SegmentationDataset
-from medseg.data.loading import DataSplits, load_splits
+from medseg.data.loading import build_datasets, load_splits, train_loader
 from medseg.data.prompts import PromptSampler
-from medseg.data.transforms import augment_transform
-from medseg.data.volumes import VolumeDataset
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from medseg.engine.distributed import (
     all_reduce_mean,
@@ -72,23 +74,14 @@ from medseg.engine.distributed import (
     sync_buffers,
     wrap_model,
 )
-from medseg.engine.predict import (
-    build_model_from_config,
-    check_num_classes,
-    sliding_window_from_config,
-)
-from medseg.engine.validation import (
-    batch_to_device,
-    main_output,
-    validate,
-    validate_volumes,
-    write_case_dice,
-)
+from medseg.engine.inference import sliding_window_from_config
+from medseg.engine.train_log import TrainProgress, log_epoch, open_tensorboard, write_history
+from medseg.engine.validation import batch_to_device, validate, validate_volumes, write_case_dice
 from medseg.errors import ConfigError
+from medseg.models import build_from_config
 from medseg.optim.sam import SAM, param_groups_with_loss, sam_training_step
 from medseg.optim.schedulers import is_epoch_scheduler
 
-HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_time_s", "elapsed_s")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -115,31 +108,6 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-
-
-class _Progress:
-    """Rich progress bar that can be switched off (tests, CI logs)."""
-
-    def __init__(self, enabled: bool, console: Console) -> None:
-        self.enabled = enabled
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not enabled,
-            transient=True,
-        )
-
-    def __enter__(self) -> Progress:
-        self.progress.__enter__()
-        return self.progress
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
 
 
 def train(
@@ -207,9 +175,10 @@ def _train(
         + (f", {world} processes" if world > 1 else "")
     )
 
-    model = build_model_from_config(cfg).to(device=device, dtype=dtype)
+    model = build_from_config(cfg).to(device=device, dtype=dtype)
     loss_fn = losses.build(cfg.loss.name, **cfg.loss.options).to(device=device, dtype=dtype)
-    ds_loss = losses.DeepSupervisionLoss(loss_fn, cfg.loss.deep_supervision_weights)
+    # one loss object takes whatever the model returns (deep-supervision list, promptable dict)
+    train_loss = losses.for_model_outputs(loss_fn, cfg.loss.deep_supervision_weights)
     prompts = PromptSampler.for_model(model, cfg, tcfg.seed)  # None unless the model takes boxes
     # A loss with parameters (U-MedSAM's learned σ_k) trains with the model, without weight decay.
     params: Any = (
@@ -240,7 +209,7 @@ def _train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     run = _RunParts(
-        model, model, loss_fn, ds_loss, optimizer, scheduler, scaler, prompts, device, dtype, use_amp
+        model, model, loss_fn, train_loss, optimizer, scheduler, scaler, prompts, device, dtype, use_amp
     )
     result = TrainResult(output_dir=out)
     start_epoch = 0
@@ -253,11 +222,7 @@ def _train(
     if main:
         save_config(cfg, out / "config.yaml")
 
-    writer = None
-    if tcfg.tensorboard and main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tensorboard"))
+    writer = open_tensorboard(out) if tcfg.tensorboard and main else None
 
     run_start = time.perf_counter()
     for epoch in range(start_epoch, tcfg.epochs):
@@ -293,10 +258,10 @@ def _train(
             if improved:
                 save_checkpoint(state, out / "best.pt")
             save_checkpoint(state, out / "last.pt")
-            _write_history(result.history, out / "history.csv")
+            write_history(result.history, out / "history.csv")
             write_case_dice(case_dice, epoch + 1, out / "val_cases.csv")
         if writer is not None:
-            _log_epoch(writer, record, run, val_set, previews, window is None and prompts is None)
+            log_epoch(writer, record, model, device, val_set, previews, window is None and prompts is None)
         console.print(
             f"epoch {epoch + 1:3d}/{tcfg.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
             f"val Dice {val_dice:.4f}{' *' if improved else ''}  {epoch_time:.1f}s"
@@ -316,8 +281,8 @@ class _RunParts:
 
     model: torch.nn.Module  # unwrapped: checkpoints and validation
     ddp_model: torch.nn.Module  # the model under DDP (the model itself in one process)
-    loss_fn: torch.nn.Module
-    ds_loss: losses.DeepSupervisionLoss
+    loss_fn: torch.nn.Module  # as built: its state (U-MedSAM's σ_k) is checkpointed
+    train_loss: torch.nn.Module  # loss_fn taking the model's raw outputs (losses.for_model_outputs)
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
@@ -342,7 +307,11 @@ def _train_epoch(
     epoch_seed = tcfg.seed + epoch
     train_set.set_epoch_seed(epoch_seed)
     torch.manual_seed(epoch_seed)
-    micro_batches = iter(train_loader(train_set, micro_batch, tcfg.seed, epoch, tcfg.num_workers))
+    micro_batches = iter(
+        train_loader(
+            train_set, micro_batch, tcfg.seed, epoch, tcfg.num_workers, get_rank(), get_world_size()
+        )
+    )
     sharpness_aware = isinstance(run.optimizer, SAM)
     per_step_scheduler = not is_epoch_scheduler(run.scheduler)  # plateau steps per epoch instead
     run.ddp_model.train()
@@ -350,12 +319,12 @@ def _train_epoch(
     def compute_loss(batch: dict[str, Any]) -> torch.Tensor:
         boxes = None if run.prompts is None else run.prompts.boxes(batch["target"], jitter=True)
         with torch.autocast(run.device.type, enabled=run.use_amp):
-            return forward_loss(
-                run.ddp_model, run.loss_fn, run.ds_loss, batch["image"], batch["target"], batch, boxes
-            )
+            image = batch["image"]
+            outputs = run.ddp_model(image) if boxes is None else run.ddp_model(image, boxes)
+            return run.train_loss(outputs, batch["target"], batch)
 
     running = 0.0
-    with _Progress(tcfg.progress and is_main_process(), console) as progress:
+    with TrainProgress(tcfg.progress and is_main_process(), console) as progress:
         task = progress.add_task(f"epoch {epoch + 1}/{tcfg.epochs}", total=steps, info="")
         for step in range(steps):
             group = [
@@ -441,67 +410,11 @@ def _checkpoint_state(
     return state
 
 
-def _log_epoch(
-    writer: Any,
-    record: dict[str, float],
-    run: _RunParts,
-    val_set: Dataset,
-    previews: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]],
-    slice_overlay: bool,
-) -> None:
-    """TensorBoard scalars of an epoch, and validation overlays (a 2D slice, or the 3D previews)."""
-    epoch = int(record["epoch"])
-    for key in ("train_loss", "val_loss", "val_dice", "lr", "epoch_time_s"):
-        writer.add_scalar(key, record[key], epoch)
-    if slice_overlay:
-        _log_overlay(writer, run.model, val_set, run.device, epoch)
-        return
-    for case_id, grey, target, pred in previews:
-        rgb = _overlay_rgb(grey[None, None], target[None, None], pred[None, None])
-        writer.add_images(f"val/overlay_gt_green_pred_red/{case_id}", rgb, epoch)
-
-
 def train_dtype(name: str) -> torch.dtype:
     """``train.dtype`` → torch dtype (``float32`` or ``float64``)."""
     if name not in DTYPES:
         raise ConfigError(f"train.dtype must be one of {sorted(DTYPES)}, got {name!r}")
     return DTYPES[name]
-
-
-def train_loader(
-    dataset: Dataset,
-    micro_batch: int,
-    seed: int,
-    epoch: int,
-    num_workers: int = 0,
-    rank: int | None = None,
-    world_size: int | None = None,
-) -> DataLoader:
-    """This rank's micro-batches of ``epoch``: a share of one seeded permutation of the whole set.
-
-    ``DistributedSampler(seed=seed)`` with ``set_epoch(epoch)`` permutes all items with
-    ``seed + epoch``; rank r of W takes positions r, r + W, …, so the W micro-batches of a step
-    together hold W × ``micro_batch`` consecutive positions of the permutation: with one process
-    and W-fold batches the same items form each batch. The last incomplete batch is dropped.
-    ``rank`` / ``world_size`` default to this process's place in the group.
-    """
-    sampler = DistributedSampler(
-        dataset,
-        num_replicas=get_world_size() if world_size is None else world_size,
-        rank=get_rank() if rank is None else rank,
-        shuffle=True,
-        seed=seed,
-        drop_last=True,
-    )
-    sampler.set_epoch(epoch)
-    return DataLoader(
-        dataset,
-        batch_size=micro_batch,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed + epoch),
-    )
 
 
 def accumulate_gradients(
@@ -531,109 +444,6 @@ def accumulate_gradients(
             scaler.scale(loss / len(micro_batches)).backward()
         total = total.to(loss.device, loss.dtype) + loss.detach()
     return total / len(micro_batches)
-
-
-def forward_loss(
-    model: torch.nn.Module,
-    loss_fn: torch.nn.Module,
-    ds_loss: torch.nn.Module,
-    image: torch.Tensor,
-    target: torch.Tensor,
-    batch: dict[str, Any],
-    boxes: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The training loss of one batch: forward (with boxes for a promptable model), then the loss.
-
-    A list of outputs goes whole to a loss with ``accepts_multiscale`` (MicroSegNet's AG-BCE), else
-    through nnU-Net-style deep supervision (``ds_loss``); a promptable model's training dict goes
-    whole to a loss with ``accepts_dict_outputs`` (it regresses the IoU head), else its logits.
-    """
-    outputs = model(image) if boxes is None else model(image, boxes)
-    if isinstance(outputs, dict) and not getattr(loss_fn, "accepts_dict_outputs", False):
-        outputs = outputs["logits"]
-    if isinstance(outputs, (list, tuple)):
-        if getattr(loss_fn, "accepts_multiscale", False):
-            return loss_fn(outputs, target, batch)
-        return ds_loss(outputs, target, batch)
-    return loss_fn(outputs, target, batch)
-
-
-def build_datasets(cfg: Config, splits: DataSplits) -> tuple[Dataset, Dataset]:
-    """Training and validation datasets of ``cfg.data.spatial_dims`` (see the module docstring)."""
-    data = cfg.data
-    num_classes = check_num_classes(data.num_classes, data.spatial_dims)
-    if data.spatial_dims == 3:
-        if data.patch_size is None:
-            raise ConfigError("data.spatial_dims: 3 needs data.patch_size (D×H×W training patch)")
-        train_set = VolumeDataset(
-            splits.train,
-            data.in_channels,
-            data.intensity,
-            patch_size=data.patch_size,
-            foreground_ratio=data.foreground_ratio,
-            samples_per_volume=data.samples_per_volume,
-            augment=cfg.augment,
-            anisotropy_ratio=data.anisotropy_ratio,
-            num_classes=num_classes,
-        )
-        val_set = VolumeDataset(
-            splits.val,
-            data.in_channels,
-            data.intensity,
-            annotators=train_set.annotators,
-            num_classes=num_classes,
-        )
-        return train_set, val_set
-    if data.spatial_dims != 2:
-        raise ConfigError(f"data.spatial_dims must be 2 or 3, got {data.spatial_dims}")
-    train_2d = SegmentationDataset(splits.train, data.image_size, data.in_channels, data.intensity)
-    # The augmentation needs the annotator keys, which the dataset finds while loading.
-    train_2d.augment = augment_transform(train_2d.annotators, 2, cfg.augment)
-    val_2d = SegmentationDataset(
-        splits.val, data.image_size, data.in_channels, data.intensity, annotators=train_2d.annotators
-    )
-    return train_2d, val_2d
-
-
-def _write_history(history: list[dict[str, float]], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: row[k] for k in HISTORY_FIELDS})
-    tmp.replace(path)
-
-
-@torch.no_grad()
-def _log_overlay(
-    writer: Any,
-    model: torch.nn.Module,
-    dataset: SegmentationDataset,
-    device: torch.device,
-    step: int,
-    n: int = 4,
-) -> None:
-    """TensorBoard image: image grey, GT in green, prediction in red, for the first ``n`` slices."""
-    if len(dataset) == 0:
-        return
-    idx = np.linspace(0, len(dataset) - 1, min(n, len(dataset))).astype(int)
-    items = [dataset[int(i)] for i in idx]
-    image = torch.stack([it["image"] for it in items]).to(device)
-    pred = (main_output(model(image)) > 0).float().cpu()
-    target = torch.stack([it["target"] for it in items])
-    writer.add_images("val/overlay_gt_green_pred_red", _overlay_rgb(image[:, :1].cpu(), target, pred), step)
-
-
-def _overlay_rgb(grey: torch.Tensor, target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-    """``B×3×H×W`` in [0, 1]: the image grey (min–max per image), GT added in green, prediction in red."""
-    grey = grey.float()
-    low = grey.amin(dim=(2, 3), keepdim=True)
-    grey = (grey - low) / (grey.amax(dim=(2, 3), keepdim=True) - low + 1e-8)
-    rgb = grey.repeat(1, 3, 1, 1) * 0.7
-    rgb[:, 1:2] += 0.3 * target.float()
-    rgb[:, 0:1] += 0.3 * pred.float()
-    return rgb.clamp(0, 1)
 
 
 def steps_per_epoch(n_items: int, batch_size: int) -> int:

@@ -49,16 +49,17 @@ from torch import Tensor, nn
 from medseg.config import Config
 from medseg.data.io import write_volume
 from medseg.data.sample import Sample
-from medseg.data.transforms import normalize_intensity, preprocess_images
-from medseg.engine.inference import flip_axes
-from medseg.engine.predict import (
+from medseg.data.transforms import preprocess_images
+from medseg.engine.inference import (
     SlidingWindow,
     class_index_to_value,
     class_logits,
+    flip_axes,
     mask_logits,
-    model_num_classes,
+    normalized_volume,
 )
 from medseg.errors import ConfigError, DataError
+from medseg.models import SegmentationModel
 
 METHODS = ("tta", "mcdropout", "both")
 MERGES = ("probs", "logits")
@@ -168,7 +169,7 @@ class SampleStatistics:
     mean logits (K); K = 1 (foreground) for a binary model, the number of classes otherwise."""
 
     def __init__(
-        self, model: nn.Module, flips: list[tuple[int, ...]], n_draws: int, num_classes: int | None
+        self, model: SegmentationModel, flips: list[tuple[int, ...]], n_draws: int, num_classes: int | None
     ) -> None:
         self.model = model
         self.flips = flips
@@ -238,12 +239,7 @@ def maps_from_statistics(
 def _sliding_statistics(
     statistics: SampleStatistics, sample: Sample, intensity: str, device: torch.device, window: SlidingWindow
 ) -> Tensor:
-    if sample.ndim != 3:
-        raise DataError(
-            f"a 3D model needs a C×D×H×W volume, got image shape {sample.image.shape}",
-            sample.source_path or sample.case_id,
-        )
-    image = torch.from_numpy(normalize_intensity(sample.image, intensity))[None].float()
+    image = normalized_volume(sample, intensity).float()
     image = image.to(window.stitch_device or device)
     result = sliding_window_inference(
         image,
@@ -282,7 +278,7 @@ def _resized_statistics(
 
 @torch.no_grad()
 def predict_uncertainty(
-    model: nn.Module,
+    model: SegmentationModel,
     sample: Sample,
     image_size: Sequence[int],
     intensity: str,
@@ -303,12 +299,12 @@ def predict_uncertainty(
     random state.
     """
     options = options or UncertaintyOptions(method="tta", samples=1)
-    if getattr(model, "promptable", False):
+    if model.promptable:
         raise ConfigError("uncertainty maps are not available for promptable (box-prompted) models")
     spatial_dims = 3 if window is not None else 2
     flips = tta_flips(spatial_dims, tta_axes) if options.flips else [()]
     n_draws = options.samples if options.dropout else 1
-    num_classes = model_num_classes(model)
+    num_classes = model.num_classes
     statistics = SampleStatistics(model, flips, n_draws, num_classes)
     with torch.random.fork_rng(devices=None if device.type == "cuda" else []):
         if options.seed is not None:
@@ -324,7 +320,7 @@ def predict_uncertainty(
 
 
 def predict_sample_uncertainty(
-    model: nn.Module,
+    model: SegmentationModel,
     sample: Sample,
     cfg: Config,
     device: torch.device,
@@ -380,7 +376,7 @@ def write_uncertainty_maps(
 
 
 def predict_logits(
-    model: nn.Module,
+    model: SegmentationModel,
     sample: Sample,
     image_size: Sequence[int],
     intensity: str,
@@ -391,7 +387,7 @@ def predict_logits(
 
     For temperature scaling: ``sigmoid(logits / T)`` is the calibrated probability.
     """
-    if model_num_classes(model) is not None:
+    if model.num_classes is not None:
         raise ConfigError("predict_logits is for binary models (one foreground logit)")
     statistics = SampleStatistics(model, [()], 1, None)
     with torch.no_grad(), inference_modes(model):

@@ -39,10 +39,14 @@ from torch import Tensor, nn
 
 import medseg
 from medseg.config import Config
-from medseg.engine.checkpoint import file_sha256, load_checkpoint
-from medseg.engine.predict import mask_channel, model_from_state, model_num_classes
+from medseg.data.loading import load_splits
+from medseg.data.transforms import preprocess_images
+from medseg.engine.checkpoint import load_checkpoint
+from medseg.engine.inference import model_from_state
 from medseg.errors import ConfigError, DataError, MedsegError
 from medseg.export.runtime import INSTALL_HINT, METADATA_PREFIX, open_session, ort_errors, sam_graph_paths
+from medseg.models import SegmentationModel
+from medseg.provenance import file_sha256
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
@@ -64,12 +68,9 @@ class ExportSpec:
     spatial_divisor: int | None = None
 
 
-def export_spec(model: nn.Module) -> ExportSpec:
-    """The model's declaration (``export_spatial_divisor``), else its ``size_multiple``, else fixed."""
-    if hasattr(model, "export_spatial_divisor"):
-        divisor = model.export_spatial_divisor
-    else:
-        divisor = getattr(model, "size_multiple", None)
+def export_spec(model: SegmentationModel) -> ExportSpec:
+    """The model's declared ``export_spatial_divisor`` (``None``: a fixed input grid)."""
+    divisor = model.export_spatial_divisor
     if divisor is not None and (isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1):
         raise ConfigError(f"{type(model).__name__} declares an invalid spatial divisor {divisor!r}")
     return ExportSpec(dynamic_batch=True, spatial_divisor=divisor)
@@ -192,9 +193,9 @@ def require_exporter() -> None:
         ) from exc
 
 
-def nominal_spatial_size(cfg: Config, model: nn.Module) -> tuple[int, ...]:
+def nominal_spatial_size(cfg: Config, model: SegmentationModel) -> tuple[int, ...]:
     """The spatial size prediction feeds the model: SAM ``img_size``, the 3D window, else ``image_size``."""
-    if getattr(model, "promptable", False):
+    if model.promptable:
         return (int(model.img_size),) * 2
     if cfg.data.spatial_dims == 3:
         roi = cfg.inference.roi_size or cfg.data.patch_size
@@ -208,7 +209,7 @@ def nominal_spatial_size(cfg: Config, model: nn.Module) -> tuple[int, ...]:
 
 def export_metadata(
     cfg: Config,
-    model: nn.Module,
+    model: SegmentationModel,
     state: dict[str, Any],
     checkpoint_sha256: str,
     graph: str,
@@ -217,7 +218,7 @@ def export_metadata(
     opset: int | None,
 ) -> dict[str, str]:
     """The ``medseg.*`` metadata of an exported graph (values JSON-encoded)."""
-    num_classes = model_num_classes(model)
+    num_classes = model.num_classes
     class_values = state.get("class_values")
     if num_classes is None:
         class_names: list[str] | None = ["background", "foreground"]
@@ -243,11 +244,11 @@ def export_metadata(
         "num_classes": num_classes,
         "class_values": None if class_values is None else list(class_values),
         "class_names": class_names,
-        "mask_channel": mask_channel(model),
+        "mask_channel": model.mask_channel,
         "threshold": cfg.eval.threshold,
         "opset": opset,
     }
-    if getattr(model, "promptable", False):
+    if model.promptable:
         values["img_size"] = int(model.img_size)
         values["embedding_size"] = int(model.embedding_size)
     return {METADATA_PREFIX + k: json.dumps(v) for k, v in values.items()}
@@ -332,7 +333,7 @@ def export_onnx(
         )
     batch = Dim("batch", min=1)
     channels = cfg.data.in_channels
-    promptable = getattr(model, "promptable", False)
+    promptable = model.promptable
 
     def meta(graph: str) -> dict[str, str]:
         return export_metadata(cfg, model, state, sha, graph, size, divisor, opset)
@@ -471,7 +472,7 @@ def compare_outputs(
 
 @torch.no_grad()
 def check_parity(
-    model: nn.Module,
+    model: SegmentationModel,
     paths: Sequence[Path],
     size: Sequence[int],
     divisor: int | None,
@@ -490,7 +491,7 @@ def check_parity(
     generator = torch.Generator().manual_seed(0)
     report = ParityReport([str(p) for p in paths], atol, rtol)
     sessions = [open_session(p) for p in paths]
-    if getattr(model, "promptable", False):
+    if model.promptable:
         encoder, decoder = sessions
         for b in batches:
             image = torch.rand(b, 3, *size, generator=generator)
@@ -512,7 +513,7 @@ def check_parity(
             report.cases.append(case)
         return report
     (session,) = sessions
-    num_classes = model_num_classes(model)
+    num_classes = model.num_classes
     labels = "sigmoid" if num_classes is None else "softmax"
     inputs = [
         (torch.randn(b, channels, *spatial, generator=generator), "random")
@@ -528,7 +529,7 @@ def check_parity(
         except ort_errors() as exc:  # an onnxruntime error names no file: add it
             raise DataError(f"onnxruntime failed on shape {list(image.shape)} ({exc})", paths[0]) from exc
         case = compare_outputs(
-            "model", reference, candidate, atol, rtol, labels, mask_channel(model), num_classes
+            "model", reference, candidate, atol, rtol, labels, model.mask_channel, num_classes
         )
         case.input_shape = list(image.shape)
         case.inputs = kind
@@ -540,8 +541,6 @@ def data_images_for_parity(cfg: Config, size: Sequence[int], n: int = 2) -> tupl
     """Up to ``n`` preprocessed 2D images of the config's own data (validation, else test, else
     training cases), the slices with the most foreground first; ``(None, reason)`` when the data is
     not on this machine or the model is not a 2D one."""
-    from medseg.data.loading import load_splits
-    from medseg.data.transforms import preprocess_images
 
     if cfg.data.spatial_dims != 2 or len(size) != 2:
         return None, "not used: real-image cases are made for 2D models only"

@@ -18,10 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from medseg.config import Config, config_from_dict
+from medseg.engine.checkpoint import load_checkpoint
+from medseg.engine.inference import model_from_state
 from medseg.errors import ConfigError, DataError, MedsegError
+from medseg.models import SegmentationModel
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 INSTALL_HINT = "pip install medseg[onnx]"
@@ -93,14 +96,12 @@ def _run(session: Any, feeds: dict[str, Tensor]) -> list[Tensor]:
     return [torch.from_numpy(out).to(device) for out in session.run(None, arrays)]
 
 
-class OnnxSegmenter(nn.Module):
+class OnnxSegmenter(SegmentationModel):
     """An exported segmentation network: ``forward(image)`` → logits, computed by onnxruntime.
 
-    Carries the attributes the engine reads from a model (``num_classes``, ``mask_channel``,
+    Declares the model contract the engine reads (``num_classes``, ``mask_channel``,
     ``spatial_dims``) from the export's metadata.
     """
-
-    promptable = False
 
     def __init__(self, session: Any, metadata: dict[str, Any], path: str | Path) -> None:
         super().__init__()
@@ -122,7 +123,7 @@ class OnnxSegmenter(nn.Module):
             ) from exc
 
 
-class OnnxPromptableSAM(nn.Module):
+class OnnxPromptableSAM(SegmentationModel):
     """A SAM-style export (image encoder + prompt decoder graphs) with the promptable-model contract.
 
     ``encode(image)`` → embedding, ``decode(embedding, boxes)`` → ``(logits, iou)``, and
@@ -138,8 +139,6 @@ class OnnxPromptableSAM(nn.Module):
         self.path = Path(path)
         self.img_size = int(metadata["img_size"])
         self.embedding_size = int(metadata["embedding_size"])
-        self.spatial_dims = 2
-        self.mask_channel = 0
         self.encoder_channels = int(encoder.get_inputs()[0].shape[1])
 
     def encode(self, image: Tensor) -> Tensor:
@@ -182,7 +181,7 @@ def sam_graph_paths(path: str | Path) -> tuple[Path, Path]:
 
 def load_onnx_model(
     path: str | Path, threads: int | None = None, device: str = "cpu"
-) -> tuple[nn.Module, Config, dict[str, Any]]:
+) -> tuple[SegmentationModel, Config, dict[str, Any]]:
     """The model, config and ``{"config", "class_values"}`` of a medseg ONNX export.
 
     ``path`` is ``X.onnx``; for a SAM-style export it may be ``X.onnx`` (when only the two graphs
@@ -225,13 +224,10 @@ def resolve_backend(path: str | Path, backend: str = "auto") -> str:
 
 def load_predictor(
     path: str | Path, device: torch.device | str = "cpu", backend: str = "auto"
-) -> tuple[nn.Module, Config, dict[str, Any]]:
+) -> tuple[SegmentationModel, Config, dict[str, Any]]:
     """``(model, config, state)`` of a checkpoint (PyTorch) or an ONNX export (onnxruntime), in eval mode."""
     if resolve_backend(path, backend) == "onnxruntime":
         return load_onnx_model(path, device=str(device))
-    from medseg.engine.checkpoint import load_checkpoint
-    from medseg.engine.predict import model_from_state
-
     state = load_checkpoint(path)
     model, cfg = model_from_state(state, device)
     return model, cfg, state

@@ -1,8 +1,10 @@
 """Segmentation losses, built by name: ``medseg.losses.build("dice", squared=True)``.
 
 Every loss is an ``nn.Module`` called as ``loss(logits, target, batch=None)`` and returns a
-scalar. Wrap any of them in :class:`DeepSupervisionLoss` when the model returns a list, except
-losses with ``accepts_multiscale = True`` (:class:`AGBCEDeepSupervisionLoss`), which take the list.
+scalar. :func:`for_model_outputs` gives the loss the training loop calls on whatever a model
+returns: a loss wrapped in :class:`DeepSupervisionLoss` (one loss per scale for a list of
+outputs), or the loss itself when it is a :class:`ModelOutputsLoss` already (``ag_bce_ds``, and
+the U-MedSAM/LiteMedSAM losses that read a promptable model's ``{"logits", "iou"}`` dict).
 
 The loss zoo of issue #4 lives by family: ``distribution`` (wbce, balanced_ce), ``region``
 (jaccard, tversky, focal_tversky, logcosh_dice, sens_spec), ``boundary`` (shape_aware,
@@ -21,22 +23,21 @@ from medseg.losses import (  # noqa: F401  (registration)
     region,
     resunet,
 )
-from medseg.losses.annotation_guided import AdaptiveFocalLoss, AGBCEDeepSupervisionLoss, AGBCELoss
+from medseg.losses.annotation_guided import AdaptiveFocalLoss, AGBCELoss
 from medseg.losses.boundary import BoundaryLoss, HausdorffDTLoss, ShapeAwareLoss
 from medseg.losses.ce import BCELoss, CELoss
-from medseg.losses.compound import CompoundLoss, combine
+from medseg.losses.compound import CompoundLoss
 from medseg.losses.compound_zoo import ComboLoss, ExpLogLoss
-from medseg.losses.deep_supervision import DeepSupervisionLoss
+from medseg.losses.deep_supervision import DeepSupervisionLoss, ModelOutputsLoss, for_model_outputs
 from medseg.losses.dice import DiceLoss
 from medseg.losses.distribution import BalancedCELoss, WeightedBCELoss
 from medseg.losses.focal import FocalLoss
 from medseg.losses.region import FocalTverskyLoss, JaccardLoss, LogCoshDiceLoss, SensSpecLoss, TverskyLoss
-from medseg.losses.registry import LOSSES, available, build, describe
+from medseg.losses.registry import LOSSES, available, build, combine, describe
 from medseg.losses.umedsam import LiteMedSAMLoss, UMedSAMLoss  # noqa: F401  (registration)
 
 __all__ = [
     "LOSSES",
-    "AGBCEDeepSupervisionLoss",
     "AGBCELoss",
     "AdaptiveFocalLoss",
     "BCELoss",
@@ -53,6 +54,7 @@ __all__ = [
     "HausdorffDTLoss",
     "JaccardLoss",
     "LogCoshDiceLoss",
+    "ModelOutputsLoss",
     "SensSpecLoss",
     "ShapeAwareLoss",
     "TverskyLoss",
@@ -61,4 +63,5 @@ __all__ = [
     "build",
     "combine",
     "describe",
+    "for_model_outputs",
 ]

@@ -9,7 +9,6 @@ from typing import Any
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError
-from medseg.losses.registry import LOSSES
 
 _TERM = re.compile(r"^\s*(?:(?P<weight>[0-9.eE+-]+)\s*\*\s*)?(?P<name>[a-z_][a-z0-9_]*)\s*$")
 
@@ -57,33 +56,3 @@ def parse_spec(spec: str | Mapping[str, float]) -> dict[str, float]:
     if not weights:
         raise ConfigError(f"empty loss spec {spec!r}")
     return weights
-
-
-def combine(spec: str | Mapping[str, float], **term_options: Mapping[str, Any]) -> CompoundLoss:
-    """Build a :class:`CompoundLoss` from a spec; ``term_options[name]`` are that term's options.
-
-    Example: ``combine("dice+bce", dice={"squared": True})`` or ``combine({"dice": 1, "bce": 0.5})``.
-    """
-    weights = parse_spec(spec)
-    unknown = set(term_options) - set(weights)
-    if unknown:
-        raise ConfigError(f"options given for {sorted(unknown)}, which are not terms of {sorted(weights)}")
-    losses = {name: LOSSES.build(name, **dict(term_options.get(name, {}))) for name in weights}
-    return CompoundLoss(losses, weights)
-
-
-@LOSSES.register("dice_bce")
-def dice_bce(
-    dice_weight: float = 1.0,
-    bce_weight: float = 1.0,
-    squared: bool = False,
-    smooth: float = 1e-5,
-    batch_dice: bool = False,
-    pos_weight: float | None = None,
-) -> CompoundLoss:
-    """dice_weight · Dice + bce_weight · BCE (binary, sigmoid)."""
-    return combine(
-        {"dice": dice_weight, "bce": bce_weight},
-        dice={"squared": squared, "smooth": smooth, "batch_dice": batch_dice},
-        bce={"pos_weight": pos_weight},
-    )

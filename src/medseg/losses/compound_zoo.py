@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError
+from medseg.losses.compound import CompoundLoss
 from medseg.losses.functional import _compute_dtype, activate, dense_target, soft_dice_score
-from medseg.losses.registry import LOSSES
+from medseg.losses.registry import LOSSES, combine
 
 
 def log_probabilities(logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -234,3 +235,20 @@ def exp_log(
 ) -> ExpLogLoss:
     """Exponential logarithmic loss (Wong et al. 2018): 0.8·E[(−ln Dice)^0.3] + 0.2·E[w(−ln p)^0.3]."""
     return ExpLogLoss(w_dice, w_cross, gamma_dice, gamma_cross, smooth, include_background, class_weights)
+
+
+@LOSSES.register("dice_bce")
+def dice_bce(
+    dice_weight: float = 1.0,
+    bce_weight: float = 1.0,
+    squared: bool = False,
+    smooth: float = 1e-5,
+    batch_dice: bool = False,
+    pos_weight: float | None = None,
+) -> CompoundLoss:
+    """dice_weight · Dice + bce_weight · BCE (binary, sigmoid)."""
+    return combine(
+        {"dice": dice_weight, "bce": bce_weight},
+        dice={"squared": squared, "smooth": smooth, "batch_dice": batch_dice},
+        bce={"pos_weight": pos_weight},
+    )

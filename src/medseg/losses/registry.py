@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
+from medseg.errors import ConfigError
+from medseg.losses.compound import CompoundLoss, parse_spec
 from medseg.registry import Registry
 
 LOSSES = Registry("loss")
@@ -22,10 +25,21 @@ def build(name: str, **options: Any) -> nn.Module:
     ``build("dice+bce", dice={"squared": True}, bce={"pos_weight": 2.0})``.
     """
     if "+" in name or "*" in name:
-        from medseg.losses.compound import combine  # compound imports this module
-
         return combine(name, **options)
     return LOSSES.build(name, **options)
+
+
+def combine(spec: str | Mapping[str, float], **term_options: Mapping[str, Any]) -> CompoundLoss:
+    """Build a :class:`CompoundLoss` from a spec; ``term_options[name]`` are that term's options.
+
+    Example: ``combine("dice+bce", dice={"squared": True})`` or ``combine({"dice": 1, "bce": 0.5})``.
+    """
+    weights = parse_spec(spec)
+    unknown = set(term_options) - set(weights)
+    if unknown:
+        raise ConfigError(f"options given for {sorted(unknown)}, which are not terms of {sorted(weights)}")
+    losses = {name: LOSSES.build(name, **dict(term_options.get(name, {}))) for name in weights}
+    return CompoundLoss(losses, weights)
 
 
 def available() -> list[str]:

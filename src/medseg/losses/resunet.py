@@ -2,7 +2,7 @@
 
 The model predicts two channels: 0 = the semantic mask, 1 = the instance boundary. The boundary
 target is derived on the fly from instance labels, slice by slice in the plane, with a
-configurable width (:func:`medseg.engine.instances.boundary_targets_torch`): from
+configurable width (:func:`medseg.data.instances.boundary_targets_torch`): from
 ``batch["instance"]`` (``B×1×spatial`` instance ids) when the batch has it, else from the binary
 target itself (object edges only).
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from medseg.engine.instances import boundary_targets_torch
+from medseg.data.instances import boundary_targets_torch
 from medseg.errors import ConfigError
 from medseg.losses.distribution import weighted_bce
 from medseg.losses.registry import LOSSES

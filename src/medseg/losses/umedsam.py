@@ -28,6 +28,7 @@ from monai.transforms.utils import distance_transform_edt
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError
+from medseg.losses.deep_supervision import ModelOutputsLoss
 from medseg.losses.functional import bce_with_logits, check_same_shape, soft_dice_loss
 from medseg.losses.registry import LOSSES
 
@@ -170,7 +171,7 @@ def _as_float(logits: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- U-MedSAM loss
 
 
-class UMedSAMLoss(nn.Module):
+class UMedSAMLoss(ModelOutputsLoss):
     """U-MedSAM's uncertainty-aware loss: MSE + Dice + BCE + shape distance, uncertainty-weighted.
 
     Terms (binary, sigmoid; p = σ(logits), g = target):
@@ -215,8 +216,6 @@ class UMedSAMLoss(nn.Module):
     ``forward(logits, target, batch=None)`` takes ``logits`` as a tensor ``B×K×spatial`` or the
     ``{"logits", "iou"}`` dict (the IoU head is ignored), ``target`` binary with the logits' shape.
     """
-
-    accepts_dict_outputs = True  # the engine passes the training dict {logits, iou}
 
     def __init__(
         self,
@@ -333,7 +332,7 @@ class UMedSAMLoss(nn.Module):
 # --------------------------------------------------------------------------- LiteMedSAM baseline
 
 
-class LiteMedSAMLoss(nn.Module):
+class LiteMedSAMLoss(ModelOutputsLoss):
     """LiteMedSAM's training loss: Dice + BCE + MSE(IoU head, real IoU).
 
     As LiteMedSAM's ``train_one_gpu.py``: Dice is ``monai.losses.DiceLoss(sigmoid=True,
@@ -346,8 +345,6 @@ class LiteMedSAMLoss(nn.Module):
     ``logits`` is the training dict ``{"logits": B×1×H×W, "iou": B×1}``; a plain tensor (eval
     mode, no IoU head output) drops the IoU term and returns Dice + BCE.
     """
-
-    accepts_dict_outputs = True  # the engine passes the training dict {logits, iou}
 
     def __init__(
         self,

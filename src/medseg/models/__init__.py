@@ -15,9 +15,21 @@ from medseg.models import (  # noqa: F401  (registration side effect)
     unetpp,
     vnet,
 )
-from medseg.models.registry import MODELS, available, build, describe
+from medseg.models.base import SegmentationModel
+from medseg.models.registry import MODELS, available, build, build_from_config, describe
 from medseg.models.transunet import MicroSegNet, TransUNet
 from medseg.models.unet import UNet
 from medseg.models.unetpp import UNetPlusPlus
 
-__all__ = ["MODELS", "MicroSegNet", "TransUNet", "UNet", "UNetPlusPlus", "available", "build", "describe"]
+__all__ = [
+    "MODELS",
+    "MicroSegNet",
+    "SegmentationModel",
+    "TransUNet",
+    "UNet",
+    "UNetPlusPlus",
+    "available",
+    "build",
+    "build_from_config",
+    "describe",
+]

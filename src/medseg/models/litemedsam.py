@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from medseg.errors import ConfigError
 from medseg.models.medsam import PromptableSAM, SamHeadConfig, build_sam_heads, check_promptable_options
 from medseg.models.registry import MODELS
+from medseg.models.sam_checkpoint import load_sam_checkpoint
 
 
 def _drop_path(rate: float) -> nn.Module:
@@ -370,7 +371,7 @@ class LiteMedSAM(PromptableSAM):
         self.variant = variant
 
 
-@MODELS.register("litemedsam")
+@MODELS.register("litemedsam", input_size=True)
 def litemedsam(
     in_channels: int = 3,
     out_channels: int = 1,
@@ -385,7 +386,5 @@ def litemedsam(
     check_promptable_options("litemedsam", in_channels, out_channels, spatial_dims)
     model = LiteMedSAM(variant, img_size, drop_path_rate, freeze_prompt_encoder)
     if checkpoint is not None:
-        from medseg.models.sam_checkpoint import load_sam_checkpoint
-
         load_sam_checkpoint(model, checkpoint)
     return model

@@ -46,7 +46,9 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError
+from medseg.models.base import SegmentationModel
 from medseg.models.registry import MODELS
+from medseg.models.sam_checkpoint import load_sam_checkpoint
 
 
 class PairedMaskDecoder(MaskDecoder):
@@ -127,7 +129,7 @@ def build_sam_heads(
     return prompt_encoder, mask_decoder
 
 
-class PromptableSAM(nn.Module):
+class PromptableSAM(SegmentationModel):
     """Image encoder + prompt encoder + mask decoder with box prompts (the contract in the module doc).
 
     Attributes:
@@ -295,7 +297,7 @@ def check_promptable_options(name: str, in_channels: int, out_channels: int, spa
         )
 
 
-@MODELS.register("medsam")
+@MODELS.register("medsam", input_size=True)
 def medsam(
     in_channels: int = 3,
     out_channels: int = 1,
@@ -309,7 +311,5 @@ def medsam(
     check_promptable_options("medsam", in_channels, out_channels, spatial_dims)
     model = MedSAM(variant, img_size, freeze_prompt_encoder)
     if checkpoint is not None:
-        from medseg.models.sam_checkpoint import load_sam_checkpoint
-
         load_sam_checkpoint(model, checkpoint)
     return model

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError
+from medseg.models.base import SegmentationModel
 from medseg.models.blocks import conv_layer, dropout_layer, norm_layer
 from medseg.models.registry import MODELS
 
@@ -104,7 +105,11 @@ class DenseBlock(nn.Module):
         return torch.cat(features, dim=1)
 
 
-class PDVNet(nn.Module):
+@MODELS.register(
+    "pdvnet",
+    doc="PDV-Net (Imran et al. 2018): dense V-network, dense blocks 5/10/10 with growth 4/6/8, merged skips.",
+)
+class PDVNet(SegmentationModel):
     """Progressive dense V-network returning logits (``B×out_channels×spatial``).
 
     Args:
@@ -185,17 +190,12 @@ class PDVNet(nn.Module):
         self.dropout = dropout_layer(spatial_dims)(dropout) if dropout > 0 else nn.Identity()
         self.merge = conv_layer(spatial_dims)(sum(skip_channels), out_channels, kernel_size=1)
 
+    # ONNX export (medseg.export): exported with a fixed input grid
+    export_spatial_divisor: int | None = None
+
     @property
     def interpolation(self) -> str:
         return "bilinear" if self.spatial_dims == 2 else "trilinear"
-
-    def check_input(self, x: Tensor) -> None:
-        """Raise ``ValueError`` for a wrong rank."""
-        if x.ndim != self.spatial_dims + 2:
-            raise ValueError(
-                f"PDVNet(spatial_dims={self.spatial_dims}) expects a {self.spatial_dims + 2}-D input "
-                f"B×C×{'D×' if self.spatial_dims == 3 else ''}H×W, got shape {tuple(x.shape)}"
-            )
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits at the input's spatial size."""
@@ -215,31 +215,3 @@ class PDVNet(nn.Module):
         )
         logits = self.merge(self.dropout(merged))
         return F.interpolate(logits, size=x.shape[2:], mode=self.interpolation, align_corners=False)
-
-
-@MODELS.register("pdvnet")
-def pdvnet(
-    in_channels: int = 1,
-    out_channels: int = 1,
-    spatial_dims: int = 3,
-    stem_channels: int = 24,
-    layers: Sequence[int] = PDVNET_LAYERS,
-    growth_rates: Sequence[int] = PDVNET_GROWTH_RATES,
-    skip_channels: Sequence[int] = (12, 24, 24),
-    down_channels: Sequence[int] = (24, 24),
-    dilations: Sequence[Sequence[int]] | None = None,
-    dropout: float = 0.0,
-) -> PDVNet:
-    """PDV-Net (Imran et al. 2018): dense V-network, dense blocks 5/10/10 with growth 4/6/8, merged skips."""
-    return PDVNet(
-        in_channels,
-        out_channels,
-        spatial_dims,
-        stem_channels,
-        layers,
-        growth_rates,
-        skip_channels,
-        down_channels,
-        dilations,
-        dropout,
-    )

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,9 +38,6 @@ from torch import Tensor, nn
 
 from medseg.errors import ConfigError, DataError
 from medseg.models.state_dict import listed, load_strict, read_torch_state_dict
-
-if TYPE_CHECKING:
-    from medseg.models.transunet import HybridViTEncoder
 
 POS_EMBED_KEY = "Transformer/posembed_input/pos_embedding"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -175,7 +172,8 @@ def adapt_timm_vit_state_dict(state: dict[str, Tensor], vit: nn.Module) -> dict[
     return out
 
 
-def _encoder(model: nn.Module) -> HybridViTEncoder:
+def _encoder(model: nn.Module) -> nn.Module:
+    """The hybrid-ViT encoder of a TransUNet (``model.encoder``, which has ``vit``)."""
     encoder = getattr(model, "encoder", None)
     if encoder is None or not hasattr(encoder, "vit"):
         raise ConfigError(f"{type(model).__name__} has no hybrid-ViT encoder to load weights into")

@@ -28,12 +28,14 @@ challenge code; ``norm`` defaults to ``none`` (the challenge code reads it from 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError
+from medseg.models.base import SegmentationModel
 from medseg.models.blocks import NORMS, norm_layer
 from medseg.models.registry import MODELS
 
@@ -165,7 +167,7 @@ class ResUNetDecoder(nn.Module):
         return self.head(x)
 
 
-class ResUNet(nn.Module):
+class ResUNet(SegmentationModel):
     """Res-UNet-R (``separate_boundary_decoder=False``) or Res-UNet-H (``True``), logits out.
 
     Args:
@@ -249,26 +251,12 @@ class ResUNet(nn.Module):
 
 
 @MODELS.register("resunet_r")
-def resunet_r(
-    in_channels: int = 1,
-    out_channels: int = 1,
-    spatial_dims: int = 3,
-    features: Sequence[int] = RESUNET_R_FEATURES,
-    norm: str = "none",
-    padding_mode: str = "replicate",
-) -> ResUNet:
+def resunet_r(**options: Any) -> ResUNet:
     """Res-UNet-R (Li et al. 2021, MitoEM): anisotropic 3D, one decoder → mask + boundary logits."""
-    return ResUNet(in_channels, out_channels, spatial_dims, features, norm, padding_mode, False)
+    return ResUNet(**{"features": RESUNET_R_FEATURES, **options}, separate_boundary_decoder=False)
 
 
 @MODELS.register("resunet_h")
-def resunet_h(
-    in_channels: int = 1,
-    out_channels: int = 1,
-    spatial_dims: int = 3,
-    features: Sequence[int] = RESUNET_H_FEATURES,
-    norm: str = "none",
-    padding_mode: str = "replicate",
-) -> ResUNet:
+def resunet_h(**options: Any) -> ResUNet:
     """Res-UNet-H (Li et al. 2021, MitoEM): anisotropic 3D, separate mask and boundary decoders."""
-    return ResUNet(in_channels, out_channels, spatial_dims, features, norm, padding_mode, True)
+    return ResUNet(**{"features": RESUNET_H_FEATURES, **options}, separate_boundary_decoder=True)

@@ -9,15 +9,13 @@ unexpected and mis-shaped keys with their counts.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from medseg.errors import DataError
+from medseg.io_utils import load_torch_file
 
 #: keys of a training checkpoint that hold the model's state dict, tried in this order
 STATE_DICT_KEYS = ("model", "state_dict", "model_state")
@@ -55,14 +53,7 @@ def unwrap_state_dict(obj: object, path: str | Path) -> dict[str, Tensor]:
 
 def read_torch_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The tensors of a torch weight file in any layout :func:`unwrap_state_dict` knows."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("checkpoint file not found", path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as err:
-        raise DataError(f"cannot read as a torch checkpoint ({type(err).__name__}: {err})", path) from err
-    return unwrap_state_dict(obj, path)
+    return unwrap_state_dict(load_torch_file(path, "checkpoint"), path)
 
 
 def check_state_dict(

@@ -50,6 +50,8 @@ import torch
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError
+from medseg.models.base import SegmentationModel
+from medseg.models.pretrained import load_pretrained
 from medseg.models.registry import MODELS
 
 if TYPE_CHECKING:  # timm is imported lazily so that ``import medseg.models`` works without it
@@ -328,7 +330,12 @@ def _default_decoder(variant: HybridVariant, stride: int) -> tuple[int, ...]:
     return ((512,) * max(0, n_up - 4) + TRANSUNET_DECODER)[-n_up:]
 
 
-class TransUNet(nn.Module):
+@MODELS.register(
+    "transunet",
+    doc="TransUNet (Chen et al. 2021): R50+ViT-B/16 hybrid encoder (timm) + cascaded upsampler, 2D.",
+    input_size=True,
+)
+class TransUNet(SegmentationModel):
     """TransUNet (Chen et al. 2021) returning logits ``B×out_channels×H×W``.
 
     Args:
@@ -343,6 +350,7 @@ class TransUNet(nn.Module):
         decoder_channels: decoder widths (default: the variant's, (256, 128, 64, 16) for base).
         deep_supervision: add 3×3 heads at 1/2, 1/4, 1/8 (:class:`MicroSegNet`).
         backbone_kwargs: extra ``timm.create_model`` arguments (``depth``, ``drop_path_rate``, ...).
+        spatial_dims: must be 2 (the engine passes it to every model).
     """
 
     aux_reductions: tuple[int, ...] = (2, 4, 8)
@@ -358,8 +366,13 @@ class TransUNet(nn.Module):
         decoder_channels: Sequence[int] | None = None,
         deep_supervision: bool = False,
         backbone_kwargs: dict[str, Any] | None = None,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
+        if spatial_dims != 2:
+            raise ConfigError(
+                f"TransUNet/MicroSegNet are 2D models: spatial_dims must be 2, got {spatial_dims}"
+            )
         if in_channels <= 0 or out_channels <= 0:
             raise ConfigError(f"channel counts must be positive: in={in_channels}, out={out_channels}")
         spec = resolve_variant(variant)
@@ -403,8 +416,6 @@ class TransUNet(nn.Module):
                 chs = decoder_channels[self.decoder.reductions.index(r)]
                 self.aux_heads[str(r)] = nn.Conv2d(chs, out_channels, kernel_size=3, padding=1)
         if pretrained:
-            from medseg.models.pretrained import load_pretrained
-
             load_pretrained(self, pretrained)
 
     # ONNX export (medseg.export): the token grid is fixed at img_size, so spatial axes are static
@@ -445,6 +456,11 @@ class TransUNet(nn.Module):
         return [main, *(self.aux_heads[str(r)](by_reduction[r]) for r in self.aux_reductions)]
 
 
+@MODELS.register(
+    "microsegnet",
+    doc="MicroSegNet (Jiang et al. 2024): TransUNet + deep supervision at 1/2, 1/4, 1/8, 2D.",
+    input_size=True,
+)
 class MicroSegNet(TransUNet):
     """MicroSegNet (Jiang et al. 2024): TransUNet + 3×3 deep-supervision heads at 1/2, 1/4, 1/8.
 
@@ -462,6 +478,7 @@ class MicroSegNet(TransUNet):
         head_channels: int | None = None,
         decoder_channels: Sequence[int] | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__(
             in_channels,
@@ -473,63 +490,5 @@ class MicroSegNet(TransUNet):
             decoder_channels,
             deep_supervision=True,
             backbone_kwargs=backbone_kwargs,
+            spatial_dims=spatial_dims,
         )
-
-
-def _check_dims(spatial_dims: int) -> None:
-    if spatial_dims != 2:
-        raise ConfigError(f"TransUNet/MicroSegNet are 2D models: spatial_dims must be 2, got {spatial_dims}")
-
-
-@MODELS.register("transunet")
-def transunet(
-    in_channels: int = 1,
-    out_channels: int = 1,
-    spatial_dims: int = 2,
-    img_size: int | Sequence[int] = 224,
-    variant: str = "base",
-    pretrained: str | bool | None = None,
-    head_channels: int | None = None,
-    decoder_channels: Sequence[int] | None = None,
-    deep_supervision: bool = False,
-    backbone_kwargs: dict[str, Any] | None = None,
-) -> TransUNet:
-    """TransUNet (Chen et al. 2021): R50+ViT-B/16 hybrid encoder (timm) + cascaded upsampler, 2D."""
-    _check_dims(spatial_dims)
-    return TransUNet(
-        in_channels,
-        out_channels,
-        img_size,
-        variant,
-        pretrained,
-        head_channels,
-        decoder_channels,
-        deep_supervision,
-        backbone_kwargs,
-    )
-
-
-@MODELS.register("microsegnet")
-def microsegnet(
-    in_channels: int = 1,
-    out_channels: int = 1,
-    spatial_dims: int = 2,
-    img_size: int | Sequence[int] = 224,
-    variant: str = "base",
-    pretrained: str | bool | None = None,
-    head_channels: int | None = None,
-    decoder_channels: Sequence[int] | None = None,
-    backbone_kwargs: dict[str, Any] | None = None,
-) -> MicroSegNet:
-    """MicroSegNet (Jiang et al. 2024): TransUNet + deep supervision at 1/2, 1/4, 1/8, 2D."""
-    _check_dims(spatial_dims)
-    return MicroSegNet(
-        in_channels,
-        out_channels,
-        img_size,
-        variant,
-        pretrained,
-        head_channels,
-        decoder_channels,
-        backbone_kwargs,
-    )

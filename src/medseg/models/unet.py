@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from medseg.models.base import SegmentationModel
 from medseg.models.blocks import (
     DoubleConv,
     DownBlock,
@@ -88,7 +89,10 @@ class UNetDecoder(nn.Module):
         return outputs
 
 
-class UNet(nn.Module):
+@MODELS.register(
+    "unet", doc="U-Net (Ronneberger et al. 2015), 2D/3D, configurable depth/width, optional deep supervision."
+)
+class UNet(SegmentationModel):
     """U-Net returning logits (``B×out_channels×spatial``), optionally with deep supervision.
 
     Args:
@@ -137,11 +141,6 @@ class UNet(nn.Module):
         """Every spatial size of the input must be a multiple of this (one halving per level)."""
         return 2 ** (len(self.features) - 1)
 
-    @property
-    def export_spatial_divisor(self) -> int:
-        """ONNX export (medseg.export): spatial axes stay dynamic, in multiples of :attr:`size_multiple`."""
-        return self.size_multiple
-
     def check_input(self, x: Tensor) -> None:
         """Raise ``ValueError`` for a wrong rank or a spatial size the poolings cannot halve."""
         check_unet_input(x, "UNet", self.spatial_dims, len(self.features))
@@ -156,18 +155,3 @@ class UNet(nn.Module):
         # decoded[:-1] runs deepest first; aux outputs are listed highest resolution first.
         aux = [head(d) for head, d in zip(self.aux_heads, decoded[:-1], strict=True)]
         return [main, *reversed(aux)]
-
-
-@MODELS.register("unet")
-def unet(
-    in_channels: int = 1,
-    out_channels: int = 1,
-    spatial_dims: int = 2,
-    features: Sequence[int] = (32, 64, 128, 256, 512),
-    norm: str = "batch",
-    upsample: str = "transpose",
-    dropout: float = 0.0,
-    deep_supervision: bool = False,
-) -> UNet:
-    """U-Net (Ronneberger et al. 2015), 2D/3D, configurable depth/width, optional deep supervision."""
-    return UNet(in_channels, out_channels, spatial_dims, features, norm, upsample, dropout, deep_supervision)

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError
+from medseg.models.base import SegmentationModel
 from medseg.models.blocks import (
     UPSAMPLE_MODES,
     DoubleConv,
@@ -86,7 +87,10 @@ class NestedNode(nn.Module):
         return self.conv(torch.cat([*same_level, self.up(below)], dim=1))
 
 
-class UNetPlusPlus(nn.Module):
+@MODELS.register(
+    "unetpp", doc="U-Net++ (Zhou et al. 2018/2019), nested skips, 2D/3D, deep supervision and pruning."
+)
+class UNetPlusPlus(SegmentationModel):
     """U-Net++ returning logits, ``[x04, x03, x02, x01]`` when training with deep supervision.
 
     Args:
@@ -171,11 +175,6 @@ class UNetPlusPlus(nn.Module):
         """Every spatial size of the input must be a multiple of this (one halving per level)."""
         return 2**self.depth
 
-    @property
-    def export_spatial_divisor(self) -> int:
-        """ONNX export (medseg.export): spatial axes stay dynamic, in multiples of :attr:`size_multiple`."""
-        return self.size_multiple
-
     def check_input(self, x: Tensor) -> None:
         """Raise ``ValueError`` for a wrong rank or a spatial size the poolings cannot halve."""
         check_unet_input(x, "UNetPlusPlus", self.spatial_dims, len(self.features))
@@ -216,21 +215,3 @@ class UNetPlusPlus(nn.Module):
         used = [*self.encoder.stages[: levels + 1], self.heads[self.node_name(0, levels)]]
         used += [self.nodes[self.node_name(i, j)] for i in range(levels) for j in range(1, levels - i + 1)]
         return sum(p.numel() for module in used for p in module.parameters())
-
-
-@MODELS.register("unetpp")
-def unetpp(
-    in_channels: int = 1,
-    out_channels: int = 1,
-    spatial_dims: int = 2,
-    features: Sequence[int] = (32, 64, 128, 256, 512),
-    norm: str = "batch",
-    upsample: str = "transpose",
-    dropout: float = 0.0,
-    deep_supervision: bool = False,
-    prune: int | None = None,
-) -> UNetPlusPlus:
-    """U-Net++ (Zhou et al. 2018/2019), nested skips, 2D/3D, deep supervision and pruning."""
-    return UNetPlusPlus(
-        in_channels, out_channels, spatial_dims, features, norm, upsample, dropout, deep_supervision, prune
-    )

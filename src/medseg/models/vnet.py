@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.modules.dropout import _DropoutNd
 
 from medseg.errors import ConfigError
+from medseg.models.base import SegmentationModel
 from medseg.models.registry import MODELS
 
 #: Four stride-2 stages: every spatial size must be a multiple of 2**4.
@@ -48,7 +49,11 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[slice, ...]
     return F.pad(x, pad), tuple(crop)
 
 
-class VNet(MonaiVNet):
+@MODELS.register(
+    "vnet",
+    doc="V-Net (Milletari et al. 2016) on MONAI's VNet: residual 5³ convs, PReLU, dropout off by default.",
+)
+class VNet(MonaiVNet, SegmentationModel):
     """V-Net returning logits (``B×out_channels×spatial``), 2D or 3D.
 
     Args:
@@ -135,16 +140,3 @@ class VNet(MonaiVNet):
         padded, crop = pad_to_multiple(x, VNET_SIZE_MULTIPLE)
         logits = super().forward(padded)
         return logits if padded is x else logits[crop]
-
-
-@MODELS.register("vnet")
-def vnet(
-    in_channels: int = 1,
-    out_channels: int = 1,
-    spatial_dims: int = 3,
-    dropout: float = 0.0,
-    act: str = "prelu",
-    pad: bool = True,
-) -> VNet:
-    """V-Net (Milletari et al. 2016) on MONAI's VNet: residual 5³ convs, PReLU, dropout off by default."""
-    return VNet(in_channels, out_channels, spatial_dims, dropout, act, pad)
