@@ -356,17 +356,6 @@ def test_accumulate_gradients_equals_one_batch() -> None:
         torch.testing.assert_close(p.grad, g, rtol=0, atol=1e-14)
 
 
-def test_write_case_dice_sorts_by_case(tmp_path: Path) -> None:
-    from medseg.engine.validation import write_case_dice
-
-    path = tmp_path / "val_cases.csv"
-    write_case_dice({"b": 0.5, "a": 1 / 3, "c": 1.0}, 4, path)
-    rows = _rows(path)
-    assert [r["case_id"] for r in rows] == ["a", "b", "c"] and rows[0]["epoch"] == "4"
-    assert float(rows[0]["dice"]) == 1 / 3  # full precision (repr)
-    assert not list(tmp_path.glob("*.tmp"))
-
-
 def test_2d_augmentation_is_keyed_by_epoch_seed_and_index() -> None:
     # a rank sees only its share of the items: item i must not depend on which items came before
     import numpy as np

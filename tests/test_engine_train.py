@@ -7,7 +7,7 @@ import torch
 
 from medseg.config import Config, load_config
 from medseg.engine.checkpoint import load_checkpoint
-from medseg.engine.train import batch_to_device, steps_per_epoch, train
+from medseg.engine.train import steps_per_epoch, train
 from medseg.errors import ConfigError
 
 TINY = [
@@ -88,15 +88,3 @@ def test_deep_supervision_model_trains(tmp_path: Path) -> None:
 def test_steps_per_epoch() -> None:
     assert steps_per_epoch(10, 4) == 2
     assert steps_per_epoch(3, 4) == 1
-
-
-def test_batch_to_device_keeps_ids() -> None:
-    batch = {
-        "image": torch.ones(1, 1, 2, 2),
-        "target": torch.zeros(1, 1, 2, 2),
-        "masks": {"expert": torch.zeros(1, 1, 2, 2)},
-        "case_id": ["a"],
-    }
-    moved = batch_to_device(batch, torch.device("cpu"))
-    assert moved["case_id"] == ["a"] and set(moved["masks"]) == {"expert"}
-    assert moved["image"].device.type == "cpu"

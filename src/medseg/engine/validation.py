@@ -23,6 +23,7 @@ from medseg.data.prompts import PromptSampler
 from medseg.data.volumes import INSTANCE_KEY, VolumeDataset
 from medseg.engine.distributed import all_gather_object, get_rank, get_world_size
 from medseg.engine.inference import SlidingWindow, class_logits, mask_logits, volume_logits
+from medseg.io_utils import atomic_write
 from medseg.metrics.evaluation import CaseDice
 from medseg.metrics.functional import dice_from_counts
 
@@ -166,13 +167,11 @@ def validate_volumes(
 
 def write_case_dice(case_dice: dict[str, float], epoch: int, path: Path) -> None:
     """``path`` (CSV: epoch, case_id, dice) with one row per validation case, sorted by case, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_write(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CASE_FIELDS)
         writer.writeheader()
         for case_id in sorted(case_dice):
             writer.writerow({"epoch": epoch, "case_id": case_id, "dice": repr(float(case_dice[case_id]))})
-    tmp.replace(path)
 
 
 def _overlap_counts(logits: torch.Tensor, batch: dict[str, Any]) -> list[tuple[str, float, float]]:
