@@ -142,22 +142,13 @@ def test_case_dice_sums_counts_per_case_then_applies_the_policy() -> None:
 
 def test_usable_values_and_case_reasons() -> None:
     base = dict.fromkeys(METRIC_NAMES, 0.5)
-    both = {**base, "empty_gt": True, "empty_pred": True}
-    gt = {**base, "empty_gt": "True", "empty_pred": "False"}  # as read back from a CSV
-    pred = {**base, "empty_gt": False, "empty_pred": True}
-    missing = {**base, "missing_pred": True}
-    fine = {**base, "hd95_mm": float("nan")}
-    assert unusable_reason(both, "dice") == "both empty" and unusable_reason(both, "specificity") is None
-    assert unusable_reason(gt, "dice") is None and unusable_reason(gt, "hd95_mm") == "empty GT"
-    assert unusable_reason(gt, "sensitivity") == "empty GT"
-    assert unusable_reason(pred, "dice") is None and unusable_reason(pred, "hd95_mm") == "empty prediction"
-    assert unusable_reason(pred, "sensitivity") is None
-    assert unusable_reason(missing, "dice") == "missing prediction"
-    assert unusable_reason(fine, "dice") is None and unusable_reason(fine, "hd95_mm") == "no value"
+    both = {**base, "empty_gt": "True", "empty_pred": "True"}  # flags as read back from a CSV
+    missing = {**base, "missing_pred": True, "empty_gt": True, "empty_pred": True}
     assert case_reason(both) == "both empty" and case_reason(missing) == "missing prediction"
-    assert case_reason(base) == ""
+    assert case_reason(base) == "" and unusable_reason(both, "specificity") is None
     rows = [{**base, "dice": 0.9}, both, {**base, "dice": 0.1}]
     assert usable_values(rows, "dice").tolist() == [0.9, 0.1]
+    assert usable_values(rows, "specificity").tolist() == [0.5, 0.5, 0.5]
 
 
 def test_unusable_reasons_follow_the_empty_mask_policy() -> None:
