@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medseg.engine.inference import flip_axes, sliding_window_predict
+from medseg.config import load_config
+from medseg.engine.checkpoint import save_checkpoint
+from medseg.engine.inference import (
+    SlidingWindow,
+    class_index_to_value,
+    class_logits,
+    flip_axes,
+    load_model,
+    mask_logits,
+    model_from_state,
+    resolve_device,
+    sliding_window_from_config,
+    sliding_window_predict,
+)
+from medseg.models import SegmentationModel, build_from_config
 from medseg.models.unet import UNet
 
 
@@ -172,3 +189,49 @@ def test_bad_arguments() -> None:
         sliding_window_predict(Identity(), volume, 16, overlap=1.0)
     with pytest.raises(ValueError, match="B×C×H×W"):
         sliding_window_predict(Identity(), torch.randn(16, 16), 16)
+
+
+# --------------------------------------------------------------------------- checkpoint model, channels
+
+
+def test_load_model_rebuilds_from_config_without_reading_pretraining_files(tmp_path: Path) -> None:
+    cfg = load_config(None, ["data.image_size=[32, 32]", "model.options={features: [4, 8]}"])
+    model = build_from_config(cfg)
+    path = save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "model.pt")
+    loaded, loaded_cfg = load_model(path)
+    assert not loaded.training and loaded_cfg.data.image_size == [32, 32]
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    )
+    assert resolve_device("cpu").type == "cpu"
+    state = {"model": model.state_dict(), "config": cfg.to_dict()}
+    state["config"]["model"]["options"]["pretrained"] = str(tmp_path / "absent.npz")  # not read again
+    rebuilt, rebuilt_cfg = model_from_state(state)
+    assert "pretrained" not in rebuilt_cfg.model.options and isinstance(rebuilt, SegmentationModel)
+
+
+def test_mask_and_class_logits_pick_the_declared_channels() -> None:
+    logits = torch.arange(4.0).view(1, 4, 1, 1)
+    model = SegmentationModel()
+    assert mask_logits(logits, model).flatten().tolist() == [0.0]
+    model.mask_channel = 2
+    assert mask_logits(logits, model).flatten().tolist() == [2.0]
+    model.mask_channel = 4
+    with pytest.raises(ValueError, match="mask channel 4 is outside the model's 4 logit channel"):
+        mask_logits(logits, model)
+    assert class_logits(logits, 3).flatten().tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="5 classes but the model gives 4"):
+        class_logits(logits, 5)
+
+
+def test_class_index_to_value_and_sliding_window_from_config() -> None:
+    classes = np.array([[0, 1], [2, 1]])
+    assert class_index_to_value(classes, None).dtype == np.uint8
+    mapped = class_index_to_value(classes, [0, 7, 300])
+    assert mapped.tolist() == [[0, 7], [300, 7]] and mapped.dtype == np.int16
+    with pytest.raises(ValueError, match="class index 2 has no value"):
+        class_index_to_value(classes, [0, 1])
+    assert sliding_window_from_config(load_config(None, [])) is None
+    cfg = load_config(None, ["data.spatial_dims=3", "data.patch_size=[4, 8, 8]", "inference.sw_overlap=0.25"])
+    assert sliding_window_from_config(cfg) == SlidingWindow(roi_size=(4, 8, 8), overlap=0.25)

@@ -12,7 +12,17 @@ from torch import Tensor, nn
 
 import medseg.losses as losses
 from medseg.errors import ConfigError
-from medseg.losses import BCELoss, CELoss, CompoundLoss, DeepSupervisionLoss, DiceLoss, combine
+from medseg.losses import (
+    BCELoss,
+    CELoss,
+    CompoundLoss,
+    DeepSupervisionLoss,
+    DiceLoss,
+    ModelOutputsLoss,
+    build,
+    combine,
+    for_model_outputs,
+)
 from medseg.losses.compound import parse_spec
 from medseg.losses.deep_supervision import downsample_mask
 from medseg.losses.functional import (
@@ -229,6 +239,41 @@ def test_deep_supervision_explicit_weights_and_eval_tensor() -> None:
     assert wrapper(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)).item() == pytest.approx(8.0)
     with pytest.raises(ValueError, match="3 weights for 2 outputs"):
         wrapper(outputs[:2], torch.zeros(1, 1, 8, 8))
+
+
+def test_deep_supervision_one_loss_per_scale() -> None:
+    # Scale s gets its own loss: values 8 (8×8), 4 (4×4) and 2 (2×2) from three recorders.
+    recorders = [_Recorder(), _Recorder(), _Recorder()]
+    wrapper = DeepSupervisionLoss(recorders, weights=[1.0, 2.0, 3.0])
+    outputs = [torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 2, 2)]
+    assert wrapper(outputs, torch.zeros(1, 1, 8, 8)).item() == pytest.approx(1 * 8 + 2 * 4 + 3 * 2)
+    assert [len(r.calls) for r in recorders] == [1, 1, 1]
+    assert [tuple(r.calls[0][0].shape) for r in recorders] == [(1, 1, 8, 8), (1, 1, 4, 4), (1, 1, 2, 2)]
+    assert [t.item() for t in wrapper.components(outputs, torch.zeros(1, 1, 8, 8))] == [8.0, 4.0, 2.0]
+    # eval mode: a tensor goes to the full-resolution loss only
+    assert wrapper(outputs[0], torch.zeros(1, 1, 8, 8)).item() == 8.0 and len(recorders[0].calls) == 3
+    with pytest.raises(ValueError, match="3 losses for 2 outputs"):
+        DeepSupervisionLoss(recorders)(outputs[:2], torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ConfigError, match="one per scale"):
+        DeepSupervisionLoss(recorders, weights=[1.0, 1.0])
+
+
+def test_for_model_outputs_wraps_only_plain_losses() -> None:
+    dice = DiceLoss()
+    wrapped = for_model_outputs(dice, [0.5, 0.5])
+    assert (
+        isinstance(wrapped, DeepSupervisionLoss)
+        and wrapped.losses[0] is dice
+        and wrapped.weights == [0.5, 0.5]
+    )
+    deep = DeepSupervisionLoss(dice)
+    assert for_model_outputs(deep) is deep
+    umedsam = build("umedsam")
+    assert isinstance(umedsam, ModelOutputsLoss) and for_model_outputs(umedsam) is umedsam
+    # a promptable model's training dict: a plain loss sees its logits
+    logits = torch.full((1, 1, 4, 4), 20.0)
+    target = torch.ones(1, 1, 4, 4)
+    assert wrapped({"logits": logits, "iou": torch.ones(1, 1)}, target).item() == dice(logits, target).item()
 
 
 def test_deep_supervision_with_dice_perfect_at_every_scale() -> None:
