@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,15 +29,23 @@ from rich.progress import track
 
 from medseg.config import EvalConfig, save_config
 from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, file_format, read_image, strip_extension
+from medseg.data.loading import load_splits
 from medseg.data.sample import Sample, assign_keys, binarize
-from medseg.engine.inference import SlidingWindow, predict_volume_classes
+from medseg.engine.calibrate import CalibrationCollector, CalibrationOptions
+from medseg.engine.inference import (
+    SlidingWindow,
+    load_model,
+    predict_volume_classes,
+    resolve_device,
+    sliding_window_from_config,
+)
 from medseg.engine.predict import predict_probabilities
 from medseg.errors import DataError
 from medseg.metrics import PROTOCOLS, microsegnet_protocol, summarize
 from medseg.metrics.evaluation import MetricTables, SegmentationMetrics, write_metric_tables
+from medseg.provenance import code_provenance, file_sha256
+from medseg.report.slices import CASE_SLICES_FILE, case_slice, write_case_slices
 
-if TYPE_CHECKING:
-    from medseg.engine.calibrate import CalibrationOptions
 
 @dataclass
 class EvaluationResult(MetricTables):
@@ -84,8 +92,6 @@ def evaluate_model(
             raise DataError("a multi-class model is evaluated on volumes by sliding window (3D only)")
         if "microsegnet" in cfg.protocols:
             raise ValueError("the microsegnet protocol is binary; drop it for a multi-class model")
-
-    from medseg.report.slices import case_slice
 
     metrics = segmentation_metrics(cfg, num_classes)
     predictions: dict[str, np.ndarray] = {}
@@ -173,8 +179,6 @@ def evaluate_model(
 def write_evaluation(result: EvaluationResult, out_dir: str | Path) -> tuple[Path, Path]:
     """``metrics.csv`` (both levels, column ``level``) and ``summary.json``, plus ``case_slices.npz``
     (one slice per case for ``medseg report``) when the result has them."""
-    from medseg.report.slices import CASE_SLICES_FILE, write_case_slices
-
     csv_path, json_path = write_metric_tables(result, out_dir)
     if result.case_slices:
         write_case_slices(result.case_slices, Path(out_dir) / CASE_SLICES_FILE)
@@ -232,8 +236,6 @@ def evaluate_files(
     2D formats carry no spacing: pass ``spacing`` (mm); without it they are an error, never a
     silent 1 mm. A label image is binarised as non-zero = foreground.
     """
-    from medseg.report.slices import case_slice
-
     metrics = segmentation_metrics(cfg)
     slices = {}
     for name, pred_path, gt_path in match_files(pred, gt):
@@ -295,9 +297,6 @@ def evaluate_checkpoint(
     ``calibration.json`` (:mod:`medseg.engine.calibrate`); with its ``uncertainty`` every metric is
     that of the sampled (TTA / MC-dropout) mean prediction.
     """
-    from medseg.data.loading import load_splits
-    from medseg.engine.inference import load_model, resolve_device, sliding_window_from_config
-
     torch_device = resolve_device(device)
     model, cfg = load_model(checkpoint, torch_device)
     eval_cfg = eval_cfg or cfg.eval
@@ -310,8 +309,6 @@ def evaluate_checkpoint(
     window = sliding_window_from_config(cfg)
     collector = None
     if calibration is not None:
-        from medseg.engine.calibrate import CalibrationCollector
-
         collector = CalibrationCollector(model, cfg, torch_device, window, calibration, eval_cfg.threshold)
     result, predictions = evaluate_model(
         model,
@@ -336,8 +333,6 @@ def evaluate_checkpoint(
 def provenance(checkpoint: str | Path, split: str, device: torch.device | str) -> dict[str, Any]:
     """What an evaluation was made from: the checkpoint (path, SHA-256), the split, the device, and
     the code (:func:`medseg.provenance.code_provenance`: version, git commit, command line)."""
-    from medseg.provenance import code_provenance, file_sha256
-
     return {
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": file_sha256(checkpoint),

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from medseg import __version__
 from medseg.config import Config, flatten_config
 from medseg.errors import DataError
 from medseg.metrics.evaluation import METRIC_NAMES, case_reason, unusable_reason
@@ -377,8 +378,6 @@ def _header_section(
     results: Sequence[ResultDir], command: str | None, timestamp: str | None, title: str | None
 ) -> dict[str, Any]:
     """Title, time, and the report builder's own version, commit and command."""
-    from medseg import __version__
-
     return {
         "title": title or f"medseg report: {' vs '.join(r.name for r in results)}",
         "generated": timestamp or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
