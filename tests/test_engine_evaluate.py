@@ -15,10 +15,11 @@ from medseg.engine.evaluate import (
     evaluate_files,
     evaluate_model,
     match_files,
+    segmentation_metrics,
     write_evaluation,
 )
-from medseg.models import build_from_config
 from medseg.errors import DataError
+from medseg.models import build_from_config
 
 REQUIRED = ["case", "dice", "iou", "hd95_mm", "assd_mm", "nsd", "empty_gt", "empty_pred"]
 
@@ -128,3 +129,9 @@ def test_annotator_disagreement() -> None:
     assert annotator_disagreement(two).tolist() == [[False, True, True, False]]  # XOR
     three = Sample(np.zeros((1, 1, 4)), {"expert": a, "non_expert": b, "r": c}, "expert", (1.0, 1.0), "x")
     assert annotator_disagreement(three).tolist() == [[False, True, True, True]]  # any disagreement
+
+
+def test_segmentation_metrics_follow_the_eval_config() -> None:
+    metrics = segmentation_metrics(EvalConfig(hd95_mode="max", nsd_tolerance_mm=2.5), num_classes=3)
+    assert (metrics.hd95_mode, metrics.nsd_tolerance_mm, metrics.num_classes) == ("max", 2.5, 3)
+    assert metrics.workers == -1 and metrics.rows == []

@@ -28,6 +28,7 @@ from medseg.report.html import (
     select_overlay_cases,
     summarize_metrics,
 )
+from medseg.report.results import load_result_dir
 from medseg.report.slices import case_slice, read_case_slices, write_case_slices
 from medseg.report.stats import describe, paired_comparison
 
@@ -484,3 +485,18 @@ def test_a_trained_run_and_its_evaluation_get_slices_provenance_and_a_report(tmp
     assert len(_json_script(html, "paired-data")) == len(patients)
     # the same checkpoint on the same data: every paired difference is zero, a tie, p = 1
     assert f"0 / {len(patients)} / 0" in html
+
+
+def test_provenance_rows_read_the_summary_then_hash_best_pt(tmp_path: Path) -> None:
+    from medseg.provenance import file_sha256
+    from medseg.report.html import provenance_rows
+
+    run = write_eval_dir(
+        tmp_path / "run", _cases(2), config={"train": {"seed": 5}, "data": {"source": "lgg"}}
+    )
+    rows = provenance_rows(load_result_dir(run))
+    assert rows["checkpoint"] == "—" and rows["seed"] == "5" and rows["HD95"] == "pooled"
+    assert rows["threshold"] == "0.5" and rows["data source"] == "lgg {}"
+    (run / "best.pt").write_bytes(b"weights")
+    rows = provenance_rows(load_result_dir(run))
+    assert rows["checkpoint SHA-256"] == file_sha256(run / "best.pt")

@@ -43,8 +43,8 @@ from torch import nn
 
 from medseg.config import Config
 from medseg.data.sample import Sample
-from medseg.engine.predict import predict_probabilities
 from medseg.engine.inference import SlidingWindow
+from medseg.engine.predict import predict_probabilities
 from medseg.engine.uncertainty import UncertaintyOptions, binary_entropy, predict_uncertainty
 from medseg.errors import ConfigError
 from medseg.metrics.calibration import (
