@@ -20,9 +20,8 @@ from medseg import models
 from medseg.cli import app
 from medseg.config import load_config
 from medseg.engine.checkpoint import save_checkpoint
-from medseg.engine.predict import predict_files
-from medseg.models import build_from_config
 from medseg.engine.inference import load_model
+from medseg.engine.predict import predict_files
 from medseg.errors import ConfigError, DataError, MedsegError
 from medseg.export import ParityError, export_onnx, export_spec, load_onnx_model, load_predictor
 from medseg.export.onnx import (
@@ -51,6 +50,7 @@ from medseg.export.runtime import (
     sam_graph_paths,
     session_metadata,
 )
+from medseg.models import build_from_config
 from medseg.provenance import file_sha256
 
 runner = CliRunner()
@@ -381,9 +381,11 @@ def test_export_spec_per_model() -> None:
     assert export_spec(models.build("microsegnet", img_size=32, variant="tiny")).spatial_divisor is None
     assert export_spec(models.build("litemedsam", variant="tiny", img_size=64)).spatial_divisor is None
     assert export_spec(models.build("resunet_r")).spatial_divisor is not None  # size_multiple
-    assert export_spec(torch.nn.Conv2d(1, 1, 1)).spatial_divisor is None  # undeclared: fixed
-    odd = torch.nn.Identity()
-    odd.export_spatial_divisor = 0
+    pdvnet = models.build("pdvnet", layers=[1], growth_rates=[2], skip_channels=[2], down_channels=[])
+    assert export_spec(pdvnet).spatial_divisor is None  # declared fixed
+    assert export_spec(models.build("monai_unet", features=[2, 4])).spatial_divisor is None  # declared fixed
+    odd = models.SegmentationModel()
+    odd.size_multiple = 0  # the default divisor follows size_multiple
     with pytest.raises(ConfigError, match="invalid spatial divisor"):
         export_spec(odd)
     assert resolve_dynamic_spatial(ExportSpec(True, 4), None, "unet")

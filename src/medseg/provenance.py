@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from medseg import __version__
+
 
 def git_commit(where: str | Path | None = None) -> str | None:
     """The commit of the git checkout holding ``where`` (default: the medseg sources), or None."""
@@ -38,8 +40,6 @@ def command_line(argv: Sequence[str] | None = None) -> str:
 
 def code_provenance() -> dict[str, str | None]:
     """``medseg_version``, ``git_commit`` (of the medseg sources; None outside a checkout), ``command``."""
-    from medseg import __version__
-
     return {"medseg_version": __version__, "git_commit": git_commit(), "command": command_line()}
 
 

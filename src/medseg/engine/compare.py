@@ -41,8 +41,14 @@ import pandas as pd
 from rich.console import Console
 
 from medseg.config import Config, apply_overrides, config_from_dict, parse_override
+from medseg.data.loading import load_splits
+from medseg.data.sample import assign_keys
+from medseg.engine.experiment import evaluate_best, finished_training, train_and_evaluate
 from medseg.errors import ConfigError
 from medseg.io_utils import read_yaml_mapping, write_text_atomic
+from medseg.report import figures
+from medseg.report.html import build_report
+from medseg.report.tables import markdown_table
 
 GRID_KEYS = {
     "name",
@@ -271,8 +277,6 @@ TABLE_FORMATS = {
 
 def write_tables(rows: Sequence[Mapping[str, Any]], out: Path, title: str) -> tuple[Path, Path]:
     """``compare.csv`` (every column) and ``compare.md`` (the paper-004 columns, best first)."""
-    from medseg.report.tables import markdown_table
-
     frame = pd.DataFrame(list(rows))
     csv_path = out / "compare.csv"
     frame.to_csv(csv_path, index=False, float_format="%.6f")
@@ -306,10 +310,6 @@ def run_grid(
     only: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Run (or resume) every run of ``grid``, then write its tables and figures; returns the table."""
-    from medseg.data.loading import load_splits
-    from medseg.engine.experiment import evaluate_best, finished_training, train_and_evaluate
-    from medseg.report import figures
-
     console = console or Console()
     out = grid.output_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -400,8 +400,6 @@ def _overlay_keys(predictions: Mapping[str, np.ndarray], n: int) -> list[str]:
 
 def summarize_grid(grid: Grid, load_splits: Any, figures: Any, console: Console) -> pd.DataFrame:
     """Tables and figures from every finished run of the grid (unfinished runs are listed as missing)."""
-    from medseg.data.sample import assign_keys
-
     out = grid.output_dir
     finished = []
     for run in grid.runs:
@@ -435,8 +433,6 @@ def summarize_grid(grid: Grid, load_splits: Any, figures: Any, console: Console)
         figures.save_overlay_comparison(
             {k: by_key[k] for k in keys if k in by_key}, predictions, fig_dir / "overlays.png"
         )
-    from medseg.report.html import build_report
-
     report = build_report(
         [Path(run.config.output_dir) for run, _ in finished],
         out / "report.html",

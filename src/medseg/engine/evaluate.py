@@ -76,7 +76,7 @@ def evaluate_model(
     ``predictor`` replaces :func:`~medseg.engine.predict.predict_probabilities` for a binary model
     (sample → foreground probability), e.g. a :class:`~medseg.engine.calibrate.CalibrationCollector`.
 
-    A 3D model needs its sliding ``window`` (:func:`~medseg.engine.predict.sliding_window_from_config`);
+    A 3D model needs its sliding ``window`` (:func:`~medseg.engine.inference.sliding_window_from_config`);
     ``image_size`` is then unused and every sample must be a volume. A multi-class model
     (``model.num_classes``) is scored per class (module docstring); its predictions are the
     argmax class-index maps.

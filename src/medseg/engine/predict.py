@@ -1,12 +1,14 @@
-"""Inference: a model applied to samples or files, with masks written in the input's geometry.
+"""Prediction: a model applied to samples or files, with masks written in the input's geometry.
 
-2D models (``data.spatial_dims: 2``) see slices resized to ``data.image_size``; 3D models see whole
-volumes at their own resolution, window by window (:class:`SlidingWindow`, from the config's
-``inference`` section), and a written mask keeps the input's affine / origin and spacing.
+2D models (``data.spatial_dims: 2``) see slices resized to ``data.image_size``; 3D models see
+whole volumes at their own resolution, window by window
+(:class:`~medseg.engine.inference.SlidingWindow`, from the config's ``inference`` section), and a
+written mask keeps the input's affine / origin and spacing.
 
 Multi-class models (``data.num_classes`` = K ≥ 2, 3D path) have K softmax logit channels (the
-first K, :func:`class_logits`); they predict the argmax label map, written with the label values
-of the training data (``class_values`` in the checkpoint, e.g. 0/1/7/8/9) when known.
+first K, :func:`~medseg.engine.inference.class_logits`); they predict the argmax label map,
+written with the label values of the training data (``class_values`` in the checkpoint, e.g.
+0/1/7/8/9) when known. The building blocks are :mod:`medseg.engine.inference`'s.
 """
 
 from __future__ import annotations

@@ -175,42 +175,11 @@ def _train(
         + (f", {world} processes" if world > 1 else "")
     )
 
-    model = build_from_config(cfg).to(device=device, dtype=dtype)
-    loss_fn = losses.build(cfg.loss.name, **cfg.loss.options).to(device=device, dtype=dtype)
-    # one loss object takes whatever the model returns (deep-supervision list, promptable dict)
-    train_loss = losses.for_model_outputs(loss_fn, cfg.loss.deep_supervision_weights)
-    prompts = PromptSampler.for_model(model, cfg, tcfg.seed)  # None unless the model takes boxes
-    # A loss with parameters (U-MedSAM's learned σ_k) trains with the model, without weight decay.
-    params: Any = (
-        param_groups_with_loss(model, loss_fn, cfg.optim.weight_decay)
-        if any(True for _ in loss_fn.parameters())
-        else model.parameters()
-    )
-    optimizer = optim.build(
-        cfg.optim.name,
-        params=params,
-        lr=cfg.optim.lr,
-        weight_decay=cfg.optim.weight_decay,
-        **cfg.optim.options,
-    )
-    sharpness_aware = isinstance(optimizer, SAM)
-    if sharpness_aware and tcfg.accumulate_steps != 1:
-        raise ConfigError("train.accumulate_steps > 1 is not supported with the SAM optimizer (two passes)")
     global_batch = min(tcfg.batch_size, len(train_set))
     micro_batch = per_rank_batch_size(global_batch, world, tcfg.accumulate_steps)
     steps = steps_per_epoch(len(train_set), global_batch)
-    scheduler = optim.build_scheduler(
-        cfg.optim.scheduler,
-        optimizer,
-        total_steps=tcfg.epochs * steps,
-        **cfg.optim.scheduler_options,
-    )
-    use_amp = tcfg.amp and device.type == "cuda" and dtype == torch.float32
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    run = _RunParts(
-        model, model, loss_fn, train_loss, optimizer, scheduler, scaler, prompts, device, dtype, use_amp
-    )
+    run = _build_run(cfg, steps, device, dtype)
+    model = run.model
     result = TrainResult(output_dir=out)
     start_epoch = 0
     if resume_state is not None:
@@ -232,20 +201,22 @@ def _train(
         case_dice: dict[str, float] = {}
         sync_buffers(model)  # every rank validates with rank 0's BatchNorm statistics
         if window is None:
-            val_loss, val_dice = validate(model, val_set, loss_fn, device, global_batch, prompts, case_dice)
+            val_loss, val_dice = validate(
+                model, val_set, run.loss_fn, device, global_batch, run.prompts, case_dice
+            )
         else:
             val_loss, val_dice = validate_volumes(
-                model, val_set, loss_fn, device, window, previews, case_dice=case_dice
+                model, val_set, run.loss_fn, device, window, previews, case_dice=case_dice
             )
-        if is_epoch_scheduler(scheduler) and math.isfinite(val_dice):
-            scheduler.step(val_dice)
+        if is_epoch_scheduler(run.scheduler) and math.isfinite(val_dice):
+            run.scheduler.step(val_dice)
         epoch_time = time.perf_counter() - epoch_start
         record = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
             "val_loss": val_loss,
             "val_dice": val_dice,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": run.optimizer.param_groups[0]["lr"],
             "epoch_time_s": epoch_time,
             "elapsed_s": elapsed_before + time.perf_counter() - run_start,
         }
@@ -261,7 +232,9 @@ def _train(
             write_history(result.history, out / "history.csv")
             write_case_dice(case_dice, epoch + 1, out / "val_cases.csv")
         if writer is not None:
-            log_epoch(writer, record, model, device, val_set, previews, window is None and prompts is None)
+            log_epoch(
+                writer, record, model, device, val_set, previews, window is None and run.prompts is None
+            )
         console.print(
             f"epoch {epoch + 1:3d}/{tcfg.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
             f"val Dice {val_dice:.4f}{' *' if improved else ''}  {epoch_time:.1f}s"
@@ -282,7 +255,7 @@ class _RunParts:
     model: torch.nn.Module  # unwrapped: checkpoints and validation
     ddp_model: torch.nn.Module  # the model under DDP (the model itself in one process)
     loss_fn: torch.nn.Module  # as built: its state (U-MedSAM's σ_k) is checkpointed
-    train_loss: torch.nn.Module  # loss_fn taking the model's raw outputs (losses.for_model_outputs)
+    output_loss: torch.nn.Module  # loss_fn taking the model's raw outputs (losses.for_model_outputs)
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
@@ -290,6 +263,42 @@ class _RunParts:
     device: torch.device
     dtype: torch.dtype
     use_amp: bool
+
+
+def _build_run(cfg: Config, steps: int, device: torch.device, dtype: torch.dtype) -> _RunParts:
+    """Model, loss, box prompts, optimizer, schedule and AMP scaler of a run (``steps`` per epoch)."""
+    tcfg = cfg.train
+    model = build_from_config(cfg).to(device=device, dtype=dtype)
+    loss_fn = losses.build(cfg.loss.name, **cfg.loss.options).to(device=device, dtype=dtype)
+    # one loss object takes whatever the model returns (deep-supervision list, promptable dict)
+    output_loss = losses.for_model_outputs(loss_fn, cfg.loss.deep_supervision_weights)
+    prompts = PromptSampler.for_model(model, cfg, tcfg.seed)  # None unless the model takes boxes
+    # A loss with parameters (U-MedSAM's learned σ_k) trains with the model, without weight decay.
+    params: Any = (
+        param_groups_with_loss(model, loss_fn, cfg.optim.weight_decay)
+        if any(True for _ in loss_fn.parameters())
+        else model.parameters()
+    )
+    optimizer = optim.build(
+        cfg.optim.name,
+        params=params,
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+        **cfg.optim.options,
+    )
+    if isinstance(optimizer, SAM) and tcfg.accumulate_steps != 1:
+        raise ConfigError("train.accumulate_steps > 1 is not supported with the SAM optimizer (two passes)")
+    scheduler = optim.build_scheduler(
+        cfg.optim.scheduler,
+        optimizer,
+        total_steps=tcfg.epochs * steps,
+        **cfg.optim.scheduler_options,
+    )
+    use_amp = tcfg.amp and device.type == "cuda" and dtype == torch.float32
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    return _RunParts(
+        model, model, loss_fn, output_loss, optimizer, scheduler, scaler, prompts, device, dtype, use_amp
+    )
 
 
 def _train_epoch(
@@ -308,9 +317,7 @@ def _train_epoch(
     train_set.set_epoch_seed(epoch_seed)
     torch.manual_seed(epoch_seed)
     micro_batches = iter(
-        train_loader(
-            train_set, micro_batch, tcfg.seed, epoch, tcfg.num_workers, get_rank(), get_world_size()
-        )
+        train_loader(train_set, micro_batch, tcfg.seed, epoch, tcfg.num_workers, get_rank(), get_world_size())
     )
     sharpness_aware = isinstance(run.optimizer, SAM)
     per_step_scheduler = not is_epoch_scheduler(run.scheduler)  # plateau steps per epoch instead
@@ -321,7 +328,7 @@ def _train_epoch(
         with torch.autocast(run.device.type, enabled=run.use_amp):
             image = batch["image"]
             outputs = run.ddp_model(image) if boxes is None else run.ddp_model(image, boxes)
-            return run.train_loss(outputs, batch["target"], batch)
+            return run.output_loss(outputs, batch["target"], batch)
 
     running = 0.0
     with TrainProgress(tcfg.progress and is_main_process(), console) as progress:

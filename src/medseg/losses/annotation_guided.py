@@ -243,9 +243,7 @@ def ag_bce_ds_loss(
     if intermediate not in INTERMEDIATE:
         raise ConfigError(f"unknown intermediate loss '{intermediate}'. Available: {', '.join(INTERMEDIATE)}")
     if target_downsample not in MODES:
-        raise ConfigError(
-            f"unknown target_downsample '{target_downsample}'. Available: {', '.join(MODES)}"
-        )
+        raise ConfigError(f"unknown target_downsample '{target_downsample}'. Available: {', '.join(MODES)}")
     if len(ks_per_scale) == 0 or len(weights) != len(ks_per_scale):
         raise ConfigError(
             f"need one weight per scale: ks_per_scale={list(ks_per_scale)}, weights={list(weights)}"
