@@ -31,9 +31,9 @@ import torch
 
 from medseg.config import load_config
 from medseg.engine.checkpoint import save_checkpoint
-from medseg.models import build_from_config
 from medseg.export import export_onnx
 from medseg.export.runtime import open_session
+from medseg.models import build_from_config
 from medseg.report.tables import markdown_table
 
 MODELS: dict[str, list[str]] = {

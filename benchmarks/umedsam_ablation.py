@@ -76,8 +76,8 @@ from medseg.config import Config, load_config
 from medseg.data.loading import load_splits
 from medseg.data.sample import Sample
 from medseg.engine.experiment import train_and_evaluate
-from medseg.engine.predict import predict_probabilities
 from medseg.engine.inference import load_model, resolve_device
+from medseg.engine.predict import predict_probabilities
 from medseg.metrics import compute_segmentation_metrics
 from medseg.metrics.box_baselines import filled_box_mask, inscribed_ellipse_mask, tight_box
 from medseg.report.tables import markdown_table

@@ -62,10 +62,10 @@ import torch
 from rich.console import Console
 
 from medseg.config import Config, load_config
+from medseg.data.instances import boundary_targets, seeds_to_instances
 from medseg.data.loading import load_splits
 from medseg.data.transforms import normalize_intensity
 from medseg.engine.experiment import train_and_evaluate
-from medseg.data.instances import boundary_targets, seeds_to_instances
 from medseg.engine.inference import load_model, resolve_device, sliding_window_from_config, volume_logits
 from medseg.engine.train import train
 from medseg.metrics import dice

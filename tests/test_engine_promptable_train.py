@@ -13,8 +13,8 @@ from medseg.config import load_config
 from medseg.data.prompts import PromptSampler
 from medseg.data.sample import Sample
 from medseg.engine.checkpoint import load_checkpoint
-from medseg.engine.predict import predict_probabilities
 from medseg.engine.inference import load_model
+from medseg.engine.predict import predict_probabilities
 from medseg.engine.train import train
 from medseg.errors import ConfigError
 from medseg.models import build

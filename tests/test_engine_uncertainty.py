@@ -25,10 +25,8 @@ from medseg.engine.calibrate import (
 )
 from medseg.engine.checkpoint import save_checkpoint
 from medseg.engine.evaluate import evaluate_checkpoint
-from medseg.engine.inference import sliding_window_predict
+from medseg.engine.inference import SlidingWindow, sliding_window_predict
 from medseg.engine.predict import predict_files, predict_probabilities
-from medseg.engine.inference import SlidingWindow
-from medseg.models import build_from_config
 from medseg.engine.uncertainty import (
     SampleStatistics,
     UncertaintyOptions,
@@ -44,7 +42,7 @@ from medseg.engine.uncertainty import (
 )
 from medseg.errors import ConfigError
 from medseg.metrics.calibration import aurc, spearman
-from medseg.models import SegmentationModel
+from medseg.models import SegmentationModel, build_from_config
 
 CPU = torch.device("cpu")
 

@@ -16,14 +16,13 @@ from medseg.data.sample import Sample
 from medseg.data.volumes import VolumeDataset
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from medseg.engine.evaluate import evaluate_checkpoint, evaluate_model
-from medseg.engine.predict import predict_files
 from medseg.engine.inference import SlidingWindow, load_model, mask_logits, sliding_window_from_config
-from medseg.models import build_from_config
+from medseg.engine.predict import predict_files
 from medseg.engine.train import train
 from medseg.engine.validation import validate_volumes
 from medseg.errors import ConfigError, DataError
 from medseg.losses import build as build_loss
-from medseg.models import SegmentationModel
+from medseg.models import SegmentationModel, build_from_config
 
 TINY_3D = [
     "data.options={n_patients: 4, seed: 0, shape: [6, 24, 24]}",

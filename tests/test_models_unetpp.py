@@ -8,10 +8,9 @@ from torch import nn
 
 import medseg.models as models
 from medseg.config import load_config
-from medseg.models import build_from_config
 from medseg.errors import ConfigError
 from medseg.losses import DeepSupervisionLoss
-from medseg.models import UNetPlusPlus
+from medseg.models import UNetPlusPlus, build_from_config
 
 SMALL = (4, 8, 16, 32, 64)  # 4 levels of nesting (L1–L4) → inputs must be multiples of 16
 

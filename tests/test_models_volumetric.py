@@ -9,8 +9,8 @@ from torch.nn.modules.dropout import _DropoutNd
 
 import medseg.models as models
 from medseg.config import Config
-from medseg.models import build_from_config
 from medseg.errors import ConfigError
+from medseg.models import build_from_config
 from medseg.models.pdvnet import DenseBlock, PDVNet
 from medseg.models.resunet import AnisotropicConvBlock, ResUNet, resunet_h, resunet_r
 from medseg.models.vnet import VNet, pad_to_multiple

@@ -16,14 +16,13 @@ from medseg.data.sample import Sample
 from medseg.data.volumes import VolumeDataset
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.evaluate import evaluate_checkpoint, evaluate_model
-from medseg.engine.predict import predict_files
 from medseg.engine.inference import SlidingWindow, class_index_to_value, load_model
-from medseg.models import build_from_config
+from medseg.engine.predict import predict_files
 from medseg.engine.train import train
 from medseg.engine.validation import validate_volumes
 from medseg.errors import ConfigError, DataError
 from medseg.losses import build as build_loss
-from medseg.models import SegmentationModel
+from medseg.models import SegmentationModel, build_from_config
 
 SPACING_XYZ = (0.5, 0.5, 2.0)  # ITK order; medseg's (sz, sy, sx) is (2.0, 0.5, 0.5)
 

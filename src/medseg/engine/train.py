@@ -87,6 +87,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 @dataclass
 class TrainResult:
+    """What a run leaves: its folder, one history row per epoch, and the best validation Dice."""
+
     output_dir: Path
     history: list[dict[str, float]] = field(default_factory=list)
     best_dice: float = float("-inf")
@@ -102,6 +104,7 @@ class TrainResult:
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and torch; ``deterministic`` also asks torch for deterministic kernels."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
