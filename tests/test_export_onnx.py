@@ -157,7 +157,7 @@ def test_metadata_round_trip(unet_export: tuple[Path, Path]) -> None:
     _, torch_cfg = load_model(ckpt)
     assert cfg.to_dict() == torch_cfg.to_dict()
     assert state["class_values"] is None and isinstance(model, OnnxSegmenter)
-    assert not hasattr(model, "num_classes") and model.spatial_dims == 2
+    assert model.num_classes is None and model.spatial_dims == 2
 
 
 def test_predict_onnxruntime_writes_the_same_masks_as_torch(
@@ -406,11 +406,11 @@ def test_shapes_boxes_paths_and_sizes() -> None:
     assert sam_graph_paths("m.decoder.onnx")[0] == Path("m.encoder.onnx")
     assert parity_path_for("a/model.onnx") == Path("a/model.parity.json")
     cfg = load_config(None, ["data.spatial_dims=3", "data.patch_size=[8, 16, 16]"])
-    assert nominal_spatial_size(cfg, torch.nn.Identity()) == (8, 16, 16)
+    assert nominal_spatial_size(cfg, models.SegmentationModel()) == (8, 16, 16)
     cfg.inference.roi_size = [16, 16, 16]
-    assert nominal_spatial_size(cfg, torch.nn.Identity()) == (16, 16, 16)
+    assert nominal_spatial_size(cfg, models.SegmentationModel()) == (16, 16, 16)
     cfg = load_config(None, ["data.image_size=[48, 40]"])
-    assert nominal_spatial_size(cfg, torch.nn.Identity()) == (48, 40)
+    assert nominal_spatial_size(cfg, models.SegmentationModel()) == (48, 40)
     sam = models.build("litemedsam", variant="tiny", img_size=64)
     assert nominal_spatial_size(cfg, sam) == (64, 64)
     meta = export_metadata(cfg, sam, {}, "abc", "encoder", (64, 64), None, 18)
@@ -467,7 +467,7 @@ def test_export_input_errors(tmp_path: Path) -> None:
     cfg = load_config(None, [])
     cfg.data.spatial_dims = 3
     with pytest.raises(ConfigError, match="data.patch_size"):
-        nominal_spatial_size(cfg, torch.nn.Identity())
+        nominal_spatial_size(cfg, models.SegmentationModel())
 
     class TwoOutputs(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

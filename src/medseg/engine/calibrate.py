@@ -131,7 +131,7 @@ class CalibrationCollector:
     ) -> None:
         if model.num_classes is not None:
             raise ConfigError("calibration is for binary models (one foreground probability per voxel)")
-        if getattr(model, "promptable", False):
+        if model.promptable:
             raise ConfigError("calibration is not available for promptable (box-prompted) models")
         self.model = model
         self.cfg = cfg
