@@ -273,35 +273,6 @@ def test_per_rank_batch_size() -> None:
         ddp.per_rank_batch_size(16, 2, accumulate_steps=0)
 
 
-def test_train_loader_ranks_share_the_single_process_batches() -> None:
-    from medseg.data.loading import train_loader
-
-    class Items(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return 11  # not a multiple of anything below: the tail is dropped consistently
-
-        def __getitem__(self, index: int) -> int:
-            return index
-
-    def batches(micro: int, rank: int, world: int, epoch: int) -> list[list[int]]:
-        return [b.tolist() for b in train_loader(Items(), micro, 7, epoch, rank=rank, world_size=world)]
-
-    for epoch in (0, 1):
-        single = batches(4, 0, 1, epoch)  # global batch 4 → 2 steps
-        for world, accumulate in ((2, 1), (2, 2), (4, 1)):
-            micro = 4 // (world * accumulate)
-            per_rank = [batches(micro, r, world, epoch) for r in range(world)]
-            for step, expected in enumerate(single):
-                got = [
-                    i
-                    for r in range(world)
-                    for k in range(accumulate)
-                    for i in per_rank[r][step * accumulate + k]
-                ]
-                assert sorted(got) == sorted(expected)
-    assert batches(4, 0, 1, 0) != batches(4, 0, 1, 1)  # set_epoch reshuffles
-
-
 def test_train_dtype_and_batch_errors(tmp_path: Path) -> None:
     from medseg.config import load_config
     from medseg.engine.train import train, train_dtype
