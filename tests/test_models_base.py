@@ -99,3 +99,18 @@ def test_transunet_and_microsegnet_are_2d_and_deep_supervised() -> None:
 def test_onnx_wrappers_declare_the_same_contract() -> None:
     assert issubclass(OnnxSegmenter, SegmentationModel) and not OnnxSegmenter.promptable
     assert issubclass(OnnxPromptableSAM, SegmentationModel) and OnnxPromptableSAM.promptable
+
+
+def test_the_base_adds_no_state_so_older_checkpoints_load() -> None:
+    from monai.networks.nets import UNet as MonaiUNet
+
+    assert SegmentationModel().state_dict() == {}
+    torch.manual_seed(0)
+    ours = models.build("monai_unet", features=(2, 4), num_res_units=1)
+    torch.manual_seed(0)
+    theirs = MonaiUNet(2, 1, 1, channels=(2, 4), strides=(2,), num_res_units=1, norm="BATCH")
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True)
+    )
