@@ -235,3 +235,27 @@ def test_class_index_to_value_and_sliding_window_from_config() -> None:
     assert sliding_window_from_config(load_config(None, [])) is None
     cfg = load_config(None, ["data.spatial_dims=3", "data.patch_size=[4, 8, 8]", "inference.sw_overlap=0.25"])
     assert sliding_window_from_config(cfg) == SlidingWindow(roi_size=(4, 8, 8), overlap=0.25)
+
+
+def test_normalized_volume_and_whole_volume_probabilities() -> None:
+    from medseg.data.sample import Sample
+    from medseg.engine.inference import normalized_volume, predict_volume_probabilities
+    from medseg.errors import DataError
+
+    volume = Sample(np.arange(2 * 4 * 4, dtype=np.float32).reshape(1, 2, 4, 4), {}, "expert", (1.0,) * 3, "v")
+    image = normalized_volume(volume, "zscore")
+    assert image.shape == (1, 1, 2, 4, 4) and abs(float(image.mean())) < 1e-6
+    flat = Sample(np.zeros((1, 4, 4), np.float32), {}, "expert", (1.0, 1.0), "slice", source_path="s.png")
+    with pytest.raises(DataError, match="s.png: a 3D model needs a C×D×H×W volume"):
+        normalized_volume(flat, "zscore")
+
+    class Sign(SegmentationModel):
+        spatial_dims = 3
+
+        def forward(self, x: Tensor) -> Tensor:
+            return torch.where(x > 0, 10.0, -10.0)
+
+    probs = predict_volume_probabilities(
+        Sign(), volume, "zscore", torch.device("cpu"), SlidingWindow((2, 4, 4))
+    )
+    assert probs.shape == (2, 4, 4) and ((probs > 0.5) == (image[0, 0].numpy() > 0)).all()
