@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 import medseg.models as models
 from medseg.data.fingerprint import ClassStats, Fingerprint, IntensityStats, compute_fingerprint
@@ -228,6 +229,30 @@ def test_load_plan_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"bad.yaml: plan keys wrong: unknown \['colour'\]"):
         load_plan(bad)
     assert Plan.from_dict(make_plan(_fingerprint(), Budget(GIB, 1, "cuda", 0.1)).to_dict()).batch_size >= 2
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("batch_size", 0, "batch_size must be a positive integer"),
+        ("total_steps", "many", "total_steps must be a positive integer"),
+        ("patch_size", [64, 64, 64], "patch_size needs 2 values"),
+        ("patch_size", [64, -1], "positive integers"),
+        ("spatial_dims", 4, "spatial_dims must be 2 or 3"),
+        ("normalization", [{"scheme": "minmax"}], "normalization schemes must be among"),
+        ("foreground_share", 1.5, "foreground_share"),
+    ],
+)
+def test_an_edited_plan_with_bad_values_names_the_file(
+    tmp_path: Path, key: str, value: object, message: str
+) -> None:
+    plan = make_plan(_fingerprint(), Budget(GIB, 1, "cuda", 0.1))
+    path = write_plan(plan, tmp_path / "plan.yaml")
+    data = yaml.safe_load(path.read_text())
+    data[key] = value
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=f"plan.yaml: .*{message}"):
+        load_plan(path)
 
 
 def test_budget_validation() -> None:

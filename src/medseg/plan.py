@@ -71,6 +71,7 @@ MAX_BATCH = 64
 DATASET_SHARE_PER_BATCH = 0.05
 MIN_PATCH_2D = 64
 FOREGROUND_SHARE = 1 / 3
+NORMALIZATION_SCHEMES = ("ct", "zscore_per_image")
 #: Rough sustained training throughput (FLOP/s) when no step time is measured: 2 CPU cores in fp32
 #: (the LGG U-Net of issue 14 trained at about 1.8e11 FLOP/s there), and a data-centre GPU under
 #: AMP. A measured ``Budget.step_seconds`` replaces it.
@@ -155,7 +156,33 @@ class Plan:
                 f"{where + ': ' if where else ''}plan keys wrong: "
                 f"unknown {sorted(unknown)}, missing {sorted(missing)}"
             )
-        return cls(**data)
+        plan = cls(**data)
+        plan.validate(where)
+        return plan
+
+    def validate(self, where: str | None = None) -> None:
+        """Raise :class:`ConfigError` (naming ``where``, e.g. the plan file) for inconsistent values."""
+        prefix = f"{where}: " if where else ""
+        problems = []
+        if self.spatial_dims not in (2, 3):
+            problems.append(f"spatial_dims must be 2 or 3, got {self.spatial_dims!r}")
+        for key in ("patch_size", "target_spacing"):
+            value = getattr(self, key)
+            if not isinstance(value, list) or len(value) != self.spatial_dims:
+                problems.append(f"{key} needs {self.spatial_dims} values, got {value!r}")
+        if not all(isinstance(p, int) and p > 0 for p in self.patch_size or []):
+            problems.append(f"patch_size must hold positive integers, got {self.patch_size!r}")
+        for key in ("batch_size", "total_steps"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{key} must be a positive integer, got {value!r}")
+        schemes = [n.get("scheme") if isinstance(n, dict) else n for n in self.normalization]
+        if any(scheme not in NORMALIZATION_SCHEMES for scheme in schemes):
+            problems.append(f"normalization schemes must be among {NORMALIZATION_SCHEMES}, got {schemes}")
+        if not 0.0 <= float(self.foreground_share) <= 1.0:
+            problems.append(f"foreground_share must be in [0, 1], got {self.foreground_share!r}")
+        if problems:
+            raise ConfigError(prefix + "; ".join(problems))
 
 
 # --------------------------------------------------------------------------- the rules
