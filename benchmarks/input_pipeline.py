@@ -21,7 +21,8 @@ SGD step and (on CUDA) float16 AMP:
 It prints img/s, the ratio loop / model-only, and the loader share of the step time (the time
 spent waiting for the next batch, including its augmentation in (b), over the whole step). The data
 are synthetic (smooth noise images with blob masks), generated once before timing; 3D volumes have
-the patch size, so neither 3D path crops. Timings are medians over the timed steps after warm-up.
+the patch size, so neither 3D path crops. The three loops take turns step by step (one model), so a
+busy machine slows them alike; timings are medians over the timed steps after warm-up.
 """
 
 from __future__ import annotations
@@ -123,29 +124,33 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_loop(
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+def timed_loops(
+    loops: dict[str, Iterator[tuple[torch.Tensor, torch.Tensor]]],
     step: Callable[[torch.Tensor, torch.Tensor], None],
     device: torch.device,
     warmup: int,
     steps: int,
-) -> tuple[float, float]:
-    """Median step seconds and median share of it spent getting the batch."""
-    totals, waits = [], []
+) -> dict[str, tuple[float, float]]:
+    """Per loop: median step seconds and median share of the step spent getting the batch.
+
+    The loops take turns, one step each, so a busy machine slows them alike and the ratios stay fair.
+    """
+    totals: dict[str, list[float]] = {name: [] for name in loops}
+    shares: dict[str, list[float]] = {name: [] for name in loops}
     for i in range(warmup + steps):
-        _sync(device)
-        start = time.perf_counter()
-        image, target = next(batches)
-        _sync(device)
-        got = time.perf_counter()
-        step(image, target)
-        _sync(device)
-        end = time.perf_counter()
-        if i >= warmup:
-            totals.append(end - start)
-            waits.append(got - start)
-    median = statistics.median(totals)
-    return median, statistics.median(w / t for w, t in zip(waits, totals, strict=True))
+        for name, batches in loops.items():
+            _sync(device)
+            start = time.perf_counter()
+            image, target = next(batches)
+            _sync(device)
+            got = time.perf_counter()
+            step(image, target)
+            _sync(device)
+            end = time.perf_counter()
+            if i >= warmup:
+                totals[name].append(end - start)
+                shares[name].append((got - start) / (end - start))
+    return {name: (statistics.median(totals[name]), statistics.median(shares[name])) for name in loops}
 
 
 def model_only(case: Case, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -210,27 +215,26 @@ def cached_path(
 
 def run(case: Case, device: torch.device, workers: int, warmup: int, steps: int) -> list[dict[str, Any]]:
     samples = synthetic_samples(case.shape, case.n_samples)
-    step = make_step(case, device)
-    rows = []
-    seconds, _ = timed_loop(model_only(case, device), step, device, warmup, steps)
-    base = case.batch / seconds
-    rows.append({"path": "model only", "img_s": base, "ratio": 1.0, "loader_share": 0.0})
-    for name, batches in (
-        (f"(a) dataset + DataLoader ({workers} workers)", dataloader_path(case, samples, device, workers)),
-        ("(b) cache + device augment", cached_path(case, samples, device)),
-    ):
-        seconds, share = timed_loop(batches, step, device, warmup, steps)
-        rows.append(
-            {
-                "path": name,
-                "img_s": case.batch / seconds,
-                "ratio": case.batch / seconds / base,
-                "loader_share": share,
-            }
-        )
-    for row in rows:
-        row.update(device=device.type, case=case.name, model=case.model, batch=case.batch)
-    return rows
+    loops = {
+        "model only": model_only(case, device),
+        f"(a) dataset + DataLoader ({workers} workers)": dataloader_path(case, samples, device, workers),
+        "(b) cache + device augment": cached_path(case, samples, device),
+    }
+    results = timed_loops(loops, make_step(case, device), device, warmup, steps)
+    base = case.batch / results["model only"][0]
+    return [
+        {
+            "device": device.type,
+            "case": case.name,
+            "model": case.model,
+            "batch": case.batch,
+            "path": name,
+            "img_s": case.batch / seconds,
+            "ratio": case.batch / seconds / base,
+            "loader_share": share,
+        }
+        for name, (seconds, share) in results.items()
+    ]
 
 
 def main() -> None:
