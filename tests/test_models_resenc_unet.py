@@ -7,10 +7,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import medseg.losses as losses
 import medseg.models as models
 from medseg.errors import ConfigError
 from medseg.losses.deep_supervision import DeepSupervisionLoss
-from medseg.models import ResEncUNet, UNet
+from medseg.models import ResEncUNet, SegmentationModel, UNet
 from medseg.models.resenc_unet import ResidualBlock, default_blocks, default_features, training_cost
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -20,7 +21,7 @@ TINY = (4, 8, 16)  # 3 stages → inputs must be multiples of 4
 
 def test_registered_and_defaults() -> None:
     model = models.build("resenc_unet", in_channels=2, out_channels=3)
-    assert isinstance(model, ResEncUNet)
+    assert isinstance(model, ResEncUNet) and isinstance(model, SegmentationModel)
     assert model.features == (32, 64, 128, 256, 320)
     assert model.blocks == (1, 2, 2, 3, 3)
     assert model.deep_supervision is True
@@ -69,9 +70,7 @@ def test_deep_supervision_off_returns_a_tensor_in_training() -> None:
 def test_gradients_reach_every_parameter_through_the_ds_loss() -> None:
     model = ResEncUNet(features=TINY).train()
     target = (torch.rand(2, 1, 8, 8) > 0.5).float()
-    loss_fn = DeepSupervisionLoss(
-        lambda logits, t, batch: nn.functional.binary_cross_entropy_with_logits(logits, t)
-    )
+    loss_fn = DeepSupervisionLoss(losses.build("bce"))
     loss_fn(model(torch.randn(2, 1, 8, 8)), target).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert missing == []

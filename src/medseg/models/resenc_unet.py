@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError
+from medseg.models.base import SegmentationModel
 from medseg.models.blocks import check_unet_input, conv_layer, norm_layer, transpose_conv_layer
 from medseg.models.registry import MODELS
 
@@ -128,7 +129,11 @@ class LightDecoderStage(nn.Module):
         return self.conv(torch.cat([skip, self.up(x)], dim=1))
 
 
-class ResEncUNet(nn.Module):
+@MODELS.register(
+    "resenc_unet",
+    doc="Residual-encoder U-Net (nnU-Net ResEnc, Isensee et al. 2024), 2D/3D, deep supervision on.",
+)
+class ResEncUNet(SegmentationModel):
     """Residual-encoder U-Net returning logits, or ``[main, aux_1/2, ...]`` when training with DS.
 
     Args:
@@ -140,12 +145,10 @@ class ResEncUNet(nn.Module):
         n_stages: number of resolutions (used when ``features`` is not given); default 5.
         blocks: residual blocks per encoder stage (default :func:`default_blocks`).
         deep_supervision: auxiliary 1×1 heads below full resolution (on by default).
-    """
 
-    #: The logit channel that holds the foreground mask (engine: ``mask_channel``).
-    mask_channel: int = 0
-    #: K of a multi-class model; the engine sets it from ``data.num_classes`` (None = binary).
-    num_classes: int | None = None
+    Input contract (:class:`~medseg.models.base.SegmentationModel`): ``size_multiple`` =
+    2^(stages − 1), ``mask_channel`` 0, ``num_classes`` set by ``build_from_config``.
+    """
 
     def __init__(
         self,
@@ -188,11 +191,6 @@ class ResEncUNet(nn.Module):
         """Every spatial size of the input must be a multiple of this (one halving per stage)."""
         return 2 ** (len(self.features) - 1)
 
-    @property
-    def export_spatial_divisor(self) -> int:
-        """ONNX export (medseg.export): spatial axes stay dynamic, in multiples of :attr:`size_multiple`."""
-        return self.size_multiple
-
     def check_input(self, x: Tensor) -> None:
         """Raise ``ValueError`` for a wrong rank or a spatial size the strided convs cannot halve."""
         check_unet_input(x, "ResEncUNet", self.spatial_dims, len(self.features))
@@ -234,20 +232,6 @@ def _resolve_blocks(blocks: Sequence[int] | None, n_stages: int) -> tuple[int, .
     if len(counts) != n_stages or any(b < 1 for b in counts):
         raise ConfigError(f"blocks needs {n_stages} counts ≥ 1 (one per stage), got {counts}")
     return counts
-
-
-@MODELS.register("resenc_unet")
-def resenc_unet(
-    in_channels: int = 1,
-    out_channels: int = 1,
-    spatial_dims: int = 2,
-    features: Sequence[int] | None = None,
-    n_stages: int | None = None,
-    blocks: Sequence[int] | None = None,
-    deep_supervision: bool = True,
-) -> ResEncUNet:
-    """Residual-encoder U-Net (nnU-Net ResEnc, Isensee et al. 2024), 2D/3D, deep supervision on."""
-    return ResEncUNet(in_channels, out_channels, spatial_dims, features, n_stages, blocks, deep_supervision)
 
 
 # --------------------------------------------------------------------------- analytic cost
