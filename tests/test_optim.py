@@ -28,12 +28,12 @@ def _lrs(scheduler: torch.optim.lr_scheduler.LRScheduler, steps: int) -> list[fl
 
 def test_registries() -> None:
     assert {"adam", "adamw", "sgd"} <= set(optim.available())
-    assert optim.available_schedulers() == ["constant", "cosine", "plateau", "poly"]
+    assert optim.available_schedulers() == ["budget", "constant", "cosine", "plateau", "poly"]
     assert set(optim.describe()) == set(optim.available())
     assert set(optim.describe_schedulers()) == set(optim.available_schedulers())
     with pytest.raises(KeyError, match="Available: adam, adamw"):
         optim.build("lamb", params=nn.Linear(2, 1).parameters())
-    with pytest.raises(KeyError, match="Available: constant, cosine, plateau, poly"):
+    with pytest.raises(KeyError, match="Available: budget, constant, cosine, plateau, poly"):
         optim.build_scheduler("step", _optimizer(), total_steps=10)
 
 

@@ -9,6 +9,7 @@ from medseg.models import (  # noqa: F401  (registration side effect)
     medsam,
     monai_unet,
     pdvnet,
+    resenc_unet,
     resunet,
     transunet,
     unet,
@@ -17,6 +18,7 @@ from medseg.models import (  # noqa: F401  (registration side effect)
 )
 from medseg.models.base import SegmentationModel
 from medseg.models.registry import MODELS, available, build, build_from_config, describe
+from medseg.models.resenc_unet import ResEncUNet
 from medseg.models.transunet import MicroSegNet, TransUNet
 from medseg.models.unet import UNet
 from medseg.models.unetpp import UNetPlusPlus
@@ -24,6 +26,7 @@ from medseg.models.unetpp import UNetPlusPlus
 __all__ = [
     "MODELS",
     "MicroSegNet",
+    "ResEncUNet",
     "SegmentationModel",
     "TransUNet",
     "UNet",

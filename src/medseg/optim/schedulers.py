@@ -9,10 +9,12 @@ after ``total_steps`` calls the schedule has ended (``poly`` reaches 0, ``cosine
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 from medseg.errors import ConfigError
 from medseg.optim.registry import SCHEDULERS
@@ -117,3 +119,140 @@ def plateau(
 def is_epoch_scheduler(scheduler: object) -> bool:
     """True for schedulers stepped once per epoch with the validation metric (``plateau``)."""
     return isinstance(scheduler, ReduceLROnPlateau)
+
+
+# --------------------------------------------------------------------------- budget-driven schedule
+
+BUDGET_SHAPES = ("poly", "cosine")
+
+
+def budget_factor(
+    progress: float,
+    shape: str = "poly",
+    warmup_fraction: float = 0.0,
+    power: float = 0.9,
+    end_ratio: float = 0.0,
+) -> float:
+    """lr multiplier at ``progress`` ∈ [0, 1] of the budget; exactly ``end_ratio`` at progress ≥ 1.
+
+    Linear warm-up from ``0`` to 1 over the first ``warmup_fraction`` of the budget, then ``poly``
+    ((1 − q)^power, nnU-Net) or ``cosine`` (½(1 + cos πq), SGDR) from 1 down to ``end_ratio``, where
+    q is the progress within the decay phase.
+    """
+    p = min(max(float(progress), 0.0), 1.0)
+    if p < warmup_fraction:
+        return p / warmup_fraction
+    q = (p - warmup_fraction) / (1.0 - warmup_fraction)
+    decay = (1.0 - q) ** power if shape == "poly" else 0.5 * (1.0 + math.cos(math.pi * q))
+    return end_ratio + (1.0 - end_ratio) * decay
+
+
+class BudgetSchedule(LRScheduler):
+    """An lr schedule that follows a time budget or a step count and ends exactly when it does.
+
+    Progress is ``elapsed / budget_seconds`` (time, read from ``clock``, which starts when the
+    schedule is built or :meth:`restart_clock` is called) or ``steps / total_steps`` (steps);
+    ``step(progress)`` sets it directly. The lr is ``base_lr · budget_factor(progress)``, so it
+    reaches ``end_ratio · base_lr`` exactly when the budget is spent; :attr:`finished` tells the
+    training loop to stop there, instead of at whatever lr the clock happened to reach.
+
+    Call ``step()`` once after every ``optimizer.step()``, as with the other schedulers.
+    ``state_dict`` stores the elapsed time, so a resumed run continues the same curve.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        total_steps: int | None = None,
+        budget_seconds: float | None = None,
+        shape: str = "poly",
+        warmup_fraction: float = 0.0,
+        power: float = 0.9,
+        end_ratio: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if (total_steps is None) == (budget_seconds is None):
+            raise ConfigError("BudgetSchedule needs exactly one of total_steps or budget_seconds")
+        if total_steps is not None and total_steps <= 0:
+            raise ConfigError(f"total_steps must be positive, got {total_steps}")
+        if budget_seconds is not None and not budget_seconds > 0:
+            raise ConfigError(f"budget_seconds must be positive, got {budget_seconds}")
+        if shape not in BUDGET_SHAPES:
+            raise ConfigError(f"unknown schedule shape '{shape}'. Available: {', '.join(BUDGET_SHAPES)}")
+        if not 0.0 <= warmup_fraction < 1.0:
+            raise ConfigError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+        if power <= 0:
+            raise ConfigError(f"power must be positive, got {power}")
+        if not 0.0 <= end_ratio <= 1.0:
+            raise ConfigError(f"end_ratio must be in [0, 1], got {end_ratio}")
+        self.total_steps = total_steps
+        self.budget_seconds = budget_seconds
+        self.shape = shape
+        self.warmup_fraction = float(warmup_fraction)
+        self.power = float(power)
+        self.end_ratio = float(end_ratio)
+        self.clock = clock
+        self._start = clock()
+        self.progress = 0.0
+        self._next_progress: float | None = None
+        super().__init__(optimizer)
+
+    def restart_clock(self, elapsed: float = 0.0) -> None:
+        """Count the time budget from now (minus ``elapsed`` seconds already spent)."""
+        self._start = self.clock() - float(elapsed)
+
+    @property
+    def elapsed_seconds(self) -> float:
+        return self.clock() - self._start
+
+    @property
+    def finished(self) -> bool:
+        """True once the budget (time or steps) is spent: the lr is then at its end value."""
+        return self.progress >= 1.0
+
+    def _measure_progress(self) -> float:
+        if self.budget_seconds is not None:
+            return self.elapsed_seconds / self.budget_seconds
+        return self.last_epoch / self.total_steps  # type: ignore[operator]  # steps taken so far
+
+    def step(self, progress: float | None = None) -> None:  # type: ignore[override]
+        """Advance: progress from the clock / step count, or ``progress`` when given."""
+        self._next_progress = progress
+        super().step()
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        if self.last_epoch == 0 and self._next_progress is None:
+            self.progress = 0.0  # the constructor's initial step (last_epoch −1 → 0)
+        else:
+            measured = self._measure_progress() if self._next_progress is None else self._next_progress
+            self.progress = min(max(float(measured), 0.0), 1.0)
+        self._next_progress = None
+        factor = budget_factor(self.progress, self.shape, self.warmup_fraction, self.power, self.end_ratio)
+        return [float(base) * factor for base in self.base_lrs]
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "clock", "_start")}
+        state["elapsed_seconds"] = self.elapsed_seconds
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        elapsed = state.pop("elapsed_seconds", 0.0)
+        self.__dict__.update(state)
+        self.restart_clock(elapsed)
+
+
+@SCHEDULERS.register("budget")
+def budget(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int | None = None,
+    budget_seconds: float | None = None,
+    shape: str = "poly",
+    warmup_fraction: float = 0.0,
+    power: float = 0.9,
+    end_ratio: float = 0.0,
+) -> BudgetSchedule:
+    """Poly or cosine with warm-up over a time budget (budget_seconds) or a step count; ends exactly there."""
+    if budget_seconds is not None:
+        total_steps = None  # the time budget rules; build_scheduler always passes a step count
+    return BudgetSchedule(optimizer, total_steps, budget_seconds, shape, warmup_fraction, power, end_ratio)

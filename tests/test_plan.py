@@ -1,0 +1,264 @@
+"""The planner's rules, one test each, on fingerprints with chosen statistics; YAML round trip."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import medseg.models as models
+from medseg.data.fingerprint import ClassStats, Fingerprint, IntensityStats, compute_fingerprint
+from medseg.data.sample import Sample
+from medseg.errors import ConfigError
+from medseg.models.resenc_unet import default_features, training_cost
+from medseg.plan import (
+    Budget,
+    Plan,
+    choose_dims,
+    choose_normalization,
+    choose_target_spacing,
+    estimated_memory,
+    load_plan,
+    make_plan,
+    network_depth,
+    round_patch,
+    write_plan,
+)
+
+GIB = 2**30
+
+
+def _fingerprint(**overrides: object) -> Fingerprint:
+    base = Fingerprint(
+        n_cases=20,
+        n_samples=800,
+        spatial_dims=2,
+        n_channels=1,
+        num_classes=None,
+        modality="mr",
+        spacing_median=(1.0, 1.0),
+        spacing_p10=(0.8, 0.8),
+        anisotropy=1.0,
+        shape_median=(256.0, 256.0),
+        shape_min=(200, 200),
+        shape_max=(300, 300),
+        intensity_foreground=(IntensityStats(40.0, 10.0, -100.0, 300.0, -1000.0, 2000.0),),
+        intensity_image=(IntensityStats(0.0, 500.0, -1000.0, 1500.0, -1024.0, 3000.0),),
+        classes=(ClassStats(1, 0.01, 0.6, 1.2, 300.0, 300.0),),
+        empty_slice_share=0.7,
+        n_voxels_total=800 * 256 * 256,
+    )
+    return replace(base, **overrides)
+
+
+def _volume_fingerprint(
+    spacing: tuple[float, float, float], shape: tuple[float, float, float]
+) -> Fingerprint:
+    return _fingerprint(
+        spatial_dims=3,
+        spacing_median=spacing,
+        spacing_p10=tuple(0.9 * s for s in spacing),
+        anisotropy=max(spacing) / min(spacing),
+        shape_median=shape,
+        n_samples=20,
+        n_voxels_total=int(20 * np.prod(shape)),
+    )
+
+
+def test_dims_rules() -> None:
+    assert choose_dims(_fingerprint())[0] == 2
+    assert "2D images" in choose_dims(_fingerprint())[1]
+    anisotropic = _volume_fingerprint((5.0, 1.0, 1.0), (30, 256, 256))
+    dims, reason = choose_dims(anisotropic)
+    assert dims == 2 and "anisotropic" in reason
+    assert choose_dims(_volume_fingerprint((1.5, 1.0, 1.0), (128, 128, 128)))[0] == 3
+
+
+def test_target_spacing_is_the_median_and_p10_for_a_coarse_3d_axis() -> None:
+    assert choose_target_spacing(_fingerprint())[0] == [1.0, 1.0]
+    coarse = _volume_fingerprint((4.0, 1.0, 1.0), (30, 256, 256))
+    spacing, reason = choose_target_spacing(coarse)
+    assert spacing == pytest.approx([3.6, 1.0, 1.0]) and "10th percentile" in reason
+
+
+def test_ct_normalisation_clips_to_foreground_percentiles_then_zscores() -> None:
+    schemes, reason = choose_normalization(_fingerprint(modality="ct"))
+    assert schemes == [{"scheme": "ct", "clip": [-100.0, 300.0], "mean": 40.0, "std": 10.0}]
+    assert "CT" in reason
+    with pytest.raises(ConfigError, match="channel 0 has none"):
+        choose_normalization(_fingerprint(modality="ct", intensity_foreground=(None,)))
+
+
+@pytest.mark.parametrize("modality", ["mr", "us", None])
+def test_mr_us_and_unknown_are_zscored_per_image(modality: str | None) -> None:
+    schemes, _ = choose_normalization(_fingerprint(modality=modality, n_channels=2))
+    assert schemes == [{"scheme": "zscore_per_image"}] * 2
+
+
+def test_depth_keeps_4_voxel_maps_and_the_patch_rounds_up() -> None:
+    assert network_depth([256, 256], 2) == 7  # 256 / 2^6 = 4
+    assert network_depth([64, 48], 2) == 4  # 48 / 2^3 = 6 ≥ 4, 48 / 2^4 = 3 < 4
+    assert network_depth([1024, 1024], 2) == 7  # capped
+    assert network_depth([512, 512, 512], 3) == 6
+    assert round_patch([100, 64], 4) == [104, 64]
+
+
+def test_batch_size_grows_with_memory() -> None:
+    fp = _fingerprint(n_voxels_total=10**12)  # no 5 % cap
+    batches = [
+        make_plan(fp, Budget(memory_bytes=gib * GIB, minutes=60, device="cuda", step_seconds=0.1)).batch_size
+        for gib in (1, 2, 4)
+    ]
+    assert batches[0] < batches[1] < batches[2]
+    plan = make_plan(fp, Budget(memory_bytes=2 * GIB, minutes=60, device="cuda", step_seconds=0.1))
+    assert plan.estimated_memory_bytes <= 0.8 * 2 * GIB
+    n_stages = len(plan.model["options"]["features"])
+    next_batch = estimated_memory(plan.patch_size, plan.batch_size + 1, n_stages, 32, 1, 1, "cuda")
+    assert next_batch > 0.8 * 2 * GIB  # the largest batch that fits
+
+
+def test_batch_is_capped_at_5_percent_of_the_data_set() -> None:
+    fp = _fingerprint(n_voxels_total=40 * 256 * 256)  # 5 % is 2 images
+    plan = make_plan(fp, Budget(memory_bytes=64 * GIB, minutes=60, device="cuda", step_seconds=0.1))
+    assert plan.batch_size == 2 and "5 %" in plan.reasons["batch_size"]
+
+
+def test_steps_are_the_budget_over_the_step_time() -> None:
+    budget = Budget(memory_bytes=8 * GIB, minutes=15, device="cuda", step_seconds=0.25, validation_share=0.1)
+    plan = make_plan(_fingerprint(), budget)
+    assert plan.total_steps == int(15 * 60 * 0.9 / 0.25) == 3240
+    assert plan.step_seconds == 0.25
+    assert plan.scheduler == {"name": "budget", "budget_seconds": 810.0, "shape": "poly", "power": 0.9}
+
+
+def test_estimated_step_time_is_flops_over_throughput() -> None:
+    budget = Budget(memory_bytes=8 * GIB, minutes=600, device="cuda", flops_per_second=1e13)
+    plan = make_plan(_fingerprint(), budget)
+    features = plan.model["options"]["features"]
+    flops = training_cost(plan.patch_size, plan.batch_size, 1, 1, features).flops
+    assert plan.step_seconds == pytest.approx(flops / 1e13)
+    assert plan.total_steps == int(600 * 60 * 0.9 / plan.step_seconds)
+
+
+def test_slow_device_trades_resolution_and_batch_for_steps() -> None:
+    fast = make_plan(_fingerprint(), Budget(memory_bytes=8 * GIB, minutes=15, device="cuda"))
+    slow = make_plan(_fingerprint(), Budget(memory_bytes=8 * GIB, minutes=15, device="cpu", min_steps=2000))
+    assert fast.patch_size == [256, 256] and fast.target_spacing == [1.0, 1.0]
+    assert slow.patch_size[0] < 256 and slow.target_spacing[0] > 1.0
+    assert "in-plane spacing" in slow.reasons["target_spacing"]
+    assert slow.model["options"]["features"][0] == 16 and fast.model["options"]["features"][0] == 32
+
+
+def test_anisotropic_volumes_plan_2d_in_plane() -> None:
+    fp = _volume_fingerprint((5.0, 0.8, 0.8), (24, 320, 320))
+    plan = make_plan(fp, Budget(memory_bytes=16 * GIB, minutes=60, device="cuda", step_seconds=0.1))
+    assert plan.spatial_dims == 2 and plan.target_spacing == [0.8, 0.8]
+    assert plan.patch_size == [320, 320] and plan.model["options"]["spatial_dims"] == 2
+
+
+def test_3d_patch_shrinks_to_fit_batch_2() -> None:
+    fp = _volume_fingerprint((1.0, 1.0, 1.0), (256, 256, 256))
+    small = make_plan(fp, Budget(memory_bytes=4 * GIB, minutes=60, device="cuda", step_seconds=1.0))
+    large = make_plan(fp, Budget(memory_bytes=80 * GIB, minutes=60, device="cuda", step_seconds=1.0))
+    assert small.spatial_dims == 3
+    assert np.prod(small.patch_size) < np.prod(large.patch_size)
+    assert small.estimated_memory_bytes <= 0.8 * 4 * GIB
+    divisor = 2 ** (len(small.model["options"]["features"]) - 1)
+    assert all(p % divisor == 0 for p in small.patch_size)
+
+
+def test_memory_too_small_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="does not fit batch 2"):
+        make_plan(_fingerprint(), Budget(memory_bytes=1024, minutes=1))
+
+
+def test_every_decision_has_a_reason_and_the_model_builds() -> None:
+    plan = make_plan(
+        _fingerprint(), Budget(memory_bytes=4 * GIB, minutes=10, device="cuda", step_seconds=0.1)
+    )
+    assert set(plan.reasons) >= {
+        "spatial_dims", "target_spacing", "normalization", "patch_size", "batch_size", "network_depth",
+        "model", "total_steps", "optimizer", "scheduler", "foreground_share",
+    }  # fmt: skip
+    assert plan.foreground_share == pytest.approx(1 / 3)
+    assert plan.optimizer == {
+        "name": "sgd",
+        "lr": 0.01,
+        "momentum": 0.99,
+        "nesterov": True,
+        "weight_decay": 3e-5,
+    }
+    model = models.build(plan.model["name"], **plan.model["options"])
+    assert model.size_multiple == 2 ** (len(default_features(len(plan.model["options"]["features"]))) - 1)
+
+
+def test_plan_from_a_real_fingerprint_and_yaml_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(4):
+        mask = np.zeros((48, 40), np.uint8)
+        mask[10:20, 12:30] = i % 2
+        samples.append(
+            Sample(rng.normal(size=(1, 48, 40)).astype(np.float32), {"e": mask}, "e", (0.5, 0.5), f"c{i}")
+        )
+    plan = make_plan(compute_fingerprint(samples), Budget(memory_bytes=GIB, minutes=5, step_seconds=0.05))
+    assert plan.patch_size == [48, 40] and plan.spatial_dims == 2
+    path = write_plan(plan, tmp_path / "out" / "plan.yaml")
+    text = path.read_text()
+    assert text.startswith("# medseg plan") and "reasons:" in text
+    assert load_plan(path) == plan
+    path.write_text(re.sub(r"(?m)^batch_size: \d+$", "batch_size: 7", text))
+    assert load_plan(path).batch_size == 7
+
+
+def test_load_plan_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="plan file not found"):
+        load_plan(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("batch_size: [1,\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML"):
+        load_plan(bad)
+    bad.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="a plan is a mapping"):
+        load_plan(bad)
+    bad.write_text("batch_size: 2\ncolour: red\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: plan keys wrong: unknown \['colour'\]"):
+        load_plan(bad)
+    assert Plan.from_dict(make_plan(_fingerprint(), Budget(GIB, 1, "cuda", 0.1)).to_dict()).batch_size >= 2
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("batch_size", 0, "batch_size must be a positive integer"),
+        ("total_steps", "many", "total_steps must be a positive integer"),
+        ("patch_size", [64, 64, 64], "patch_size needs 2 values"),
+        ("patch_size", [64, -1], "positive integers"),
+        ("spatial_dims", 4, "spatial_dims must be 2 or 3"),
+        ("normalization", [{"scheme": "minmax"}], "normalization schemes must be among"),
+        ("foreground_share", 1.5, "foreground_share"),
+    ],
+)
+def test_an_edited_plan_with_bad_values_names_the_file(
+    tmp_path: Path, key: str, value: object, message: str
+) -> None:
+    plan = make_plan(_fingerprint(), Budget(GIB, 1, "cuda", 0.1))
+    path = write_plan(plan, tmp_path / "plan.yaml")
+    data = yaml.safe_load(path.read_text())
+    data[key] = value
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=f"plan.yaml: .*{message}"):
+        load_plan(path)
+
+
+def test_budget_validation() -> None:
+    with pytest.raises(ConfigError, match="device"):
+        Budget(memory_bytes=GIB, minutes=1, device="tpu")
+    with pytest.raises(ConfigError, match="positive"):
+        Budget(memory_bytes=GIB, minutes=0)
+    with pytest.raises(ConfigError, match="validation_share"):
+        Budget(memory_bytes=GIB, minutes=1, validation_share=1.0)
