@@ -9,9 +9,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.errors import MedsegError
+from medseg.cli_errors import UserErrorGroup, debug_enabled, parse_spacing_option
+from medseg.errors import ConfigError, MedsegError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="medseg: medical image segmentation.")
+app = typer.Typer(
+    cls=UserErrorGroup, add_completion=False, no_args_is_help=True, help="medseg: medical image segmentation."
+)
 data_app = typer.Typer(no_args_is_help=True, help="Inspect data sources and write the phantom.")
 app.add_typer(data_app, name="data")
 export_app = typer.Typer(no_args_is_help=True, help="Export a checkpoint for deployment (ONNX).")
@@ -19,8 +22,17 @@ app.add_typer(export_app, name="export")
 console = Console()
 
 
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="show the full traceback of an error")] = False,
+) -> None:
+    """medseg: medical image segmentation."""
+
+
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    if debug_enabled():
+        raise exc
+    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
     raise typer.Exit(code=2)
 
 
@@ -101,8 +113,25 @@ def evaluate(
     ] = None,
     samples: Annotated[int, typer.Option(help="MC-dropout samples")] = 20,
     tta_merge: Annotated[str, typer.Option(help="merge samples: 'probs' or 'logits' (nnU-Net)")] = "probs",
+    label: Annotated[
+        int | None, typer.Option("--label", help="--pred/--gt multi-label maps: score label value K only")
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="'all': --pred/--gt multi-label maps, one row per label")
+    ] = None,
+    resample_pred: Annotated[
+        bool,
+        typer.Option(
+            "--resample-pred", help="resample --pred onto the --gt grid (nearest neighbour) when they differ"
+        ),
+    ] = False,
 ) -> None:
-    """Score a checkpoint on its test/val data, or score --pred against --gt made by any tool."""
+    """Score a checkpoint on its test/val data, or score --pred against --gt made by any tool.
+
+    Masks are read by the mask policy (README "Input checks"): {0,1}, {0,255} or {0,k}; a
+    multi-label map needs --label K or --labels all; the prediction must lie on the ground
+    truth's grid (shape, spacing, origin, direction) unless --resample-pred.
+    """
     from medseg.config import EvalConfig
     from medseg.engine.demo import results_table
     from medseg.engine.evaluate import evaluate_checkpoint, evaluate_files, write_evaluation
@@ -140,9 +169,12 @@ def evaluate(
         if pred is not None or gt is not None:
             if pred is None or gt is None:
                 _fail(ValueError("--pred and --gt go together"))
-            spacing_mm = tuple(float(s) for s in spacing.split(",")) if spacing else None
-            result = evaluate_files(pred, gt, cfg, spacing_mm)
+            spacing_mm = parse_spacing_option(spacing) if spacing else None
+            chosen = _evaluate_labels(label, labels)
+            result = evaluate_files(pred, gt, cfg, spacing_mm, labels=chosen, resample_pred=resample_pred)
             csv_path, _ = write_evaluation(result, out)
+            n_cases = int(result.per_case["gt_path"].nunique())
+            _warn_missing_predictions(pred, result.summary["n_missing_pred"], n_cases)
             summary = result.summary["per_case"]
             console.print(
                 f"{summary['n']} cases: Dice {summary['dice']['mean']:.4f} (median "
@@ -164,6 +196,32 @@ def evaluate(
             console.print(f"wrote {out}/reliability.csv, calibration_cases.csv and calibration.json")
     except MedsegError as exc:
         _fail(exc)
+
+
+def _evaluate_labels(label: int | None, labels: str | None) -> list[int] | str | None:
+    """``--label K`` / ``--labels all`` → what :func:`evaluate_files` scores (None: binary masks)."""
+    if label is not None and labels is not None:
+        raise ConfigError("give --label K or --labels all, not both")
+    if labels is not None and labels != "all":
+        raise ConfigError(f"--labels {labels!r}: expected 'all' (or use --label K for one label)")
+    if label is not None:
+        if label <= 0:
+            raise ConfigError(f"--label {label}: expected a positive label value (0 is the background)")
+        return [label]
+    return labels
+
+
+def _warn_missing_predictions(pred: Path, n_missing: int, n_cases: int) -> None:
+    """A console warning when ground-truth cases have no prediction (scored as empty masks)."""
+    if n_missing == 0:
+        return
+    empty = " (the prediction folder holds no prediction files)" if n_missing == n_cases else ""
+    console.print(
+        f"[yellow]warning:[/] {n_missing} of {n_cases} ground-truth cases have no prediction in "
+        f"{pred}{empty}; they are scored as empty predictions (missing_pred in metrics.csv)",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 @app.command()
@@ -199,8 +257,12 @@ def predict(
     backend: Annotated[
         str, typer.Option(help="torch, onnxruntime (an exported .onnx), or auto: by the file suffix")
     ] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="replace outputs that already exist in OUT")] = False,
 ) -> None:
     """Segment images or volumes; masks keep the input geometry (NIfTI affine preserved).
+
+    Outputs never overwrite each other (inputs sharing a name keep their relative folders) nor
+    earlier outputs in OUT (pass --overwrite to replace them).
 
     `--uncertainty` writes float maps next to each mask: volumes in the input's format and
     geometry, 2D images as `.npy` arrays in the image's pixel grid.
@@ -222,7 +284,15 @@ def predict(
 
             sampled = uncertainty_options(uncertainty, samples, tta_merge)
             results = predict_files(
-                args[0], args[1:], out, probs, overlays, device, uncertainty=sampled, backend=backend
+                args[0],
+                args[1:],
+                out,
+                probs,
+                overlays,
+                device,
+                uncertainty=sampled,
+                backend=backend,
+                overwrite=overwrite,
             )
             for item in results:
                 console.print(f"{item.input} → {item.mask}")

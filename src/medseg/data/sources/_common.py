@@ -76,7 +76,10 @@ def require_dir(path: Path, what: str) -> Path:
 
 def parse_spacing(value: float | tuple[float, ...] | list[float], ndim: int, where: str) -> tuple[float, ...]:
     """A scalar or per-axis spacing option → a tuple of ``ndim`` positive floats."""
-    vals = (float(value),) * ndim if np.isscalar(value) else tuple(float(v) for v in value)  # type: ignore[union-attr]
+    try:
+        vals = (float(value),) * ndim if np.isscalar(value) else tuple(float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise DataError(f"spacing option must be positive numbers in mm, got {value!r}", where) from None
     if len(vals) != ndim or any(not np.isfinite(v) or v <= 0 for v in vals):
         raise DataError(f"spacing option must be positive, one value per axis ({ndim}); got {value}", where)
     return vals
