@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -11,6 +11,9 @@ from rich.table import Table
 
 from medseg.cli_errors import UserErrorGroup, debug_enabled, parse_spacing_option
 from medseg.errors import ConfigError, MedsegError
+
+if TYPE_CHECKING:
+    from medseg.config import Config
 
 app = typer.Typer(
     cls=UserErrorGroup, add_completion=False, no_args_is_help=True, help="medseg: medical image segmentation."
@@ -58,6 +61,7 @@ def train(
     the global batch); rank 0 writes every file.
     """
     from medseg.config import load_config
+    from medseg.config_validation import check_registry_names
     from medseg.engine.distributed import is_main_process
     from medseg.engine.train import train as run_train
     from medseg.report.figures import save_training_curves
@@ -66,8 +70,12 @@ def train(
         cfg = load_config(config, set_)
         if out is not None:
             cfg.output_dir = str(out)
+        allowed: set[str] = set()
+        if resume:
+            cfg, allowed = _resume_config(config, cfg, set_ or [])
         cfg.train.progress = progress
-        result = run_train(cfg, resume=resume, console=console)
+        check_registry_names(cfg)
+        result = run_train(cfg, resume=resume, console=console, allowed_changes=sorted(allowed))
         if not is_main_process():
             return
         save_training_curves(result.history, result.output_dir / "curves.png")
@@ -77,6 +85,27 @@ def train(
         f"best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch}; "
         f"checkpoints in {result.output_dir}"
     )
+
+
+def _resume_config(config: Path | None, cfg: Config, overrides: list[str]) -> tuple[Config, set[str]]:
+    """The config to resume with, and the keys changed on purpose (``--set``).
+
+    Without a config file the stored run's config is used (with the ``--set`` overrides); with
+    one, every difference from the stored config must be a ``--set`` key (checked by ``train``).
+    """
+    from medseg.config import apply_overrides, config_from_dict
+    from medseg.config_validation import override_keys
+    from medseg.engine.checkpoint import load_checkpoint
+
+    last = Path(cfg.output_dir) / "last.pt"
+    if not last.is_file():
+        raise ConfigError(f"{last}: nothing to resume (no last.pt in {cfg.output_dir})")
+    if config is None:
+        stored = config_from_dict(load_checkpoint(last)["config"])
+        resumed = apply_overrides(stored, overrides)
+        resumed.output_dir = cfg.output_dir
+        cfg = resumed
+    return cfg, override_keys(overrides)
 
 
 @app.command()

@@ -34,8 +34,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise DataError("checkpoint not found", path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        raise DataError(f"checkpoint is corrupt or truncated ({type(exc).__name__}: {exc})", path) from exc
+    except pickle.UnpicklingError as exc:
+        # torch's message suggests weights_only=False, which would run the file's code: never
+        raise DataError(
+            "not a medseg checkpoint: the file holds Python objects other than tensors and plain "
+            "values, which medseg never loads (pickled code could run)",
+            path,
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        raise DataError(
+            f"not a medseg checkpoint, or a truncated one: torch cannot read it ({type(exc).__name__})",
+            path,
+        ) from exc
     if not isinstance(state, dict) or "model" not in state:
         raise DataError("not a medseg checkpoint (no 'model' entry)", path)
     return state
