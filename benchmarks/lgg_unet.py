@@ -78,7 +78,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default="unet,monai_unet")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 epoch, 32², U-Net only")
     args = parser.parse_args()
+    if args.quick:
+        args.minutes, args.max_epochs, args.size, args.models = 0.02, 1, 32, "unet"
+        args.out, args.no_progress = str(Path(args.out) / "quick"), True
     if not Path(args.root).is_dir():
         raise SystemExit(f"{args.root}: LGG kaggle_3m folder not found (pass --root)")
     console = Console()
