@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+import typer
 from typer.core import TyperGroup
 
 from medseg.errors import ConfigError, MedsegError
@@ -25,6 +26,8 @@ USER_ERROR_EXIT = 2
 # errors of the standard library that the CLI's own parsing raises on a user's value
 _USER_ERRORS = (MedsegError, ValueError, KeyError, TypeError, FileNotFoundError, NotADirectoryError)
 
+# typer ≥ 0.2x has Exit/Abort classes of its own (not click's)
+_TYPER_EXITS = tuple({typer.Exit, typer.Abort} - {click.exceptions.Exit, click.exceptions.Abort})
 _console = Console(soft_wrap=True)  # one line, however long
 
 
@@ -61,7 +64,7 @@ class UserErrorGroup(TyperGroup):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, *_TYPER_EXITS):
             raise
         except Exception as exc:
             if ctx.params.get("debug"):
