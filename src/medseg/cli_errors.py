@@ -15,8 +15,8 @@ import math
 from typing import Any
 
 import click
-from rich.console import Console
 import typer
+from rich.console import Console
 from typer.core import TyperGroup
 
 from medseg.errors import ConfigError, MedsegError

@@ -67,13 +67,8 @@ def read_mask_pair(
             check_same_geometry(pred_geometry, pred_path, gt_geometry, gt_path)
     pred_name = pred_path if pred_path is not None else gt_path
     if labels is None:
-        pairs = [
-            MaskPair(
-                None,
-                binary_mask(pred_labels, pred_name, hint=EVALUATE_HINT),
-                binary_mask(gt_labels, gt_path, hint=EVALUATE_HINT),
-            )
-        ]
+        gt_mask = binary_mask(gt_labels, gt_path, hint=EVALUATE_HINT)  # the ground truth first
+        pairs = [MaskPair(None, binary_mask(pred_labels, pred_name, hint=EVALUATE_HINT), gt_mask)]
     else:
         chosen = (
             sorted(set(label_values(gt_labels)) | set(label_values(pred_labels)))

@@ -35,13 +35,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():  # not a pickle of objects at all
+            raise DataError(
+                f"not a medseg checkpoint, or a truncated one: torch cannot read it ({type(exc).__name__})",
+                path,
+            ) from exc
         # torch's message suggests weights_only=False, which would run the file's code: never
         raise DataError(
             "not a medseg checkpoint: the file holds Python objects other than tensors and plain "
             "values, which medseg never loads (pickled code could run)",
             path,
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:  # truncated zip: OSError
         raise DataError(
             f"not a medseg checkpoint, or a truncated one: torch cannot read it ({type(exc).__name__})",
             path,
