@@ -40,7 +40,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # --- small files ------------------------------------------------------------------------------
 
 
-def nii(path: Path, zyx: np.ndarray, spacing_xyz=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), affine=None) -> Path:
+def nii(
+    path: Path, zyx: np.ndarray, spacing_xyz=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), affine=None
+) -> Path:
     """A NIfTI of a ``[D×]H×W`` array (medseg order) with the given voxel size and origin."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.asarray(zyx).T
@@ -146,14 +148,20 @@ def _(tmp: Path) -> list[str]:
     return evaluate_args(nii(tmp / "pred.nii.gz", cube()), gt, tmp / "eval")
 
 
-@case("mask value -1 in a NIfTI prediction", "error", r"pred\.nii\.gz: mask holds negative values \{-1, 0, 1\}")
+@case(
+    "mask value -1 in a NIfTI prediction", "error", r"pred\.nii\.gz: mask holds negative values \{-1, 0, 1\}"
+)
 def _(tmp: Path) -> list[str]:
     arr = cube(1).astype(np.int16)
     arr[0, 0, 0] = -1
     return _gt_pred_nii(tmp, arr)
 
 
-@case("mask value 0.3 in a NIfTI prediction", "error", r"pred\.nii\.gz: mask holds non-integer values \{0, 0\.3, 1\}")
+@case(
+    "mask value 0.3 in a NIfTI prediction",
+    "error",
+    r"pred\.nii\.gz: mask holds non-integer values \{0, 0\.3, 1\}",
+)
 def _(tmp: Path) -> list[str]:
     arr = cube(1).astype(np.float32)
     arr[0, 0, 0] = 0.3
@@ -181,17 +189,27 @@ def _(tmp: Path) -> list[str]:
 
 @case("PNG masks 0/255", "score", check=dice_is(dice(square(2), square())))
 def _(tmp: Path) -> list[str]:
-    return evaluate_args(png(tmp / "p.png", square(2) * 255), png(tmp / "g.png", square() * 255), tmp / "eval", "--spacing", "1,1")
+    return evaluate_args(
+        png(tmp / "p.png", square(2) * 255),
+        png(tmp / "g.png", square() * 255),
+        tmp / "eval",
+        "--spacing",
+        "1,1",
+    )
 
 
 @case("PNG masks 0/1", "score", check=dice_is(dice(square(2), square())))
 def _(tmp: Path) -> list[str]:
-    return evaluate_args(png(tmp / "p.png", square(2)), png(tmp / "g.png", square()), tmp / "eval", "--spacing", "1,1")
+    return evaluate_args(
+        png(tmp / "p.png", square(2)), png(tmp / "g.png", square()), tmp / "eval", "--spacing", "1,1"
+    )
 
 
 @case("PNG prediction 0/1 against ground truth 0/255", "score", check=dice_is(dice(square(2), square())))
 def _(tmp: Path) -> list[str]:
-    return evaluate_args(png(tmp / "p.png", square(2)), png(tmp / "g.png", square() * 255), tmp / "eval", "--spacing", "1,1")
+    return evaluate_args(
+        png(tmp / "p.png", square(2)), png(tmp / "g.png", square() * 255), tmp / "eval", "--spacing", "1,1"
+    )
 
 
 @case("NIfTI single label {0, 3}", "score", check=dice_is(dice(cube(1), cube())))
@@ -208,22 +226,32 @@ def _(tmp: Path) -> list[str]:
 def _(tmp: Path) -> list[str]:
     rgb = np.zeros((32, 32, 3), np.uint8)
     rgb[..., 1] = square(2) * 255
-    return evaluate_args(png(tmp / "p.png", rgb), png(tmp / "g.png", square() * 255), tmp / "eval", "--spacing", "1,1")
+    return evaluate_args(
+        png(tmp / "p.png", rgb), png(tmp / "g.png", square() * 255), tmp / "eval", "--spacing", "1,1"
+    )
 
 
 @case("RGB ground truth drawn in blue", "score", check=dice_is(dice(square(2), square())))
 def _(tmp: Path) -> list[str]:
     rgb = np.zeros((32, 32, 3), np.uint8)
     rgb[..., 2] = square() * 200
-    return evaluate_args(png(tmp / "p.png", square(2) * 255), png(tmp / "g.png", rgb), tmp / "eval", "--spacing", "1,1")
+    return evaluate_args(
+        png(tmp / "p.png", square(2) * 255), png(tmp / "g.png", rgb), tmp / "eval", "--spacing", "1,1"
+    )
 
 
-@case("RGBA prediction, opaque alpha everywhere (alpha ignored)", "score", check=dice_is(dice(square(2), square())))
+@case(
+    "RGBA prediction, opaque alpha everywhere (alpha ignored)",
+    "score",
+    check=dice_is(dice(square(2), square())),
+)
 def _(tmp: Path) -> list[str]:
     rgba = np.zeros((32, 32, 4), np.uint8)
     rgba[..., 0] = square(2) * 255
     rgba[..., 3] = 255
-    return evaluate_args(png(tmp / "p.png", rgba), png(tmp / "g.png", square() * 255), tmp / "eval", "--spacing", "1,1")
+    return evaluate_args(
+        png(tmp / "p.png", rgba), png(tmp / "g.png", square() * 255), tmp / "eval", "--spacing", "1,1"
+    )
 
 
 @case("grey+alpha (LA) prediction", "score", check=dice_is(dice(square(2), square())))
@@ -237,19 +265,29 @@ def _(tmp: Path) -> list[str]:
     return evaluate_args(p, png(tmp / "g.png", square() * 255), tmp / "eval", "--spacing", "1,1")
 
 
-@case("anti-aliased RGB prediction (edge values 0..255)", "error", r"p\.png: colour mask channel 0 holds values")
+@case(
+    "anti-aliased RGB prediction (edge values 0..255)", "error", r"p\.png: colour mask channel 0 holds values"
+)
 def _(tmp: Path) -> list[str]:
     rgb = np.zeros((32, 32, 3), np.uint8)
     rgb[..., 0] = square(2) * 255
     rgb[7, 8:20, 0] = 128
-    return evaluate_args(png(tmp / "p.png", rgb), png(tmp / "g.png", square() * 255), tmp / "eval", "--spacing", "1,1")
+    return evaluate_args(
+        png(tmp / "p.png", rgb), png(tmp / "g.png", square() * 255), tmp / "eval", "--spacing", "1,1"
+    )
 
 
-@case("anti-aliased grey PNG prediction {0, 128, 255}", "error", r"p\.png: mask holds several labels \{0, 128, 255\}.*--label K")
+@case(
+    "anti-aliased grey PNG prediction {0, 128, 255}",
+    "error",
+    r"p\.png: mask holds several labels \{0, 128, 255\}.*--label K",
+)
 def _(tmp: Path) -> list[str]:
     grey = square(2) * 255
     grey[7, 8:20] = 128
-    return evaluate_args(png(tmp / "p.png", grey), png(tmp / "g.png", square() * 255), tmp / "eval", "--spacing", "1,1")
+    return evaluate_args(
+        png(tmp / "p.png", grey), png(tmp / "g.png", square() * 255), tmp / "eval", "--spacing", "1,1"
+    )
 
 
 @case("palette PNG 0/1 (DRIVE 2nd_manual style)", "score", check=dice_is(dice(square(2), square())))
@@ -272,7 +310,11 @@ def _multi_label() -> tuple[np.ndarray, np.ndarray]:
     return gt, pred
 
 
-@case("multi-label maps without --label", "error", r"gt\.nii\.gz: mask holds several labels \{0, 1, 2\}.*--label K.*--labels all")
+@case(
+    "multi-label maps without --label",
+    "error",
+    r"gt\.nii\.gz: mask holds several labels \{0, 1, 2\}.*--label K.*--labels all",
+)
 def _(tmp: Path) -> list[str]:
     gt, pred = _multi_label()
     return evaluate_args(nii(tmp / "pred.nii.gz", pred), nii(tmp / "gt.nii.gz", gt), tmp / "eval")
@@ -286,7 +328,9 @@ def _label_dice(label: int) -> float:
 @case("multi-label maps with --label 2", "score", check=dice_is(_label_dice(2)))
 def _(tmp: Path) -> list[str]:
     gt, pred = _multi_label()
-    return evaluate_args(nii(tmp / "pred.nii.gz", pred), nii(tmp / "gt.nii.gz", gt), tmp / "eval", "--label", "2")
+    return evaluate_args(
+        nii(tmp / "pred.nii.gz", pred), nii(tmp / "gt.nii.gz", gt), tmp / "eval", "--label", "2"
+    )
 
 
 def _per_label_rows(tmp: Path, result: Result) -> bool:
@@ -299,7 +343,9 @@ def _per_label_rows(tmp: Path, result: Result) -> bool:
 @case("multi-label maps with --labels all", "score", check=_per_label_rows)
 def _(tmp: Path) -> list[str]:
     gt, pred = _multi_label()
-    return evaluate_args(nii(tmp / "pred.nii.gz", pred), nii(tmp / "gt.nii.gz", gt), tmp / "eval", "--labels", "all")
+    return evaluate_args(
+        nii(tmp / "pred.nii.gz", pred), nii(tmp / "gt.nii.gz", gt), tmp / "eval", "--labels", "all"
+    )
 
 
 @case("--labels with a value other than all", "error", r"--labels 'two': expected 'all'")
@@ -313,12 +359,21 @@ def _(tmp: Path) -> list[str]:
 
 
 # 2. geometry
-@case("prediction spacing (0.5, 0.5, 5) against (1, 1, 2)", "error", r"pred\.nii\.gz: prediction and ground truth are on different grids \(spacing differ\).*gt\.nii\.gz.*spacing \(1, 1, 2\)")
+@case(
+    "prediction spacing (0.5, 0.5, 5) against (1, 1, 2)",
+    "error",
+    r"pred\.nii\.gz: prediction and ground truth are on different grids \(spacing differ\)"
+    r".*gt\.nii\.gz.*spacing \(1, 1, 2\)",
+)
 def _(tmp: Path) -> list[str]:
     return _gt_pred_nii(tmp, cube(1), spacing_xyz=(0.5, 0.5, 5.0))
 
 
-@case("prediction origin 100 mm away", "error", r"pred\.nii\.gz: .*different grids \(origin differ\).*origin \(-100, 0, 0\).*gt\.nii\.gz")
+@case(
+    "prediction origin 100 mm away",
+    "error",
+    r"pred\.nii\.gz: .*different grids \(origin differ\).*origin \(-100, 0, 0\).*gt\.nii\.gz",
+)
 def _(tmp: Path) -> list[str]:
     return _gt_pred_nii(tmp, cube(1), origin=(100.0, 0.0, 0.0))
 
@@ -329,14 +384,24 @@ def _(tmp: Path) -> list[str]:
     return _gt_pred_nii(tmp, cube(1), affine=affine)
 
 
-@case("prediction shape differs", "error", r"pred\.nii\.gz: .*different grids \(shape differ\).*shape \(4, 16, 18\).*shape \(4, 16, 16\)")
+@case(
+    "prediction shape differs",
+    "error",
+    r"pred\.nii\.gz: .*different grids \(shape differ\).*shape \(4, 16, 18\).*shape \(4, 16, 16\)",
+)
 def _(tmp: Path) -> list[str]:
     return _gt_pred_nii(tmp, np.pad(cube(1), ((0, 0), (0, 0), (0, 2))))
 
 
 @case("PNG prediction of another size", "error", r"p\.png: .*different grids \(shape differ\)")
 def _(tmp: Path) -> list[str]:
-    return evaluate_args(png(tmp / "p.png", square(2, 40) * 255), png(tmp / "g.png", square() * 255), tmp / "eval", "--spacing", "1,1")
+    return evaluate_args(
+        png(tmp / "p.png", square(2, 40) * 255),
+        png(tmp / "g.png", square() * 255),
+        tmp / "eval",
+        "--spacing",
+        "1,1",
+    )
 
 
 @case("origin off by 1e-5 mm (float32 header noise)", "score", check=dice_is(dice(cube(1), cube())))
@@ -346,7 +411,10 @@ def _(tmp: Path) -> list[str]:
 
 def _resampled(tmp: Path, result: Result) -> bool:
     table = metrics(tmp / "eval")
-    return bool(table["pred_resampled"].iloc[0]) and abs(float(table["dice"].iloc[0]) - dice(cube(1), cube())) < 1e-6
+    return (
+        bool(table["pred_resampled"].iloc[0])
+        and abs(float(table["dice"].iloc[0]) - dice(cube(1), cube())) < 1e-6
+    )
 
 
 @case("--resample-pred onto the ground-truth grid", "score", check=_resampled)
@@ -359,7 +427,16 @@ def _(tmp: Path) -> list[str]:
 
 @case("--resample-pred on PNG files", "error", r"\.png: 2D image files carry no geometry to resample")
 def _(tmp: Path) -> list[str]:
-    return [*evaluate_args(png(tmp / "p.png", square(2) * 255), png(tmp / "g.png", square() * 255), tmp / "eval", "--spacing", "1,1"), "--resample-pred"]
+    return [
+        *evaluate_args(
+            png(tmp / "p.png", square(2) * 255),
+            png(tmp / "g.png", square() * 255),
+            tmp / "eval",
+            "--spacing",
+            "1,1",
+        ),
+        "--resample-pred",
+    ]
 
 
 # 3. 2D NIfTI / NRRD / MHA
@@ -371,7 +448,9 @@ def _hd_mm(expected_dice: float, expected_hd: float) -> Callable[[Path, Result],
     return check
 
 
-@case("2D NIfTI pair (H×W), spacing from the header", "score", check=_hd_mm(dice(square(2), square()), 2 * 0.5))
+@case(
+    "2D NIfTI pair (H×W), spacing from the header", "score", check=_hd_mm(dice(square(2), square()), 2 * 0.5)
+)
 def _(tmp: Path) -> list[str]:
     # a 2-row shift along y at 0.5 mm per row: HD = 1.0 mm
     pred = nii(tmp / "pred.nii.gz", square(2), spacing_xyz=(0.25, 0.5))
@@ -393,7 +472,11 @@ def _(tmp: Path) -> list[str]:
     return evaluate_args(pred, gt, tmp / "eval")
 
 
-@case("2D NIfTI prediction against a 3D ground truth", "error", r"pred\.nii\.gz: .*different grids \(shape differ\)")
+@case(
+    "2D NIfTI prediction against a 3D ground truth",
+    "error",
+    r"pred\.nii\.gz: .*different grids \(shape differ\)",
+)
 def _(tmp: Path) -> list[str]:
     return _gt_pred_nii(tmp, square(2, 16))
 
@@ -427,10 +510,16 @@ def _(tmp: Path) -> list[str]:
 
 @case("PNG scored without --spacing", "error", r"g\.png: the file carries no spacing; pass --spacing")
 def _(tmp: Path) -> list[str]:
-    return evaluate_args(png(tmp / "p.png", square(2) * 255), png(tmp / "g.png", square() * 255), tmp / "eval")
+    return evaluate_args(
+        png(tmp / "p.png", square(2) * 255), png(tmp / "g.png", square() * 255), tmp / "eval"
+    )
 
 
-@case("prediction without a ground truth of the same name", "error", r"preds: predictions without a ground truth of the same name: \['extra'\]")
+@case(
+    "prediction without a ground truth of the same name",
+    "error",
+    r"preds: predictions without a ground truth of the same name: \['extra'\]",
+)
 def _(tmp: Path) -> list[str]:
     nii(tmp / "preds" / "a.nii.gz", cube(1))
     nii(tmp / "preds" / "extra.nii.gz", cube(1))
@@ -478,12 +567,26 @@ for text in ("-1,-1", "0,0", "nan,1", "abc", "1,,1"):
 
     @case(f"--spacing {text}", "error", rf"--spacing '{re.escape(text)}': expected positive numbers in mm")
     def _(tmp: Path, text: str = text) -> list[str]:
-        return [*evaluate_args(png(tmp / "p.png", square(2) * 255), png(tmp / "g.png", square() * 255), tmp / "eval"), "--spacing", text]
+        return [
+            *evaluate_args(
+                png(tmp / "p.png", square(2) * 255), png(tmp / "g.png", square() * 255), tmp / "eval"
+            ),
+            "--spacing",
+            text,
+        ]
 
 
-@case("--spacing with 3 values for a 2D mask", "error", r"g\.png: spacing \(1\.0, 1\.0, 1\.0\) does not match a 2D mask")
+@case(
+    "--spacing with 3 values for a 2D mask",
+    "error",
+    r"g\.png: spacing \(1\.0, 1\.0, 1\.0\) does not match a 2D mask",
+)
 def _(tmp: Path) -> list[str]:
-    return [*evaluate_args(png(tmp / "p.png", square(2) * 255), png(tmp / "g.png", square() * 255), tmp / "eval"), "--spacing", "1,1,1"]
+    return [
+        *evaluate_args(png(tmp / "p.png", square(2) * 255), png(tmp / "g.png", square() * 255), tmp / "eval"),
+        "--spacing",
+        "1,1,1",
+    ]
 
 
 @case("--hd95 with an unknown mode", "error", r"--hd95 must be 'pooled' or 'max', got 'mean'")
@@ -530,7 +633,18 @@ def _(tmp: Path) -> list[str]:
     arr[0, 0, 0] = np.nan
     nii(tmp / "root" / "i.nii.gz", cube().astype(np.float32))
     nii(tmp / "root" / "m.nii.gz", arr)
-    return ["data", "inspect", "--source", "folder", "--root", str(tmp / "root"), "-o", "images=i.nii.gz", "-o", "masks=m.nii.gz"]
+    return [
+        "data",
+        "inspect",
+        "--source",
+        "folder",
+        "--root",
+        str(tmp / "root"),
+        "-o",
+        "images=i.nii.gz",
+        "-o",
+        "masks=m.nii.gz",
+    ]
 
 
 # 6. config values (train fails before anything runs)
@@ -546,8 +660,8 @@ CONFIG_ERRORS = {
     "eval.hd95_mode=mean": r"config key eval\.hd95_mode = 'mean': expected one of pooled, max",
     "model.name=nosuch": r"config key model\.name = 'nosuch': unknown model; available: .*unet",
     "loss.name=nosuch": r"config key loss\.name = 'nosuch': unknown loss; available: .*dice_bce",
-    "optim.name=nosuch": r"config key optim\.name = 'nosuch': unknown optim; available: adam, adamw, sam, sgd",
-    "optim.scheduler=nosuch": r"config key optim\.scheduler = 'nosuch': unknown scheduler; available: constant",
+    "optim.name=nosuch": r"config key optim\.name = 'nosuch': unknown optim; available: adam, adamw, sam",
+    "optim.scheduler=nosuch": r"config key optim\.scheduler = 'nosuch': unknown scheduler; available: con",
     "data.source=nosuch": r"config key data\.source = 'nosuch': unknown source; available: busi",
     "model.options=3": r"config key model\.options = 3: expected a mapping",
     "train.nosuch=1": r"unknown key\(s\) \['nosuch'\] in train",
@@ -560,7 +674,11 @@ for override, message in CONFIG_ERRORS.items():
         return ["train", "--set", override, "--out", str(tmp / "run"), "--no-progress"]
 
 
-@case("train with a config file holding epochs: abc", "error", r"config key train\.epochs = 'abc': expected an integer")
+@case(
+    "train with a config file holding epochs: abc",
+    "error",
+    r"config key train\.epochs = 'abc': expected an integer",
+)
 def _(tmp: Path) -> list[str]:
     (tmp / "c.yaml").write_text("train:\n  epochs: abc\n")
     return ["train", str(tmp / "c.yaml"), "--out", str(tmp / "run"), "--no-progress"]
@@ -587,7 +705,11 @@ def _random_checkpoint(tmp: Path) -> Path:
     return save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict()}, tmp / "model.pt")
 
 
-@case("evaluate a file that is not a checkpoint", "error", r"notes\.pt: not a medseg checkpoint, or a truncated one")
+@case(
+    "evaluate a file that is not a checkpoint",
+    "error",
+    r"notes\.pt: not a medseg checkpoint, or a truncated one",
+)
 def _(tmp: Path) -> list[str]:
     (tmp / "notes.pt").write_text("not a checkpoint at all")
     return ["evaluate", str(tmp / "notes.pt"), "--out", str(tmp / "eval")]
@@ -597,7 +719,11 @@ def _no_unsafe_hint(pattern: str) -> str:
     return pattern + r"(?!.*weights_only=False)"
 
 
-@case("evaluate a pickle of other Python objects", "error", _no_unsafe_hint(r"obj\.pt: not a medseg checkpoint: the file holds Python objects"))
+@case(
+    "evaluate a pickle of other Python objects",
+    "error",
+    _no_unsafe_hint(r"obj\.pt: not a medseg checkpoint: the file holds Python objects"),
+)
 def _(tmp: Path) -> list[str]:
     import torch
 
@@ -605,7 +731,9 @@ def _(tmp: Path) -> list[str]:
     return ["evaluate", str(tmp / "obj.pt"), "--out", str(tmp / "eval")]
 
 
-@case("predict with a truncated checkpoint", "error", r"model\.pt: not a medseg checkpoint, or a truncated one")
+@case(
+    "predict with a truncated checkpoint", "error", r"model\.pt: not a medseg checkpoint, or a truncated one"
+)
 def _(tmp: Path) -> list[str]:
     data = _random_checkpoint(tmp).read_bytes()
     (tmp / "model.pt").write_bytes(data[: len(data) // 2])
@@ -623,7 +751,14 @@ def _(tmp: Path) -> list[str]:
     ckpt = _random_checkpoint(tmp)
     png(tmp / "a" / "scan.png", (square() * 100).astype(np.uint8))
     png(tmp / "b" / "scan.png", (square(3) * 100).astype(np.uint8))
-    return ["predict", str(ckpt), str(tmp / "a" / "scan.png"), str(tmp / "b" / "scan.png"), "--out", str(tmp / "out")]
+    return [
+        "predict",
+        str(ckpt),
+        str(tmp / "a" / "scan.png"),
+        str(tmp / "b" / "scan.png"),
+        "--out",
+        str(tmp / "out"),
+    ]
 
 
 @case("predict folders a/ and b/ holding files of the same name", "score", check=_two_outputs)
@@ -647,7 +782,11 @@ def _(tmp: Path) -> list[str]:
     return ["predict", str(ckpt), str(tmp / "in"), "--out", str(tmp / "out")]
 
 
-@case("predict into a folder that holds an earlier output", "error", r"scan_mask\.png: output already exists; pass --overwrite")
+@case(
+    "predict into a folder that holds an earlier output",
+    "error",
+    r"scan_mask\.png: output already exists; pass --overwrite",
+)
 def _(tmp: Path) -> list[str]:
     ckpt = _random_checkpoint(tmp)
     png(tmp / "scan.png", (square() * 100).astype(np.uint8))
@@ -698,7 +837,12 @@ def _trained_run(tmp: Path) -> Path:
     return tmp / "run"
 
 
-@case("--resume with a config that differs from the stored one", "error", r"--resume: the given config differs from the stored run's config \(optim\.lr: stored 0\.003 → given 0\.01\)")
+@case(
+    "--resume with a config that differs from the stored one",
+    "error",
+    r"--resume: the given config differs from the stored run's config "
+    r"\(optim\.lr: stored 0\.003 → given 0\.01\)",
+)
 def _(tmp: Path) -> list[str]:
     run = _trained_run(tmp)
     (tmp / "other.yaml").write_text(
@@ -781,13 +925,40 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
 
 def test_catalogue_covers_the_issue() -> None:
     names = " ".join(c.name for c in CASES)
-    for needle in ("NaN", "inf", "-1", "0.3", "JPEG", "green", "spacing (0.5, 0.5, 5)", "origin 100 mm",
-                   "a/scan.png b/scan.png", "folders a/ and b/", "2D NIfTI", "train.epochs=abc",
-                   "optim.lr=fast", "train.batch_size=abc", "data.image_size=abc", "train.epochs=1.5",
-                   "train.deterministic=maybe", "model.name=nosuch", "loss.name=nosuch", "optim.name=nosuch",
-                   "optim.scheduler=nosuch", "data.source=nosuch", "--spacing -1,-1", "--spacing 0,0",
-                   "--spacing nan,1", "-o spacing=abc", "--resume with a config", "not a checkpoint",
-                   "empty prediction folder", "--label 2", "--labels all", "--resample-pred"):
+    for needle in (
+        "NaN",
+        "inf",
+        "-1",
+        "0.3",
+        "JPEG",
+        "green",
+        "spacing (0.5, 0.5, 5)",
+        "origin 100 mm",
+        "a/scan.png b/scan.png",
+        "folders a/ and b/",
+        "2D NIfTI",
+        "train.epochs=abc",
+        "optim.lr=fast",
+        "train.batch_size=abc",
+        "data.image_size=abc",
+        "train.epochs=1.5",
+        "train.deterministic=maybe",
+        "model.name=nosuch",
+        "loss.name=nosuch",
+        "optim.name=nosuch",
+        "optim.scheduler=nosuch",
+        "data.source=nosuch",
+        "--spacing -1,-1",
+        "--spacing 0,0",
+        "--spacing nan,1",
+        "-o spacing=abc",
+        "--resume with a config",
+        "not a checkpoint",
+        "empty prediction folder",
+        "--label 2",
+        "--labels all",
+        "--resample-pred",
+    ):
         assert needle in names, needle
 
 
