@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.cli_errors import UserErrorGroup, debug_enabled, parse_spacing_option
+from medseg.cli_errors import UserErrorGroup, parse_spacing_option
 from medseg.errors import ConfigError, MedsegError
 
 if TYPE_CHECKING:
@@ -33,10 +33,9 @@ def main(
 
 
 def _fail(exc: Exception) -> None:
-    if debug_enabled():
-        raise exc
-    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
-    raise typer.Exit(code=2)
+    """Raise ``exc`` to the root group (:class:`UserErrorGroup`): one line and exit code 2, or the
+    traceback under ``--debug``."""
+    raise exc
 
 
 def _parse_options(options: list[str] | None) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
@@ -26,15 +25,12 @@ USER_ERROR_EXIT = 2
 # errors of the standard library that the CLI's own parsing raises on a user's value
 _USER_ERRORS = (MedsegError, ValueError, KeyError, TypeError, FileNotFoundError, NotADirectoryError)
 
-# typer ≥ 0.2x has Exit/Abort classes of its own (not click's)
-_TYPER_EXITS = tuple({typer.Exit, typer.Abort} - {click.exceptions.Exit, click.exceptions.Abort})
 _console = Console(soft_wrap=True)  # one line, however long
 
 
-def debug_enabled() -> bool:
-    """Whether the running command was given the global ``--debug`` flag."""
-    ctx = click.get_current_context(silent=True)
-    return bool(ctx is not None and ctx.find_root().params.get("debug"))
+def is_cli_control(exc: BaseException) -> bool:
+    """Typer's and click's own exits, aborts and usage errors (typer ≥ 0.2x vendors click)."""
+    return type(exc).__module__.split(".")[0] in ("typer", "click")
 
 
 def error_message(exc: BaseException) -> str:
@@ -61,15 +57,13 @@ def report_error(exc: BaseException, console: Console | None = None) -> int:
 class UserErrorGroup(TyperGroup):
     """The root command group: errors escaping a command become one line and an exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, *_TYPER_EXITS):
-            raise
         except Exception as exc:
-            if ctx.params.get("debug"):
+            if is_cli_control(exc) or ctx.params.get("debug"):
                 raise
-            raise click.exceptions.Exit(report_error(exc)) from exc
+            raise typer.Exit(report_error(exc)) from exc
 
 
 def parse_spacing_option(text: str, option: str = "--spacing") -> tuple[float, ...]:

@@ -31,6 +31,9 @@ def _registries() -> dict[str, Callable[[], list[str]]]:
     }
 
 
+_KINDS = {"optim.scheduler": "scheduler", "data.source": "source", "data.test_source": "source"}
+
+
 def check_registry_names(cfg: Config) -> None:
     """Raise a :class:`ConfigError` naming the key, the value and the available names."""
     flat = flatten_config(cfg.to_dict())
@@ -40,7 +43,7 @@ def check_registry_names(cfg: Config) -> None:
             continue
         names = available()
         if value not in names:
-            kind = key.split(".")[0] if key.endswith(".name") else key.split(".")[-1]
+            kind = _KINDS.get(key, key.split(".")[0])
             raise ConfigError(f"config key {key} = {value!r}: unknown {kind}; available: {', '.join(names)}")
 
 
