@@ -769,6 +769,47 @@ def _(tmp: Path) -> list[str]:
     return ["predict", str(ckpt), str(tmp / "a"), str(tmp / "b"), "--out", str(tmp / "out")]
 
 
+def _two_segmentations(tmp: Path, result: Result) -> bool:
+    return (tmp / "out" / "a" / "scan_seg.png").is_file() and (tmp / "out" / "b" / "scan_seg.png").is_file()
+
+
+@case("predict --model litemedsam --box on a/scan.png b/scan.png", "score", check=_two_segmentations)
+def _(tmp: Path) -> list[str]:
+    png(tmp / "a" / "scan.png", (square() * 100).astype(np.uint8))
+    png(tmp / "b" / "scan.png", (square(3) * 100).astype(np.uint8))
+    return [
+        "predict",
+        "--model",
+        "litemedsam",
+        "--box",
+        "4,4,20,20",
+        str(tmp / "a" / "scan.png"),
+        str(tmp / "b" / "scan.png"),
+        "--out",
+        str(tmp / "out"),
+    ]
+
+
+@case(
+    "predict --model litemedsam into a folder with an earlier output",
+    "error",
+    r"scan_seg\.png: output already exists; pass --overwrite",
+)
+def _(tmp: Path) -> list[str]:
+    png(tmp / "scan.png", (square() * 100).astype(np.uint8))
+    png(tmp / "out" / "scan_seg.png", square())
+    return [
+        "predict",
+        "--model",
+        "litemedsam",
+        "--box",
+        "4,4,20,20",
+        str(tmp / "scan.png"),
+        "--out",
+        str(tmp / "out"),
+    ]
+
+
 def _numbered(tmp: Path, result: Result) -> bool:
     # inputs in name order: x.nii.gz keeps the plain name, x.png gets the suffix
     return (tmp / "out" / "x_mask.nii.gz").is_file() and (tmp / "out" / "x_2_mask.png").is_file()
@@ -936,6 +977,7 @@ def test_catalogue_covers_the_issue() -> None:
         "origin 100 mm",
         "a/scan.png b/scan.png",
         "folders a/ and b/",
+        "litemedsam --box",
         "2D NIfTI",
         "train.epochs=abc",
         "optim.lr=fast",

@@ -347,7 +347,7 @@ def predict(
             _fail(ValueError("no input images given"))
         box_array = np.stack([parse_box(b) for b in box]) if box else None
         table = read_box_file(boxes) if boxes is not None else None
-        for source, target in predict_files_with_boxes(net, inputs, out, box_array, table):
+        for source, target in predict_files_with_boxes(net, inputs, out, box_array, table, overwrite):
             console.print(f"{source} → {target}")
     except MedsegError as exc:
         _fail(exc)
