@@ -358,6 +358,15 @@ def _(tmp: Path) -> list[str]:
     return [*_gt_pred_nii(tmp, cube(1)), "--label", "0"]
 
 
+@case(
+    "--labels all with a checkpoint instead of --pred/--gt",
+    "error",
+    r"--label, --labels and --resample-pred apply",
+)
+def _(tmp: Path) -> list[str]:
+    return ["evaluate", str(_random_checkpoint(tmp)), "--labels", "all", "--out", str(tmp / "eval")]
+
+
 # 2. geometry
 @case(
     "prediction spacing (0.5, 0.5, 5) against (1, 1, 2)",

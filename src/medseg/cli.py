@@ -212,6 +212,8 @@ def evaluate(
             return
         if checkpoint is None:
             _fail(ValueError("give a CHECKPOINT, or --pred and --gt"))
+        if label is not None or labels is not None or resample_pred:
+            _fail(ConfigError("--label, --labels and --resample-pred apply to --pred/--gt files"))
         from medseg.engine.calibrate import calibration_options
 
         calib = calibration_options(calibration, bins, region_margin, uncertainty, samples, tta_merge)
