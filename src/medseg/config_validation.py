@@ -13,8 +13,18 @@ from typing import Any
 from medseg.config import Config, flatten_config
 from medseg.errors import ConfigError
 
-# keys that may differ between a stored run and its resumption without changing what is trained
-RESUME_FREE_KEYS = ("output_dir", "train.epochs", "train.progress", "train.num_workers", "train.tensorboard")
+# keys that may differ between a stored run and its resumption without changing what is trained:
+# where and how it runs (the global batch is the same for any accumulation, engine/README "DDP")
+RESUME_FREE_KEYS = (
+    "output_dir",
+    "train.epochs",
+    "train.progress",
+    "train.num_workers",
+    "train.tensorboard",
+    "train.device",
+    "train.accumulate_steps",
+    "train.find_unused_parameters",
+)
 
 
 def _registries() -> dict[str, Callable[[], list[str]]]:
