@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test lint bench-metrics bench-lgg clean
+.PHONY: install demo test lint bench-quick bench-metrics bench-lgg clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,6 +23,10 @@ test: install
 
 lint: install
 	$(PY) -m ruff check src tests benchmarks
+
+# every benchmarks/ script with --quick (tests/test_benchmarks_quick.py): they still run
+bench-quick: install
+	$(PY) -m pytest -q -m benchmarks tests/test_benchmarks_quick.py
 
 bench-metrics: install
 	$(PY) benchmarks/metrics_speed.py

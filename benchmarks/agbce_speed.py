@@ -17,7 +17,8 @@ Timed per call (forward + backward, the batch already on the device):
 * medseg: ``medseg.losses.functional.ag_bce(logits, expert, non_expert, w_hard=4, ks=4)``:
   XOR + square dilation as max filters on the device, stable BCE from the logits.
 * official: MicroSegNet ``utils.attention_BCE_loss`` (official repository, ``TransUNet/utils.py``):
-  ``.cpu().numpy()`` of both masks, ``cv2.bitwise_xor``, a per-sample ``cv2.dilate`` loop, the
+  ``.cpu().numpy()`` of both masks, ``cv2.bitwise_xor`` (per sample: OpenCV 5 refuses the
+  B×H×W batch the official code passes), a per-sample ``cv2.dilate`` loop, the
   maps back to the device with ``torch.tensor``, then the β-weighted BCE on ``sigmoid(logits)``.
 
 A second pair of rows times the hard-region construction alone. Value agreement: |Δ loss| and
@@ -44,7 +45,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 def official_hard_region(y_true: torch.Tensor, y_std: torch.Tensor, ks: int, device: torch.device):  # noqa: ANN201
     """The official hard/easy maps (B×H×W long masks in, float maps on ``device`` out)."""
-    hard = cv2.bitwise_xor(y_true.cpu().detach().numpy(), y_std.cpu().detach().numpy())
+    y_true_np, y_std_np = y_true.cpu().detach().numpy(), y_std.cpu().detach().numpy()
+    # the official call is cv2.bitwise_xor on the whole B×H×W batch; OpenCV ≥ 5 refuses more than
+    # 128 channels ("invalid count"), so the same XOR runs per sample (identical result)
+    hard = np.stack([cv2.bitwise_xor(y_true_np[i], y_std_np[i]) for i in range(y_true_np.shape[0])])
     hard = hard.astype(np.uint8)
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (ks, ks))
     for i in range(hard.shape[0]):

@@ -60,7 +60,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--losses", default=",".join(LOSSES))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="smoke: 2 folds, 1 epoch, 32², 1 loss")
     args = parser.parse_args()
+    if args.quick:
+        args.folds, args.epochs, args.size = 2, 1, 32
+        args.losses = args.losses.split(",")[0]
+        args.out = str(Path(args.out) / "quick")
     if not Path(args.root).is_dir():
         raise SystemExit(f"{args.root}: DRIVE folder not found (pass --root)")
     console = Console()

@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from medseg.config import load_config
+from medseg.data.sources import build as build_source
 from medseg.engine.experiment import train_and_evaluate
 from medseg.report.tables import markdown_table
 
@@ -57,6 +58,7 @@ def run(model_name: str, args: argparse.Namespace, console: Console) -> dict:
             f"train.max_time_minutes={args.minutes}",
             f"train.seed={args.seed}",
             f"train.progress={str(not args.no_progress).lower()}",
+            *args.split_overrides,
         ],
     )
     cfg.output_dir = str(out)
@@ -78,7 +80,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default="unet,monai_unet")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 epoch, 32², U-Net only")
     args = parser.parse_args()
+    args.split_overrides = []
+    if args.quick:
+        args.minutes, args.max_epochs, args.size, args.models = 0.02, 1, 32, "unet"
+        args.out, args.no_progress = str(Path(args.out) / "quick"), True
+        if Path(args.root).is_dir():  # 2 training patients, 1 validation patient
+            first = build_source("lgg", root=args.root).case_ids()[:3]
+            args.split_overrides = [
+                f"data.split.train_cases={json.dumps(first[:2])}",
+                f"data.split.val_cases={json.dumps(first[2:])}",
+            ]
     if not Path(args.root).is_dir():
         raise SystemExit(f"{args.root}: LGG kaggle_3m folder not found (pass --root)")
     console = Console()

@@ -115,6 +115,9 @@ def main() -> None:
         if getattr(loss, "accepts_multiscale", False):
             left_out.append(f"{name} (takes a list of outputs)")
             continue
+        if getattr(loss, "logit_channels", 1) != args.shape[1]:
+            left_out.append(f"{name} (takes {loss.logit_channels} logit channels)")
+            continue
 
         def step(loss: torch.nn.Module = loss) -> None:
             logits.grad = None

@@ -48,7 +48,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--only", default=None, help="comma-separated run labels to keep")
     parser.add_argument("--sgd", action="store_true", help="the paper's SGD 0.01 instead of AdamW 2e-3")
+    parser.add_argument("--quick", action="store_true", help="smoke test: the first run, 1 epoch, 32²")
     args = parser.parse_args()
+    if args.quick:
+        args.epochs, args.size = 1, 32
+        args.only = args.only or next(iter(grid()))
+        args.out = str(Path(args.out) / "quick")
     console = Console()
     root = write_phantom_microus(Path(args.out) / "data", n_train=8, n_test=4, seed=0)
     runs = grid()

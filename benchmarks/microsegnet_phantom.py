@@ -41,11 +41,17 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sgd", action="store_true", help="the paper's SGD 0.01 instead of AdamW 2e-3")
+    parser.add_argument("--quick", action="store_true", help="smoke: U-Net only, ~1 s, 32²")
     args = parser.parse_args()
+    runs = RUNS
+    if args.quick:
+        args.minutes, args.size = 0.02, 32
+        args.out = str(Path(args.out) / "quick")
+        runs = {k: v for k, v in RUNS.items() if v[0] == "unet"}
     console = Console()
     root = write_phantom_microus(Path(args.out) / "data", n_train=8, n_test=4, seed=args.seed)
     rows = []
-    for label, (model, model_options, loss, loss_options) in RUNS.items():
+    for label, (model, model_options, loss, loss_options) in runs.items():
         overrides = [
             f"model.name={model}",
             f"model.options={json.dumps(model_options)}",

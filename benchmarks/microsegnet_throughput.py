@@ -98,7 +98,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="smoke test: tiny variant, batch 1, 64², 1 step")
     args = parser.parse_args()
+    if args.quick and not args.worker:
+        args.variants, args.batch_size, args.size, args.warmup, args.steps = ["tiny"], 1, 64, 0, 1
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -124,7 +124,10 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="only this thread count (default: 1 and default)"
     )
+    parser.add_argument("--quick", action="store_true", help="smoke: 1 model, 1 thread, 1 repeat")
     args = parser.parse_args()
+    if args.quick:
+        args.models, args.repeats, args.threads = args.models[:1], 1, 1
     threads: list[int | None] = [args.threads] if args.threads else [1, None]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:

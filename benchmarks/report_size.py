@@ -86,7 +86,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 5 cases of 64² px")
     args = parser.parse_args()
+    if args.quick:
+        args.cases, args.size = [5], 64
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.cases:

@@ -331,7 +331,12 @@ def main() -> None:
     parser.add_argument("--busi-root", default=None, help=f"default {DATASETS['busi'][1]}")
     parser.add_argument("--rerun", action="store_true", help="train runs that already have a result.json")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smoke test: BUSI, variant a, seed 0, 1 epoch")
     args = parser.parse_args()
+    if args.quick:
+        args.datasets, args.variants, args.seeds = "busi", "a", "0"
+        args.minutes, args.max_epochs, args.no_progress, args.rerun = 0.02, 1, True, True
+        args.out = str(Path(args.out) / "quick")
     datasets = [d for d in args.datasets.split(",") if d]
     variants = [v for v in args.variants.split(",") if v]
     seeds = [int(s) for s in args.seeds.split(",") if s]

@@ -169,7 +169,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench_uncertainty")
+    parser.add_argument("--quick", action="store_true", help="smoke test: HC18 only, ~1 s of training, 32²")
     args = parser.parse_args()
+    if args.quick:
+        args.datasets, args.minutes, args.size = "hc18", 0.02, 32
+        args.out = str(Path(args.out) / "quick")
     console = Console()
     rows = []
     for name in args.datasets.split(","):

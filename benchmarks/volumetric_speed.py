@@ -5,7 +5,7 @@ Usage::
     .venv/bin/python benchmarks/volumetric_speed.py              # infer 64×128×128, train 32×64×64
     .venv/bin/python benchmarks/volumetric_speed.py --infer-patch 32 64 64 --patch 16 64 64
     .venv/bin/python benchmarks/volumetric_speed.py --models vnet monai_vnet --repeats 3
-    .venv/bin/python benchmarks/volumetric_speed.py --quick      # smoke test, tiny patches
+    .venv/bin/python benchmarks/volumetric_speed.py --quick      # smoke: V-Net, tiny patches, no memory
 
 Models (random weights, 1 input channel, 1 output channel; Res-UNet-R/H add the boundary channel):
 
@@ -175,11 +175,14 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
-    parser.add_argument("--quick", action="store_true", help="16×32×32 patches, no warm-up, 1 repeat")
+    parser.add_argument(
+        "--quick", action="store_true", help="V-Net only, 16×32×32, no warm-up, 1 repeat, no memory runs"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "PHASE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.quick:
+    if args.quick and not args.worker:  # a memory run starts a process per model and phase
         args.patch, args.infer_patch, args.warmup, args.repeats = [16, 32, 32], [16, 32, 32], 0, 1
+        args.models, args.no_memory = ["vnet"], True
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

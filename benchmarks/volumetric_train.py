@@ -45,7 +45,7 @@ run's training outputs under ``OUT/<task>/<model>``.
 
     python benchmarks/volumetric_train.py                       # 3 min per run, 7 runs: ~35 min
     python benchmarks/volumetric_train.py --tasks pdvnet --minutes 10
-    python benchmarks/volumetric_train.py --minutes 0.3 --quick --no-progress   # smoke test
+    python benchmarks/volumetric_train.py --quick   # smoke test: PDV-Net task, 1 epoch
 """
 
 from __future__ import annotations
@@ -326,9 +326,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--em-root", default=str(EM_ROOT))
     parser.add_argument("--min-size", type=int, default=16, help="EM: smallest predicted cell, pixels")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 2 patches per volume and epoch")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: PDV-Net task, 1 epoch of 2 patches per volume"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
+    if args.quick:  # the smallest task (one 13×67×82 volume), one epoch per model
+        args.tasks, args.max_epochs, args.minutes, args.no_progress = "pdvnet", 1, 0.02, True
+        args.out = str(Path(args.out) / "quick")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:

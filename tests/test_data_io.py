@@ -155,6 +155,20 @@ def test_nifti_zero_spacing_is_an_error(tmp_path: Path) -> None:
 
 def test_write_volume_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="D×H×W"):
-        write_volume(tmp_path / "a.nii.gz", np.zeros((3, 3)))
+        write_volume(tmp_path / "a.nii.gz", np.zeros((3, 3, 3, 3)))
     with pytest.raises(DataError, match="2D format"):
         write_volume(tmp_path / "a.png", np.zeros((3, 3, 3)))
+
+
+@pytest.mark.parametrize("name", ["m.nii.gz", "m.nii", "m.nrrd", "m.mha"])
+def test_2d_header_formats_are_first_class(tmp_path: Path, name: str) -> None:
+    """A 2D NIfTI/NRRD/MHA (H×W) reads as H×W with its header spacing (sy, sx), and round-trips."""
+    hw = np.zeros((5, 7), np.uint8)
+    hw[1:3, 2:6] = 1
+    path = write_volume(tmp_path / name, hw, spacing=(0.5, 0.25))
+    arr, spacing, _ = read_image(path)
+    assert arr.shape == (5, 7) and np.array_equal(arr, hw)
+    assert spacing == pytest.approx((0.5, 0.25))
+    again = write_volume(tmp_path / f"copy_{name}", arr, read_image(path)[2])
+    arr2, spacing2, _ = read_image(again)
+    assert np.array_equal(arr2, hw) and spacing2 == pytest.approx((0.5, 0.25))

@@ -298,9 +298,15 @@ def test_folder_3d_nrrd_labels(tmp_path: Path) -> None:
         im = sitk.GetImageFromArray(arr)
         im.SetSpacing((0.5, 0.6, 3.0))
         sitk.WriteImage(im, str(tmp_path / name))
-    (s,) = sources.build("folder", root=tmp_path, images="*_image.nrrd", masks="*_label.nrrd").load_case("x")
+    union = sources.build("folder", root=tmp_path, images="*_image.nrrd", masks="*_label.nrrd", label="any")
+    (s,) = union.load_case("x")
     assert s.image.shape == (1, 3, 4, 5) and s.spacing == pytest.approx((3.0, 0.6, 0.5))
     assert s.masks["expert"].sum() == 5
+    strict = sources.build("folder", root=tmp_path, images="*_image.nrrd", masks="*_label.nrrd")
+    with pytest.raises(DataError, match=r"x_label.nrrd: mask holds several labels \{0, 1, 7\}"):
+        strict.load_case("x")
+    with pytest.raises(DataError, match="label must be an integer label value or 'any'"):
+        sources.build("folder", root=tmp_path, images="*_image.nrrd", masks="*_label.nrrd", label="all")
     src7 = sources.build("folder", root=tmp_path, images="*_image.nrrd", masks="*_label.nrrd", label=7)
     (s7,) = src7.load_case("x")
     assert s7.masks["expert"].sum() == 3
@@ -384,6 +390,15 @@ def test_real_volumes_3d_folder(shared_data: Path) -> None:
         root=root,
         images="prostate_phantom_subvolume.nrrd",
         masks="prostate_phantom_subvolume-label.nrrd",
+        label="any",
     )
     (p,) = pro.load_all()
-    assert set(np.unique(p.masks["expert"])) == {0, 1}  # labels 0/1/7/8/9 binarized
+    assert set(np.unique(p.masks["expert"])) == {0, 1}  # labels 0/1/7/8/9: their union, on purpose
+    strict = sources.build(
+        "folder",
+        root=root,
+        images="prostate_phantom_subvolume.nrrd",
+        masks="prostate_phantom_subvolume-label.nrrd",
+    )
+    with pytest.raises(DataError, match=r"several labels \{0, 1, 7, 8, 9\}.*label: any"):
+        strict.load_all()

@@ -33,7 +33,7 @@ def test_load_torch_file_round_trip_and_errors(tmp_path: Path) -> None:
         load_torch_file(tmp_path / "missing.pt", "weight file")
     broken = tmp_path / "broken.pt"
     broken.write_bytes(path.read_bytes()[:40])
-    with pytest.raises(DataError, match="broken.pt: cannot read as a torch checkpoint: corrupt or truncated"):
+    with pytest.raises(DataError, match="broken.pt: not a medseg checkpoint, or a truncated one"):
         load_torch_file(broken)
 
 

@@ -72,12 +72,15 @@ def test_folder_labels_become_class_indices(label_folder: Path) -> None:
     np.testing.assert_array_equal(sample.target_mask, expected)  # 2 is no class: background
     assert sample.target_mask.dtype == np.uint8
     assert sample.meta["num_classes"] == 3 and sample.meta["class_values"] == [0, 3, 5]
-    # without labels the same file is still binarised (non-zero = foreground)
+    # without labels the same file is binarised only on purpose (label: any = non-zero is
+    # foreground); by default a multi-label map is an error (the mask policy)
     (binary,) = sources.build(
-        "folder", root=label_folder, images="*_image.nrrd", masks="*_label.nrrd"
+        "folder", root=label_folder, images="*_image.nrrd", masks="*_label.nrrd", label="any"
     ).load_case("a")
     np.testing.assert_array_equal(binary.target_mask, (lab != 0).astype(np.uint8))
     assert "num_classes" not in binary.meta
+    with pytest.raises(DataError, match=r"a_label\.nrrd: mask holds several labels \{0, 2, 3, 5\}"):
+        sources.build("folder", root=label_folder, images="*_image.nrrd", masks="*_label.nrrd").load_case("a")
 
 
 @pytest.mark.parametrize(

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.errors import MedsegError
+from medseg.cli_errors import UserErrorGroup, parse_spacing_option
+from medseg.errors import ConfigError, MedsegError
 
 # Each command imports what it runs inside its function: `medseg --help` and a mistyped option
 # answer without importing torch, MONAI and timm. These imports close no cycle
 # (tests/test_architecture.py counts them).
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="medseg: medical image segmentation.")
+if TYPE_CHECKING:
+    from medseg.config import Config
+
+app = typer.Typer(
+    cls=UserErrorGroup, add_completion=False, no_args_is_help=True, help="medseg: medical image segmentation."
+)
 data_app = typer.Typer(no_args_is_help=True, help="Inspect data sources and write the phantom.")
 app.add_typer(data_app, name="data")
 export_app = typer.Typer(no_args_is_help=True, help="Export a checkpoint for deployment (ONNX).")
@@ -22,9 +28,17 @@ app.add_typer(export_app, name="export")
 console = Console()
 
 
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="show the full traceback of an error")] = False,
+) -> None:
+    """medseg: medical image segmentation."""
+
+
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
-    raise typer.Exit(code=2)
+    """Raise ``exc`` to the root group (:class:`UserErrorGroup`): one line and exit code 2, or the
+    traceback under ``--debug``."""
+    raise exc
 
 
 def _parse_options(options: list[str] | None) -> dict:
@@ -49,6 +63,7 @@ def train(
     the global batch); rank 0 writes every file.
     """
     from medseg.config import load_config
+    from medseg.config_validation import check_registry_names
     from medseg.engine.distributed import is_main_process
     from medseg.engine.train import train as run_train
     from medseg.report.figures import save_training_curves
@@ -57,8 +72,12 @@ def train(
         cfg = load_config(config, set_)
         if out is not None:
             cfg.output_dir = str(out)
+        allowed: set[str] = set()
+        if resume:
+            cfg, allowed = _resume_config(config, cfg, set_ or [])
         cfg.train.progress = progress
-        result = run_train(cfg, resume=resume, console=console)
+        check_registry_names(cfg)
+        result = run_train(cfg, resume=resume, console=console, allowed_changes=sorted(allowed))
         if not is_main_process():
             return
         save_training_curves(result.history, result.output_dir / "curves.png")
@@ -68,6 +87,27 @@ def train(
         f"best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch}; "
         f"checkpoints in {result.output_dir}"
     )
+
+
+def _resume_config(config: Path | None, cfg: Config, overrides: list[str]) -> tuple[Config, set[str]]:
+    """The config to resume with, and the keys changed on purpose (``--set``).
+
+    Without a config file the stored run's config is used (with the ``--set`` overrides); with
+    one, every difference from the stored config must be a ``--set`` key (checked by ``train``).
+    """
+    from medseg.config import apply_overrides, config_from_dict
+    from medseg.config_validation import override_keys
+    from medseg.engine.checkpoint import load_checkpoint
+
+    last = Path(cfg.output_dir) / "last.pt"
+    if not last.is_file():
+        raise ConfigError(f"{last}: nothing to resume (no last.pt in {cfg.output_dir})")
+    if config is None:
+        stored = config_from_dict(load_checkpoint(last)["config"])
+        resumed = apply_overrides(stored, overrides)
+        resumed.output_dir = cfg.output_dir
+        cfg = resumed
+    return cfg, override_keys(overrides)
 
 
 @app.command()
@@ -104,8 +144,25 @@ def evaluate(
     ] = None,
     samples: Annotated[int, typer.Option(help="MC-dropout samples")] = 20,
     tta_merge: Annotated[str, typer.Option(help="merge samples: 'probs' or 'logits' (nnU-Net)")] = "probs",
+    label: Annotated[
+        int | None, typer.Option("--label", help="--pred/--gt multi-label maps: score label value K only")
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="'all': --pred/--gt multi-label maps, one row per label")
+    ] = None,
+    resample_pred: Annotated[
+        bool,
+        typer.Option(
+            "--resample-pred", help="resample --pred onto the --gt grid (nearest neighbour) when they differ"
+        ),
+    ] = False,
 ) -> None:
-    """Score a checkpoint on its test/val data, or score --pred against --gt made by any tool."""
+    """Score a checkpoint on its test/val data, or score --pred against --gt made by any tool.
+
+    Masks are read by the mask policy (README "Input checks"): {0,1}, {0,255} or {0,k}; a
+    multi-label map needs --label K or --labels all; the prediction must lie on the ground
+    truth's grid (shape, spacing, origin, direction) unless --resample-pred.
+    """
     from medseg.config import EvalConfig
     from medseg.engine.demo import results_table
     from medseg.engine.evaluate import evaluate_checkpoint, evaluate_files, write_evaluation
@@ -143,9 +200,12 @@ def evaluate(
         if pred is not None or gt is not None:
             if pred is None or gt is None:
                 _fail(ValueError("--pred and --gt go together"))
-            spacing_mm = tuple(float(s) for s in spacing.split(",")) if spacing else None
-            result = evaluate_files(pred, gt, cfg, spacing_mm)
+            spacing_mm = parse_spacing_option(spacing) if spacing else None
+            chosen = _evaluate_labels(label, labels)
+            result = evaluate_files(pred, gt, cfg, spacing_mm, labels=chosen, resample_pred=resample_pred)
             csv_path, _ = write_evaluation(result, out)
+            n_cases = int(result.per_case["gt_path"].nunique())
+            _warn_missing_predictions(pred, result.summary["n_missing_pred"], n_cases)
             summary = result.summary["per_case"]
             console.print(
                 f"{summary['n']} cases: Dice {summary['dice']['mean']:.4f} (median "
@@ -155,6 +215,8 @@ def evaluate(
             return
         if checkpoint is None:
             _fail(ValueError("give a CHECKPOINT, or --pred and --gt"))
+        if label is not None or labels is not None or resample_pred:
+            _fail(ConfigError("--label, --labels and --resample-pred apply to --pred/--gt files"))
         from medseg.engine.calibrate import calibration_options
 
         calib = calibration_options(calibration, bins, region_margin, uncertainty, samples, tta_merge)
@@ -167,6 +229,32 @@ def evaluate(
             console.print(f"wrote {out}/reliability.csv, calibration_cases.csv and calibration.json")
     except MedsegError as exc:
         _fail(exc)
+
+
+def _evaluate_labels(label: int | None, labels: str | None) -> list[int] | str | None:
+    """``--label K`` / ``--labels all`` → what :func:`evaluate_files` scores (None: binary masks)."""
+    if label is not None and labels is not None:
+        raise ConfigError("give --label K or --labels all, not both")
+    if labels is not None and labels != "all":
+        raise ConfigError(f"--labels {labels!r}: expected 'all' (or use --label K for one label)")
+    if label is not None:
+        if label <= 0:
+            raise ConfigError(f"--label {label}: expected a positive label value (0 is the background)")
+        return [label]
+    return labels
+
+
+def _warn_missing_predictions(pred: Path, n_missing: int, n_cases: int) -> None:
+    """A console warning when ground-truth cases have no prediction (scored as empty masks)."""
+    if n_missing == 0:
+        return
+    empty = " (the prediction folder holds no prediction files)" if n_missing == n_cases else ""
+    console.print(
+        f"[yellow]warning:[/] {n_missing} of {n_cases} ground-truth cases have no prediction in "
+        f"{pred}{empty}; they are scored as empty predictions (missing_pred in metrics.csv)",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 @app.command()
@@ -202,8 +290,12 @@ def predict(
     backend: Annotated[
         str, typer.Option(help="torch, onnxruntime (an exported .onnx), or auto: by the file suffix")
     ] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="replace outputs that already exist in OUT")] = False,
 ) -> None:
     """Segment images or volumes; masks keep the input geometry (NIfTI affine preserved).
+
+    Outputs never overwrite each other (inputs sharing a name keep their relative folders) nor
+    earlier outputs in OUT (pass --overwrite to replace them).
 
     `--uncertainty` writes float maps next to each mask: volumes in the input's format and
     geometry, 2D images as `.npy` arrays in the image's pixel grid.
@@ -225,7 +317,15 @@ def predict(
 
             sampled = uncertainty_options(uncertainty, samples, tta_merge)
             results = predict_files(
-                args[0], args[1:], out, probs, overlays, device, uncertainty=sampled, backend=backend
+                args[0],
+                args[1:],
+                out,
+                probs,
+                overlays,
+                device,
+                uncertainty=sampled,
+                backend=backend,
+                overwrite=overwrite,
             )
             for item in results:
                 console.print(f"{item.input} → {item.mask}")
@@ -252,7 +352,7 @@ def predict(
             _fail(ValueError("no input images given"))
         box_array = np.stack([parse_box(b) for b in box]) if box else None
         table = read_box_file(boxes) if boxes is not None else None
-        for source, target in predict_files_with_boxes(net, inputs, out, box_array, table):
+        for source, target in predict_files_with_boxes(net, inputs, out, box_array, table, overwrite):
             console.print(f"{source} → {target}")
     except MedsegError as exc:
         _fail(exc)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,15 +193,84 @@ def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {where or 'config'}; valid keys: {sorted(known)}")
     kwargs: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
     for name, value in values.items():
         sub = known[name].default_factory if known[name].default_factory is not dataclasses.MISSING else None
+        key = f"{where}.{name}".strip(".")
         if sub is not None and dataclasses.is_dataclass(sub):
-            kwargs[name] = _from_dict(sub, value, f"{where}.{name}".strip("."))  # type: ignore[arg-type]
-        elif isinstance(value, str) and str(known[name].type).startswith("float") and _FLOAT.match(value):
-            kwargs[name] = float(value)  # `lr: 1e-3` in a YAML file (YAML 1.1 reads it as a string)
+            kwargs[name] = _from_dict(sub, value, key)  # type: ignore[arg-type]
         else:
-            kwargs[name] = value
+            kwargs[name] = _check_choice(key, _coerce(key, value, hints[name]))
     return cls(**kwargs)
+
+
+#: config keys whose value is one of a fixed set (enums); registry names: medseg.config_validation
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "data.intensity": ("zscore", "minmax", "none"),
+    "data.spatial_dims": (2, 3),
+    "data.split.method": ("holdout", "kfold"),
+    "train.dtype": ("float32", "float64"),
+    "eval.hd95_mode": ("pooled", "max"),
+    "eval.protocols": ("volumetric", "microsegnet"),
+    "inference.sw_mode": ("gaussian", "constant"),
+}
+
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _bad(key: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"config key {key} = {value!r}: expected {expected}")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """``value`` checked against the dataclass field's type ``hint`` (and converted where lossless)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0]) if len(inner) == 1 else value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise _bad(key, value, f"a list of {_EXPECTED.get(args[0], 'values')}" if args else "a list")
+        return [_coerce(f"{key}[{i}]", v, args[0] if args else Any) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _bad(key, value, "a mapping of options (key: value)")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _bad(key, value, _EXPECTED[bool])
+        return value
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _bad(key, value, _EXPECTED[int])
+        return value
+    if hint is float:
+        if isinstance(value, str) and _FLOAT.match(value.strip()):
+            return float(value)  # `lr: 1e-3` in a YAML file (YAML 1.1 reads it as a string)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _bad(key, value, _EXPECTED[float])
+        return float(value)
+    if hint is str and not isinstance(value, str):
+        raise _bad(key, value, _EXPECTED[str])
+    return value
+
+
+def _check_choice(key: str, value: Any) -> Any:
+    choices = CHOICES.get(key)
+    if choices is None or value is None:
+        return value
+    for item in value if isinstance(value, list) else [value]:
+        if item not in choices:
+            raise ConfigError(
+                f"config key {key} = {item!r}: expected one of {', '.join(map(str, choices))}"
+            )
+    return value
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:

@@ -52,17 +52,29 @@ def load_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
     """``torch.load`` on the CPU with ``weights_only=True`` (no pickled code runs).
 
     A missing file or one torch cannot read (truncated, not a torch file) is a :class:`DataError`
-    that names the file; ``what`` names the kind of file in the message.
+    that names the file; ``what`` names the kind of file in the message. A pickle of other objects
+    is refused as "not a medseg <what>", without torch's hint to retry with ``weights_only=False``
+    (that would run the file's code).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} not found", path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as exc:
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" in str(exc).lower():
+            raise DataError(
+                f"not a medseg {what}: the file holds Python objects other than tensors and plain "
+                "values, which medseg never loads (pickled code could run)",
+                path,
+            ) from None
         raise DataError(
-            f"cannot read as a torch {what}: corrupt or truncated ({type(exc).__name__}: {exc})", path
-        ) from exc
+            f"not a medseg {what}, or a truncated one: torch cannot read it ({type(exc).__name__})", path
+        ) from None
+    except (zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as exc:  # truncated zip: OSError
+        raise DataError(
+            f"not a medseg {what}, or a truncated one: torch cannot read it ({type(exc).__name__})", path
+        ) from None
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:

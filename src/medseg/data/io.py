@@ -5,7 +5,8 @@
   Palette ("P" mode) images are returned as their palette *indices*, because label maps are
   stored that way (DRIVE ``2nd_manual`` is palette 0/1); ``meta["palette"]`` keeps the palette.
 * NIfTI (``.nii``, ``.nii.gz``, via nibabel): nibabel's ``x, y, z`` voxel array is transposed to
-  ``D×H×W`` (``z, y, x``) and the spacing is ``(sz, sy, sx)`` from the header zooms.
+  ``D×H×W`` (``z, y, x``) and the spacing is ``(sz, sy, sx)`` from the header zooms; a 2D NIfTI
+  (``x, y``) gives ``H×W`` and ``(sy, sx)``. 2D NRRD/MHA likewise give ``H×W`` and ``(sy, sx)``.
   ``meta["affine"]`` and ``meta["header"]`` keep the geometry, so :func:`write_volume` can write a
   prediction back on the same grid.
 * NRRD / MetaImage (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``, via SimpleITK):
@@ -142,16 +143,15 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, Spacing, dict[str, Any]]:
     # drop trailing singleton dims (e.g. x,y,z,1), keep at most 3 spatial axes
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
-    if data.ndim == 2:
-        data = data[:, :, None]
-    if data.ndim != 3:
-        raise DataError(f"expected a 3D NIfTI volume, got data shape {data.shape}", path)
-    raw = _raw_nifti_zooms(path, img)
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    if data.ndim not in (2, 3):
+        raise DataError(f"expected a 2D or 3D NIfTI image, got data shape {data.shape}", path)
+    ndim = data.ndim  # a 2D NIfTI (H×W, as 2D data sets ship masks) stays 2D: metrics in 2D
+    raw = _raw_nifti_zooms(path, img)[:ndim]
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:ndim])
     if any(not np.isfinite(z) or z == 0 for z in raw) or any(not np.isfinite(z) or z <= 0 for z in zooms):
         raise DataError(f"missing or invalid voxel spacing in the NIfTI header (pixdim {raw})", path)
-    arr = np.ascontiguousarray(data.transpose(2, 1, 0))  # x,y,z -> z,y,x
-    spacing = (zooms[2], zooms[1], zooms[0])
+    arr = np.ascontiguousarray(data.T)  # x,y[,z] -> [z,]y,x
+    spacing = tuple(reversed(zooms))
     meta = {
         "format": "nifti",
         "path": str(path),
@@ -220,7 +220,7 @@ def write_volume(
     meta_or_reference: Mapping[str, Any] | str | Path | None = None,
     spacing: Spacing | None = None,
 ) -> Path:
-    """Write a ``D×H×W`` array as NIfTI (``.nii``/``.nii.gz``) or NRRD/MHA, keeping the geometry.
+    """Write a ``D×H×W`` (or 2D ``H×W``) array as NIfTI or NRRD/MHA, keeping the geometry.
 
     Args:
         path: output file; the extension picks the format.
@@ -237,8 +237,8 @@ def write_volume(
     """
     path = Path(path)
     arr = np.asarray(array_zyx)
-    if arr.ndim != 3:
-        raise DataError(f"write_volume needs a D×H×W array, got shape {arr.shape}", path)
+    if arr.ndim not in (2, 3):
+        raise DataError(f"write_volume needs a D×H×W (or 2D H×W) array, got shape {arr.shape}", path)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     fmt = file_format(path)
@@ -250,19 +250,20 @@ def write_volume(
     if fmt == "nifti":
         import nibabel as nib
 
-        xyz = np.ascontiguousarray(arr.transpose(2, 1, 0))
+        xyz = np.ascontiguousarray(arr.T)
         if "affine" in meta:
             header = meta["header"].copy() if meta.get("header") is not None else None
             if header is not None:
                 header.set_data_dtype(xyz.dtype)
                 header.set_slope_inter(np.nan, np.nan)  # no scaling of the new data
             img = nib.Nifti1Image(xyz, np.asarray(meta["affine"]), header)
-        elif "origin" in meta:
+        elif "origin" in meta and arr.ndim == 3:
             img = nib.Nifti1Image(
                 xyz, _itk_to_nifti_affine(meta["spacing_xyz"], meta["origin"], meta["direction"])
             )
         else:
-            sz, sy, sx = spacing if spacing is not None else (1.0, 1.0, 1.0)
+            zyx = tuple(spacing) if spacing is not None else (1.0,) * arr.ndim
+            sx, sy, sz = (*reversed(zyx), 1.0)[:3]
             img = nib.Nifti1Image(xyz, np.diag([sx, sy, sz, 1.0]))
         img.header.set_xyzt_units("mm")
         nib.save(img, str(path))
@@ -271,7 +272,11 @@ def write_volume(
     import SimpleITK as sitk  # noqa: N813
 
     img = sitk.GetImageFromArray(np.ascontiguousarray(arr))
-    if "origin" in meta:
+    if arr.ndim == 2 and "origin" not in meta:  # 2D ITK geometry from the header spacing only
+        meta = {}
+        spacing = spacing if spacing is not None else (1.0, 1.0)
+        sp, origin, direction = tuple(reversed(spacing)), (0.0, 0.0), (1.0, 0.0, 0.0, 1.0)
+    elif "origin" in meta:
         sp, origin, direction = meta["spacing_xyz"], meta["origin"], meta["direction"]
     elif "affine" in meta:
         sp, origin, direction = _nifti_affine_to_itk(np.asarray(meta["affine"]))

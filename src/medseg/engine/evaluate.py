@@ -28,9 +28,10 @@ from rich.console import Console
 from rich.progress import track
 
 from medseg.config import EvalConfig, save_config
-from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, file_format, read_image, strip_extension
+from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, strip_extension
 from medseg.data.loading import load_splits
-from medseg.data.sample import Sample, assign_keys, binarize
+from medseg.data.pairs import read_mask_pair
+from medseg.data.sample import Sample, assign_keys
 from medseg.engine.calibrate import CalibrationCollector, CalibrationOptions
 from medseg.engine.inference import (
     SlidingWindow,
@@ -42,7 +43,7 @@ from medseg.engine.inference import (
 from medseg.engine.predict import predict_probabilities
 from medseg.errors import DataError
 from medseg.metrics import PROTOCOLS, microsegnet_protocol, summarize
-from medseg.metrics.evaluation import MetricTables, SegmentationMetrics, write_metric_tables
+from medseg.metrics.evaluation import MetricTables, SegmentationMetrics, summarize_table, write_metric_tables
 from medseg.provenance import code_provenance, file_sha256
 from medseg.report.slices import CASE_SLICES_FILE, case_slice, write_case_slices
 
@@ -230,53 +231,58 @@ def evaluate_files(
     cfg: EvalConfig,
     spacing: Sequence[float] | None = None,
     console: Console | None = None,
+    labels: Sequence[int] | str | None = None,
+    resample_pred: bool = False,
 ) -> EvaluationResult:
     """Score prediction files against ground-truth files (NIfTI/NRRD spacing from the header).
 
     2D formats carry no spacing: pass ``spacing`` (mm); without it they are an error, never a
-    silent 1 mm. A label image is binarised as non-zero = foreground.
+    silent 1 mm. Masks are read by the mask policy (:mod:`medseg.data.mask_policy`) and the
+    prediction must lie on the ground truth's grid (:mod:`medseg.data.pairs`): ``labels`` picks
+    the label(s) of a multi-label map (``[K]`` or ``"all"``: one row per label, column ``label``),
+    ``resample_pred`` resamples the prediction onto the ground-truth grid (nearest neighbour).
     """
     metrics = segmentation_metrics(cfg)
     slices = {}
     for name, pred_path, gt_path in match_files(pred, gt):
-        gt_array, gt_spacing, _ = read_image(gt_path)
-        gt_mask = binarize(_as_label(gt_array, gt_path))
+        read = read_mask_pair(pred_path, gt_path, labels, resample_pred)
         missing = pred_path is None
-        if missing:
-            pred_mask = np.zeros_like(gt_mask)
-        else:
-            pred_array, _, _ = read_image(pred_path)
-            pred_mask = binarize(_as_label(pred_array, pred_path))
-        if pred_mask.shape != gt_mask.shape:
-            raise DataError(
-                f"prediction shape {pred_mask.shape} != ground-truth shape {gt_mask.shape} ({gt_path})",
-                pred_path,
-            )
-        use_spacing = tuple(spacing) if spacing is not None else gt_spacing
+        use_spacing = tuple(spacing) if spacing is not None else read.spacing
         if use_spacing is None:
             raise DataError("the file carries no spacing; pass --spacing (mm per axis)", gt_path)
-        if len(use_spacing) != gt_mask.ndim:
-            raise DataError(f"spacing {tuple(use_spacing)} does not match a {gt_mask.ndim}D mask", gt_path)
-        paths = {"pred_path": "" if pred_path is None else str(pred_path), "gt_path": str(gt_path)}
-        metrics(pred_mask, gt_mask, use_spacing, case=name, extra={"missing_pred": missing, **paths})
-        slices[name] = case_slice(None, gt_mask, pred_mask, use_spacing)  # no image: masks only
+        for pair in read.pairs:
+            if len(use_spacing) != pair.gt.ndim:
+                raise DataError(
+                    f"spacing {tuple(use_spacing)} does not match a {pair.gt.ndim}D mask", gt_path
+                )
+            case = name if pair.label is None or labels is None else f"{name}#{pair.label}"
+            extra: dict[str, object] = {"missing_pred": missing}
+            if labels is not None:
+                extra["label"] = pair.label
+            extra["pred_path"] = "" if pred_path is None else str(pred_path)
+            extra["gt_path"] = str(gt_path)
+            if read.resampled:
+                extra["pred_resampled"] = True
+            metrics(pair.pred, pair.gt, use_spacing, case=case, extra=extra)
+            slices[case] = case_slice(None, pair.gt, pair.pred, use_spacing)  # no image: masks only
     tables = metrics.aggregate()  # no patient column: no per-patient level
+    per_case = tables.per_case
     summary = {
         "per_case": tables.summary["per_case"],
-        "n_missing_pred": int(tables.per_case["missing_pred"].sum()),
+        "n_missing_pred": int(per_case.drop_duplicates("gt_path")["missing_pred"].sum()),
         "hd95_mode": tables.summary["hd95_mode"],
         "nsd_tolerance_mm": tables.summary["nsd_tolerance_mm"],
     }
+    if labels is not None:
+        summary["per_label"] = {
+            str(int(value)): summarize_table(group)
+            for value, group in per_case.dropna(subset=["label"]).groupby("label")
+        }
+    if resample_pred:
+        summary["pred_resampled"] = "nearest neighbour onto the ground-truth grid (SimpleITK)"
     return EvaluationResult(
         per_case=tables.per_case, per_patient=tables.per_patient, summary=summary, case_slices=slices
     )
-
-
-def _as_label(array: np.ndarray, path: Path) -> np.ndarray:
-    array = np.asarray(array)
-    if file_format(path) == "2d" and array.ndim == 3:
-        return array[..., 0]  # an RGB(A) mask image: any channel carries the label
-    return array
 
 
 def evaluate_checkpoint(

@@ -42,6 +42,7 @@ from medseg.engine.inference import (
     resolve_device,
     sliding_window_from_config,
 )
+from medseg.engine.output_paths import check_not_overwriting, output_bases
 from medseg.engine.uncertainty import UncertaintyOptions, predict_sample_uncertainty, write_uncertainty_maps
 from medseg.errors import DataError
 from medseg.export.runtime import load_predictor
@@ -149,8 +150,12 @@ def predict_files(
     threshold: float | None = None,
     uncertainty: UncertaintyOptions | None = None,
     backend: str = "auto",
+    overwrite: bool = False,
 ) -> list[PredictedFile]:
     """Segment image files or volumes; masks keep the input geometry (NIfTI affine preserved).
+
+    No output overwrites another (:mod:`medseg.engine.output_paths`: inputs sharing a name keep
+    their relative folders), and an existing output is an error unless ``overwrite``.
 
     ``uncertainty`` samples the prediction (TTA / MC-dropout, :mod:`medseg.engine.uncertainty`):
     the mask comes from the merged probability, and ``_prob``, ``_entropy``, ``_expected_entropy``
@@ -174,10 +179,19 @@ def predict_files(
     paths = _expand_inputs(inputs)
     if not paths:
         raise DataError("no input images found", ", ".join(str(p) for p in inputs))
+    bases = output_bases(paths)
+    planned = [
+        out / f"{base}_{kind}{_output_extension(path, kind)}"
+        for path, base in bases.items()
+        for kind, wanted in (("mask", True), ("prob", save_probabilities), ("overlay", save_overlays))
+        if wanted
+    ]
+    check_not_overwriting(planned, overwrite)
     results = []
-    for path in paths:
+    for path, base in bases.items():
         array, spacing, meta = read_image(path)
-        volume = file_format(path) != "2d"
+        header_format = file_format(path) != "2d"
+        volume = header_format and array.ndim == 3  # a 2D NIfTI/NRRD/MHA is a 2D image
         if window is not None and not volume:
             raise DataError("a 3D model predicts NIfTI/NRRD/MHA volumes, not 2D images", path)
         image = image_to_channels_first(array, cfg.data.in_channels, path, volume)
@@ -207,29 +221,39 @@ def predict_files(
             )
             mask = (probs >= thr).astype(np.uint8)
         stem = strip_extension(path.name)
+        where = out / base.parent
+        where.mkdir(parents=True, exist_ok=True)
         prob_path = overlay_path = None
-        if volume:
-            mask_path = out / f"{stem}_mask{path.name[len(stem) :]}"
+        mask_path = out / f"{base}_mask{_output_extension(path, 'mask')}"
+        if header_format:
             write_volume(mask_path, mask, meta)
             if save_probabilities:
-                prob_path = out / f"{stem}_prob{path.name[len(stem) :]}"
+                prob_path = out / f"{base}_prob{_output_extension(path, 'prob')}"
                 write_volume(prob_path, probs.astype(np.float32), meta)
         else:
-            mask_path = out / f"{stem}_mask.png"
             write_image(mask_path, mask * 255)
             if save_probabilities:
-                prob_path = out / f"{stem}_prob.npy"
+                prob_path = out / f"{base}_prob.npy"
                 np.save(prob_path, probs.astype(np.float32))
         map_paths = None
         if maps is not None:
-            map_paths = write_uncertainty_maps(maps, out, stem, path.name[len(stem) :], meta)
+            map_paths = write_uncertainty_maps(maps, where, base.name, path.name[len(stem) :], meta)
             prob_path = map_paths["probability"]
         if save_overlays:
-            overlay_path = out / f"{stem}_overlay.png"
+            overlay_path = out / f"{base}_overlay.png"
             shown = mask if num_classes is None else (mask != 0).astype(np.uint8)
             save_overlay(image, None, shown, overlay_path, spacing=spacing, title=stem)
         results.append(PredictedFile(path, mask_path, prob_path, overlay_path, map_paths))
     return results
+
+
+def _output_extension(path: Path, kind: str) -> str:
+    """Extension of a ``predict`` output: the input's own for header formats, else PNG / npy."""
+    if kind == "overlay":
+        return ".png"
+    if file_format(path) != "2d":
+        return path.name[len(strip_extension(path.name)) :]
+    return ".png" if kind == "mask" else ".npy"
 
 
 IMAGE_SUFFIXES = IMAGE_2D_EXTS + NIFTI_EXTS + ITK_EXTS

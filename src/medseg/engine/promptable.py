@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from medseg.data.io import file_format, read_image, strip_extension, write_image, write_volume
+from medseg.data.io import file_format, read_image, write_image, write_volume
 from medseg.data.prompts import Letterbox, boxes_for_image, boxes_from_mask, to_model_input, validate_boxes
+from medseg.engine.output_paths import check_not_overwriting, output_bases
 from medseg.errors import ConfigError, DataError
 from medseg.models import SegmentationModel
 
@@ -207,6 +208,7 @@ def predict_files_with_boxes(
     out_dir: str | Path,
     boxes: np.ndarray | None = None,
     box_table: dict[str, np.ndarray] | None = None,
+    overwrite: bool = False,
 ) -> list[tuple[Path, Path]]:
     """Segment image files (PNG/TIFF/JPEG) or volumes (NIfTI/NRRD) with box prompts; returns
     ``(input, label file)`` pairs.
@@ -215,27 +217,34 @@ def predict_files_with_boxes(
     ``box_table`` (:func:`medseg.data.prompts.read_box_file`) gives each input its own. 2D inputs
     give a label PNG (label ``i`` for box ``i``); volumes give a label volume in the input's format
     and geometry (NIfTI affine kept), segmented slice by slice from each 3D box's middle slice.
+    Outputs never overwrite each other nor (without ``overwrite``) an existing file
+    (:mod:`medseg.engine.output_paths`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if boxes is None and box_table is None:
         raise ConfigError("give boxes (--box x0,y0,x1,y1) or a box file (--boxes FILE)")
+    bases = output_bases([Path(p) for p in inputs])
+
+    def target_of(path: Path) -> Path:
+        if file_format(path) == "2d":
+            return out / f"{bases[path]}_seg.png"
+        return out / f"{bases[path]}_seg{'.nii.gz' if file_format(path) == 'nifti' else '.nrrd'}"
+
+    check_not_overwriting([target_of(p) for p in bases], overwrite)
     results = []
-    for path in (Path(p) for p in inputs):
+    for path in bases:
         image_boxes = boxes if box_table is None else boxes_for_image(box_table, path)
         array, _, meta = read_image(path)
-        stem = strip_extension(path.name)
+        target = target_of(path)
         if file_format(path) == "2d":
             labels = segment_2d(model, array, image_boxes)
-            target = out / f"{stem}_seg.png"
             write_image(target, labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16))
         else:
             volume = np.asarray(array, dtype=np.float32)
             if volume.ndim == 4:  # C×D×H×W: prompt on the first channel
                 volume = volume[0]
             labels = segment_3d_boxes(model, volume, image_boxes)
-            suffix = ".nii.gz" if file_format(path) == "nifti" else ".nrrd"
-            target = out / f"{stem}_seg{suffix}"
             write_volume(target, labels, meta)
         results.append((path, target))
     return results

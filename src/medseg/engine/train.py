@@ -45,7 +45,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ from torch.utils.data import Dataset
 
 from medseg import losses, optim
 from medseg.config import Config, config_from_dict, save_config
+from medseg.config_validation import check_registry_names, check_resume_config
 from medseg.data.loading import build_datasets, load_splits, train_loader
 from medseg.data.prompts import PromptSampler
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -118,8 +119,14 @@ def train(
     resume: bool = False,
     console: Console | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    allowed_changes: Sequence[str] = (),
 ) -> TrainResult:
     """Train ``cfg`` into ``cfg.output_dir``; ``resume=True`` continues from ``last.pt``.
+
+    Resuming checks ``cfg`` against the stored run's config: any difference outside
+    ``allowed_changes`` (dotted keys changed on purpose, ``--set``) and the keys that do not change
+    what is trained (:data:`medseg.config_validation.RESUME_FREE_KEYS`, e.g. ``train.epochs``) is a
+    :class:`ConfigError` listing them. Registry names are checked before anything runs.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) this joins the process group (and leaves it at the
     end if it created it); see the module docstring. ``on_step(epoch, step)`` is called after every
@@ -127,7 +134,7 @@ def train(
     """
     device = rank_device(cfg.train.device)
     with distributed_session(device):
-        result = _train(cfg, resume, console or Console(), on_step, device)
+        result = _train(cfg, resume, console or Console(), on_step, device, allowed_changes)
         barrier()  # rank 0 has written everything before any rank returns
     return result
 
@@ -138,7 +145,9 @@ def _train(
     console: Console,
     on_step: Callable[[int, int], None] | None,
     device: torch.device,
+    allowed_changes: Sequence[str] = (),
 ) -> TrainResult:
+    check_registry_names(cfg)
     main = is_main_process()
     if not main:
         console = Console(quiet=True)
@@ -157,10 +166,9 @@ def _train(
             raise ConfigError(f"{last}: nothing to resume (no last.pt in {out})")
         resume_state = load_checkpoint(last)
         stored = config_from_dict(resume_state["config"])
-        stored.train.epochs = tcfg.epochs  # allow extending a finished run
-        cfg = stored
-        cfg.output_dir = str(out)
-        tcfg = cfg.train
+        # a different config is an error listing the differences, unless changed on purpose;
+        # train.epochs may grow (extending a finished run)
+        check_resume_config(cfg, stored, allowed_changes)
     dtype = train_dtype(tcfg.dtype)
     world = get_world_size()
 

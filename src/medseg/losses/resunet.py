@@ -44,6 +44,8 @@ class ResUNetLoss(nn.Module):
         clip: W_f clip of the weighted BCE (see :func:`~medseg.losses.distribution.wbce_weight_map`).
     """
 
+    logit_channels = 2  # mask and boundary (a binary loss takes 1)
+
     def __init__(
         self,
         boundary_width: int = 1,

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.io import read_image
-from medseg.data.sample import binarize
+from medseg.data.mask_policy import read_binary_mask
 from medseg.errors import DataError
 
 # ITU-R BT.601 luma weights (what Pillow's "L" conversion uses)
@@ -44,23 +43,16 @@ def to_channels_first_2d(arr: np.ndarray, channels: int | None, path: str | Path
 
 
 def read_mask_2d(path: str | Path) -> np.ndarray:
-    """Read a 2D mask file and binarize it.
+    """Read a 2D mask file as uint8 {0, 1} by the mask policy (:mod:`medseg.data.mask_policy`).
 
-    Non-zero on any channel is foreground. Palette images are resolved through their palette
-    first (an index says nothing by itself: Pillow may store white as index 0), and a palette
-    colour brighter than mid-grey is foreground (DRIVE ``2nd_manual``: index 0 = (4, 2, 4),
-    index 1 = (252, 254, 252)).
+    {0, 1}, {0, 255} or {0, k}; colour masks: any colour channel non-zero; palette images through
+    their palette (a colour brighter than mid-grey is foreground: DRIVE ``2nd_manual``). JPEG,
+    NaN, non-integer values and several labels are errors naming the file.
     """
-    arr, _, meta = read_image(path)
-    if meta.get("palette"):
-        pal = np.asarray(meta["palette"], dtype=np.float32)
-        pal = np.pad(pal, (0, max(0, 768 - pal.size)))[:768].reshape(256, 3)
-        return ((pal @ _LUMA)[arr] > 127.5).astype(np.uint8)
-    if arr.ndim == 3:
-        arr = arr.max(axis=-1)
-    if arr.ndim != 2:
-        raise DataError(f"expected a 2D mask, got shape {arr.shape}", path)
-    return binarize(arr)
+    mask, _, _ = read_binary_mask(path)
+    if mask.ndim != 2:
+        raise DataError(f"expected a 2D mask, got shape {mask.shape}", path)
+    return mask
 
 
 def check_same_shape(
@@ -84,7 +76,10 @@ def require_dir(path: Path, what: str) -> Path:
 
 def parse_spacing(value: float | tuple[float, ...] | list[float], ndim: int, where: str) -> tuple[float, ...]:
     """A scalar or per-axis spacing option → a tuple of ``ndim`` positive floats."""
-    vals = (float(value),) * ndim if np.isscalar(value) else tuple(float(v) for v in value)  # type: ignore[union-attr]
+    try:
+        vals = (float(value),) * ndim if np.isscalar(value) else tuple(float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise DataError(f"spacing option must be positive numbers in mm, got {value!r}", where) from None
     if len(vals) != ndim or any(not np.isfinite(v) or v <= 0 for v in vals):
         raise DataError(f"spacing option must be positive, one value per axis ({ndim}); got {value}", where)
     return vals

@@ -10,13 +10,14 @@ them; ``masks=None`` reads unlabeled images (no masks).
 
 Formats: PNG/TIFF/GIF/JPEG are 2D (``C×H×W``; ``channels`` 1/3/None = as stored) with spacing
 from the ``spacing`` option (default 1.0 mm, then ``meta["spacing_assumed"] = True``);
-NIfTI/NRRD/MHA are 3D (``C×D×H×W``) with the spacing of the header. Masks are binarized: any
-non-zero label is foreground (multi-label maps such as pyradiomics' 0/1/7/8/9 become 0/1), or
-only ``label`` when that option is set. With ``labels: [v1, …, vK]`` the mask is a class-index
-map instead (multi-class segmentation): label value ``vi`` becomes class ``i`` (1..K), any other
-value class 0 (background), and every sample gets ``meta["num_classes"] = K + 1`` and
-``meta["class_values"] = [0, v1, …, vK]`` (class index → label value, to write predictions back
-in the file's own labels).
+NIfTI/NRRD/MHA are 3D (``C×D×H×W``) with the spacing of the header. Masks are read by the mask
+policy (:mod:`medseg.data.mask_policy`): a binary mask ({0, 1}, {0, 255}, {0, k}) is foreground
+where non-zero; a multi-label map such as pyradiomics' 0/1/7/8/9 is an error unless ``label``
+picks one value, or ``label: any`` takes their union on purpose. With ``labels: [v1, …, vK]``
+the mask is a class-index map instead (multi-class segmentation): label value ``vi`` becomes
+class ``i`` (1..K), any other value class 0 (background), and every sample gets
+``meta["num_classes"] = K + 1`` and ``meta["class_values"] = [0, v1, …, vK]`` (class index →
+label value, to write predictions back in the file's own labels).
 
 Example (``../shared/data/volumes_3d``)::
 
@@ -35,12 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, file_format, read_image, strip_extension
+from medseg.data.mask_policy import binary_mask, read_label_map
 from medseg.data.sample import Sample
 from medseg.data.sources._common import (
     check_same_shape,
     natural_key,
     parse_spacing,
-    read_mask_2d,
     to_channels_first_2d,
 )
 from medseg.data.sources.base import SOURCES, Source
@@ -118,7 +119,8 @@ class FolderSource(Source):
         image_suffix: removed from image keys; default ``""``.
         spacing: mm per pixel for 2D formats (scalar or per axis); None → 1.0, assumed.
         channels: 2D only: 1 (grey), 3 (RGB) or None (as stored).
-        label: only this label value is foreground (default: any non-zero).
+        label: only this label value is foreground; ``"any"``: every non-zero label (union);
+            default: the mask must be binary (a multi-label map is an error).
         labels: non-zero label values, one class each (1..K in this order): the mask becomes a
             class-index map and ``meta`` gets ``num_classes`` (K + 1) and ``class_values``.
             Excludes ``label``.
@@ -136,7 +138,7 @@ class FolderSource(Source):
         image_suffix: str = "",
         spacing: float | tuple[float, ...] | None = None,
         channels: int | None = None,
-        label: int | None = None,
+        label: int | str | None = None,
         annotator: str = "expert",
         target: str | None = None,
         labels: list[int] | None = None,
@@ -148,6 +150,8 @@ class FolderSource(Source):
         self.mask_suffix, self.image_suffix = mask_suffix, image_suffix
         self.spacing_option = spacing
         self.channels, self.label, self.annotator = channels, label, annotator
+        if label is not None and label != "any" and (isinstance(label, bool) or not isinstance(label, int)):
+            raise DataError(f"label must be an integer label value or 'any', got {label!r}", self.root)
         self.labels = None if labels is None else _check_labels(labels, label, self.root)
         self._pairs: dict[str, tuple[Path, Path | None]] | None = None
 
@@ -193,18 +197,21 @@ class FolderSource(Source):
         return sorted(self.pairs(), key=natural_key)
 
     def _read_mask(self, path: Path) -> np.ndarray:
-        if self.label is None and self.labels is None and file_format(path) == "2d":
-            return read_mask_2d(path)
-        arr, _, _ = read_image(path)
-        if file_format(path) == "2d" and arr.ndim == 3:
-            arr = arr.max(axis=-1)
+        labels, _, _ = read_label_map(path)  # the mask policy: JPEG, NaN, non-integer → DataError
         if self.labels is not None:
-            classes = np.zeros(arr.shape, np.uint8)
+            classes = np.zeros(labels.shape, np.uint8)
             for index, value in enumerate(self.labels, start=1):
-                classes[arr == value] = index
+                classes[labels == value] = index
             return classes
-        fg = arr == self.label if self.label is not None else arr != 0
-        return fg.astype(np.uint8)
+        if self.label == "any":
+            return binary_mask(labels, path, multi_label="union")
+        return binary_mask(
+            labels,
+            path,
+            self.label,
+            hint="set the folder option label: K (one label), label: any (their union) or "
+            "labels: [...] (one class each)",
+        )
 
     def load_case(self, case_id: str) -> list[Sample]:
         """The pair as one 2D or 3D sample."""
