@@ -670,7 +670,7 @@ CONFIG_ERRORS = {
     "model.name=nosuch": r"config key model\.name = 'nosuch': unknown model; available: .*unet",
     "loss.name=nosuch": r"config key loss\.name = 'nosuch': unknown loss; available: .*dice_bce",
     "optim.name=nosuch": r"config key optim\.name = 'nosuch': unknown optim; available: adam, adamw, sam",
-    "optim.scheduler=nosuch": r"config key optim\.scheduler = 'nosuch': unknown scheduler; available: con",
+    "optim.scheduler=nosuch": r"config key optim\.scheduler = 'nosuch': unknown scheduler; available: budget, con",
     "data.source=nosuch": r"config key data\.source = 'nosuch': unknown source; available: busi",
     "model.options=3": r"config key model\.options = 3: expected a mapping",
     "train.nosuch=1": r"unknown key\(s\) \['nosuch'\] in train",
@@ -707,10 +707,10 @@ TINY = [
 def _random_checkpoint(tmp: Path) -> Path:
     from medseg.config import load_config
     from medseg.engine.checkpoint import save_checkpoint
-    from medseg.engine.predict import build_model_from_config
+    from medseg.models import build_from_config
 
     cfg = load_config(None, TINY)
-    model = build_model_from_config(cfg)
+    model = build_from_config(cfg)
     return save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict()}, tmp / "model.pt")
 
 
