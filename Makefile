@@ -18,8 +18,10 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/medseg demo
 
+# the unit tests, then every benchmarks/ script with --quick (tests/test_benchmarks_quick.py)
 test: install
 	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m benchmarks tests/test_benchmarks_quick.py
 
 lint: install
 	$(PY) -m ruff check src tests benchmarks
