@@ -79,6 +79,20 @@ class ModelOutputsLoss(nn.Module):
     """
 
 
+LossFn = Callable[..., Tensor]
+
+
+class _FunctionLoss(nn.Module):
+    """A plain loss function ``f(logits, target, batch)`` as a module, so it sits in a ModuleList."""
+
+    def __init__(self, function: LossFn) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, logits: Tensor, target: Tensor, batch: Mapping[str, Any] | None = None) -> Tensor:
+        return self.function(logits, target, batch)
+
+
 class DeepSupervisionLoss(ModelOutputsLoss):
     """Σₛ wₛ · lossₛ(outputₛ, target↓ₛ, batch↓ₛ) over the outputs ``[main, aux_1/2, aux_1/4, ...]``.
 
@@ -98,7 +112,7 @@ class DeepSupervisionLoss(ModelOutputsLoss):
 
     def __init__(
         self,
-        loss: nn.Module | Sequence[nn.Module],
+        loss: LossFn | Sequence[LossFn],
         weights: Sequence[float] | None = None,
         mode: str = "nearest",
     ) -> None:
@@ -107,12 +121,12 @@ class DeepSupervisionLoss(ModelOutputsLoss):
             raise ConfigError(f"unknown downsampling mode '{mode}'. Available: {', '.join(MODES)}")
         if weights is not None and (len(weights) == 0 or any(w < 0 for w in weights)):
             raise ConfigError(f"weights must be a non-empty list of non-negative numbers, got {weights}")
-        scale_losses = [loss] if isinstance(loss, nn.Module) else list(loss)
+        scale_losses = [loss] if callable(loss) else list(loss)
         if not scale_losses:
             raise ConfigError("DeepSupervisionLoss needs a loss")
         if weights is not None and len(scale_losses) > 1 and len(scale_losses) != len(weights):
             raise ConfigError(f"{len(scale_losses)} losses for {len(weights)} weights: give one per scale")
-        self.losses = nn.ModuleList(scale_losses)
+        self.losses = nn.ModuleList(f if isinstance(f, nn.Module) else _FunctionLoss(f) for f in scale_losses)
         self.weights = None if weights is None else [float(w) for w in weights]
         self.mode = mode
 
