@@ -202,8 +202,15 @@ def predict(
     backend: Annotated[
         str, typer.Option(help="torch, onnxruntime (an exported .onnx), or auto: by the file suffix")
     ] = "auto",
+    format_: Annotated[
+        str,
+        typer.Option("--format", help="mask format: 'auto' (the input's; NIfTI for DICOM) or 'dicom-seg'"),
+    ] = "auto",
 ) -> None:
     """Segment images or volumes; masks keep the input geometry (NIfTI affine preserved).
+
+    A DICOM series is a folder of slices; `--format dicom-seg` writes a DICOM Segmentation that
+    references it. `measurements.csv` lists each mask's volume (mL), diameter (mm) and components.
 
     `--uncertainty` writes float maps next to each mask: volumes in the input's format and
     geometry, 2D images as `.npy` arrays in the image's pixel grid.
@@ -225,7 +232,8 @@ def predict(
 
             sampled = uncertainty_options(uncertainty, samples, tta_merge)
             results = predict_files(
-                args[0], args[1:], out, probs, overlays, device, uncertainty=sampled, backend=backend
+                args[0], args[1:], out, probs, overlays, device, uncertainty=sampled, backend=backend,
+                output_format=format_,
             )
             for item in results:
                 console.print(f"{item.input} → {item.mask}")
@@ -475,6 +483,35 @@ def data_inspect(
     except (MedsegError, KeyError, TypeError) as exc:
         _fail(exc)
     console.print(render_inspect(report))
+
+
+@data_app.command("export")
+def data_export(
+    to: Annotated[str, typer.Option(help="layout to write: nnunet (nnU-Net v2 raw)")],
+    source: Annotated[str, typer.Option(help="registered source name (medseg data sources)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder that gets DatasetXXX_Name/ (nnUNet_raw)")],
+    root: Annotated[Path | None, typer.Option(help="data root in the source's published layout")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", help="source option key=value")
+    ] = None,
+    dataset_id: Annotated[int, typer.Option(help="nnU-Net dataset id (1..999)")] = 501,
+    name: Annotated[str, typer.Option(help="dataset name (DatasetXXX_<name>)")] = "medseg",
+    overwrite: Annotated[bool, typer.Option(help="write into an existing, non-empty dataset folder")] = False,
+) -> None:
+    """Write a data source in another tool's layout (nnU-Net v2: imagesTr, labelsTr, dataset.json)."""
+    from medseg.data.export_nnunet import export_nnunet
+    from medseg.data.sources import build
+
+    if to != "nnunet":
+        _fail(ValueError(f"--to must be 'nnunet', got '{to}'"))
+    try:
+        options = _parse_options(option)
+        if root is not None:
+            options["root"] = str(root)
+        folder = export_nnunet(build(source, **options), out, dataset_id, name, overwrite=overwrite)
+    except (MedsegError, KeyError, TypeError) as exc:
+        _fail(exc)
+    console.print(f"wrote {folder} (dataset.json, imagesTr, labelsTr)")
 
 
 @data_app.command("phantom")

@@ -204,3 +204,45 @@ def read_dicom_seg(path: str | Path, sop_instance_uids: Sequence[str]) -> tuple[
             )
         )
     return np.asarray(pixels), specs
+
+
+#: ``medseg predict --format``: ``auto`` = the input's own format (NIfTI for a DICOM series)
+OUTPUT_FORMATS = ("auto", "dicom-seg")
+
+
+def check_output_format(output_format: str) -> None:
+    """Raise a :class:`DataError` for an unknown prediction output format."""
+    if output_format not in OUTPUT_FORMATS:
+        raise DataError(f"output format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
+
+
+def write_prediction(
+    mask: np.ndarray,
+    meta: Mapping[str, Any],
+    out_dir: str | Path,
+    stem: str,
+    output_format: str,
+    label_names: Sequence[str] | None = None,
+    segments: Sequence[Mapping[str, Any]] | None = None,
+    class_values: Sequence[int] | None = None,
+) -> Path:
+    """A predicted mask of a DICOM series: ``<stem>_seg.dcm`` (DICOM-SEG) for ``dicom-seg``, else
+    ``<stem>_mask.nii.gz`` on the series' grid.
+
+    ``label_names`` are indexed by class (``class_values[i]`` is class i's value in ``mask``; a
+    binary mask has values 0/1); ``segments`` override them (:func:`segment_specs`).
+    """
+    from medseg.data.io import write_volume
+
+    check_output_format(output_format)
+    out = Path(out_dir)
+    if output_format != "dicom-seg":
+        return write_volume(out / f"{stem}_mask.nii.gz", mask, meta)
+    if meta.get("format") != "dicom" or not meta.get("files"):
+        raise DataError("--format dicom-seg needs a DICOM series as input", meta.get("path"))
+    values = list(class_values) if class_values is not None else [0, 1]
+    names = None
+    if label_names is not None:
+        names = {int(v): str(n) for v, n in zip(values, label_names, strict=False)}
+    specs = segment_specs([v for v in values if v != 0], names, segments)
+    return write_dicom_seg(mask, meta["files"], out / f"{stem}_seg.dcm", specs)

@@ -16,11 +16,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from medseg.data.dicom import is_dicom_series_dir
+from medseg.data.dicom_seg import check_output_format, write_prediction
 from medseg.data.io import (
     IMAGE_2D_EXTS,
     ITK_EXTS,
@@ -45,6 +49,7 @@ from medseg.engine.inference import (
 from medseg.engine.uncertainty import UncertaintyOptions, predict_sample_uncertainty, write_uncertainty_maps
 from medseg.errors import DataError
 from medseg.export.runtime import load_predictor
+from medseg.metrics.measurements import measurement_rows
 from medseg.models import SegmentationModel
 from medseg.report.figures import save_overlay
 
@@ -149,6 +154,7 @@ def predict_files(
     threshold: float | None = None,
     uncertainty: UncertaintyOptions | None = None,
     backend: str = "auto",
+    output_format: str = "auto",
 ) -> list[PredictedFile]:
     """Segment image files or volumes; masks keep the input geometry (NIfTI affine preserved).
 
@@ -162,7 +168,14 @@ def predict_files(
 
     ``checkpoint`` may be an ONNX export (``backend`` ``onnxruntime``, or ``auto`` for a ``.onnx``
     file, :func:`medseg.export.runtime.load_predictor`): the same pre- and post-processing apply.
+
+    A DICOM series (a folder of slices, :mod:`medseg.data.dicom`) gets its mask as NIfTI on the
+    series' grid, or, with ``output_format="dicom-seg"``, as a DICOM Segmentation that references
+    the series (:mod:`medseg.data.dicom_seg`; segment names from ``data.label_names`` /
+    ``data.segments``). ``measurements.csv`` next to the masks has each mask's volume (mL) or area
+    (mm²), longest in-plane diameter and component count (:mod:`medseg.metrics.measurements`).
     """
+    check_output_format(output_format)
     torch_device = resolve_device(device)
     model, cfg, state = load_predictor(checkpoint, torch_device, backend)
     window = sliding_window_from_config(cfg)
@@ -175,8 +188,10 @@ def predict_files(
     if not paths:
         raise DataError("no input images found", ", ".join(str(p) for p in inputs))
     results = []
+    measured: list[dict[str, Any]] = []
     for path in paths:
         array, spacing, meta = read_image(path)
+        spacing_known = spacing is not None
         volume = file_format(path) != "2d"
         if window is not None and not volume:
             raise DataError("a 3D model predicts NIfTI/NRRD/MHA volumes, not 2D images", path)
@@ -208,7 +223,17 @@ def predict_files(
             mask = (probs >= thr).astype(np.uint8)
         stem = strip_extension(path.name)
         prob_path = overlay_path = None
-        if volume:
+        measured += [
+            {**row, "spacing_assumed": not spacing_known} for row in measurement_rows(stem, mask, spacing)
+        ]
+        if meta.get("format") == "dicom" or output_format == "dicom-seg":
+            mask_path = write_prediction(
+                mask, meta, out, stem, output_format, cfg.data.label_names, cfg.data.segments, class_values
+            )
+            if save_probabilities:
+                prob_path = out / f"{stem}_prob.nii.gz"
+                write_volume(prob_path, probs.astype(np.float32), meta)
+        elif volume:
             mask_path = out / f"{stem}_mask{path.name[len(stem) :]}"
             write_volume(mask_path, mask, meta)
             if save_probabilities:
@@ -222,13 +247,15 @@ def predict_files(
                 np.save(prob_path, probs.astype(np.float32))
         map_paths = None
         if maps is not None:
-            map_paths = write_uncertainty_maps(maps, out, stem, path.name[len(stem) :], meta)
+            suffix = path.name[len(stem) :] or ".nii.gz"  # a DICOM series folder has none
+            map_paths = write_uncertainty_maps(maps, out, stem, suffix, meta)
             prob_path = map_paths["probability"]
         if save_overlays:
             overlay_path = out / f"{stem}_overlay.png"
             shown = mask if num_classes is None else (mask != 0).astype(np.uint8)
             save_overlay(image, None, shown, overlay_path, spacing=spacing, title=stem)
         results.append(PredictedFile(path, mask_path, prob_path, overlay_path, map_paths))
+    pd.DataFrame(measured).to_csv(out / "measurements.csv", index=False, float_format="%.6f")
     return results
 
 
@@ -239,8 +266,16 @@ def _expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            paths.extend(sorted(p for p in path.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)))
+        if is_dicom_series_dir(path):
+            paths.append(path)  # a folder of DICOM slices is one input
+        elif path.is_dir():
+            paths.extend(
+                sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.name.lower().endswith(IMAGE_SUFFIXES) or is_dicom_series_dir(p)
+                )
+            )
         elif path.exists():
             paths.append(path)
         else:
