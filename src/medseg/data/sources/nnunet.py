@@ -12,7 +12,8 @@ Layout::
 ``subset`` ``"train"`` reads ``imagesTr`` + ``labelsTr``, ``"test"`` reads ``imagesTs`` (samples
 without masks). The channels of a case are stacked in ``channel_names`` order (image
 ``C×D×H×W``, or ``C×H×W`` for 2D file endings such as ``.png``), spacing from the header (3D) or
-the ``spacing`` option (2D; nnU-Net itself assumes 1). Masks: with one foreground label a binary
+the ``spacing`` option (2D; nnU-Net itself assumes 1); an RGB image file (``CASE_0000.png``) holds
+three channels, as in nnU-Net's natural-image data sets. Masks: with one foreground label a binary
 mask; with several a class-index map (``meta["num_classes"]`` = K, ``class_values``, and
 ``label_names``), unless ``label`` picks one label as the binary foreground. Region-based labels
 (a list of values per name) are an error. ``meta["channel_names"]`` keeps the channel names.
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.io import file_format, read_image
+from medseg.data.io import IMAGE_2D_EXTS, file_format, read_image
 from medseg.data.sample import Sample
 from medseg.data.sources._common import check_same_shape, natural_key, parse_spacing, require_dir
 from medseg.data.sources.base import SOURCES, Source
@@ -128,8 +129,10 @@ class NnUNetSource(Source):
                 if m is None:
                     raise DataError(f"image file name lacks the _XXXX channel suffix (expected CASE_0000{self.file_ending})", p)
                 cases.setdefault(m["case"], {})[int(m["channel"])] = p
+            two_d = self.file_ending.lower().endswith(IMAGE_2D_EXTS)
             for case, files in cases.items():
-                if sorted(files) != self.channels:
+                # an RGB image file holds three channels (nnU-Net's natural-image reader)
+                if sorted(files) != self.channels and not (two_d and sorted(files) == [0]):
                     raise DataError(
                         f"case {case!r} has channels {sorted(files)}, dataset.json names {self.channels}",
                         self.images_dir,
@@ -146,10 +149,14 @@ class NnUNetSource(Source):
         files = self._index().get(case_id)
         if files is None:
             raise DataError(f"unknown case id {case_id!r}", self.images_dir)
-        paths = [files[c] for c in self.channels]
+        paths = [files[c] for c in sorted(files)]
         reads = [read_image(p) for p in paths]
         two_d = file_format(paths[0]) == "2d"
         image = stack_channels([r[0] for r in reads], paths, two_d)
+        if image.shape[0] != len(self.channels):
+            raise DataError(
+                f"case {case_id!r} has {image.shape[0]} channel(s), dataset.json names {len(self.channels)}", paths[0]
+            )
         meta: dict[str, Any] = dict(reads[0][2])
         meta["channel_names"] = self.channel_names
         if two_d:
