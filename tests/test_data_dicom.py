@@ -40,7 +40,14 @@ def _volume(seed: int = 0) -> np.ndarray:
 
 def _write(folder: Path, volume: np.ndarray, **kwargs: object) -> list[Path]:
     return write_dicom_series(
-        folder, volume, SPACING, ORIGIN, DIRECTION.ravel(), rescale_slope=0.5, rescale_intercept=-1024.0, **kwargs
+        folder,
+        volume,
+        SPACING,
+        ORIGIN,
+        DIRECTION.ravel(),
+        rescale_slope=0.5,
+        rescale_intercept=-1024.0,
+        **kwargs,
     )
 
 
@@ -100,7 +107,11 @@ def test_file_list_and_series_choice(tmp_path: Path) -> None:
         f.rename(folder / f"{f.parent.name}_{f.name}")
     series = list_series(folder)
     assert sorted(s.n_slices for s in series) == [4, 6]
-    with pytest.raises(DataError, match=r"2 image series here, pick one.*1.2.826.0.1.1 \(CT 'axial', 6 slices\); 1.2.826.0.1.2 \(CT 'thin', 4 slices\)"):
+    with pytest.raises(
+        DataError,
+        match=r"2 image series here, pick one.*"
+        r"1.2.826.0.1.1 \(CT 'axial', 6 slices\); 1.2.826.0.1.2 \(CT 'thin', 4 slices\)",
+    ):
         read_dicom_series(folder)
     thin = next(s for s in series if s.description == "thin")
     array, _, meta = read_dicom_series(folder, series_uid=thin.series_uid)
@@ -118,7 +129,9 @@ def test_file_list_and_series_choice(tmp_path: Path) -> None:
 def test_missing_slice_names_the_file_after_the_gap(tmp_path: Path) -> None:
     files = _write(tmp_path / "ct", _volume())
     files[3].unlink()
-    with pytest.raises(DataError, match=r"irregular slice spacing: a gap of 5.000 mm .* steps 2.500 mm") as err:
+    with pytest.raises(
+        DataError, match=r"irregular slice spacing: a gap of 5.000 mm .* steps 2.500 mm"
+    ) as err:
         read_dicom_series(tmp_path / "ct")
     assert err.value.path == str(files[4])
 
@@ -138,7 +151,9 @@ def _seg_like(path: Path) -> None:
 
 def test_non_image_object_is_named(tmp_path: Path) -> None:
     _seg_like(tmp_path / "seg.dcm")
-    with pytest.raises(DataError, match=r"not an image: a DICOM SEG object \(SOP class Segmentation Storage\)") as err:
+    with pytest.raises(
+        DataError, match=r"not an image: a DICOM SEG object \(SOP class Segmentation Storage\)"
+    ) as err:
         read_dicom_series(tmp_path / "seg.dcm")
     assert err.value.path == str(tmp_path / "seg.dcm")
     # beside an image series, the SEG is ignored when choosing the series
@@ -150,7 +165,7 @@ def test_non_image_object_is_named(tmp_path: Path) -> None:
 
 def test_compressed_transfer_syntax_without_decoder(tmp_path: Path) -> None:
     from pydicom.pixels import get_decoder
-    from pydicom.uid import HTJ2KLossless, JPEGLosslessSV1, MPEG2MPML
+    from pydicom.uid import MPEG2MPML, HTJ2KLossless, JPEGLosslessSV1
 
     def available(uid: pydicom.uid.UID) -> bool:
         try:
@@ -164,7 +179,10 @@ def test_compressed_transfer_syntax_without_decoder(tmp_path: Path) -> None:
     ds.file_meta.TransferSyntaxUID = syntax
     ds.PixelData = pydicom.encaps.encapsulate([b"\x00" * 64])
     ds.save_as(files[2], enforce_file_format=True)
-    with pytest.raises(DataError, match=re.escape(f"compressed transfer syntax {syntax.name} ({syntax}) and no installed decoder")) as err:
+    with pytest.raises(
+        DataError,
+        match=re.escape(f"compressed transfer syntax {syntax.name} ({syntax}) and no installed decoder"),
+    ) as err:
         read_dicom_series(tmp_path / "ct")
     assert err.value.path == str(files[2])
 

@@ -52,7 +52,10 @@ def test_default_codes_and_specs() -> None:
         {1: "prostate", 7: "tumour"},
         [{"label": 7, "name": "PZ lesion", "type": ["52988006", "SCT", "Lesion"]}],
     )
-    assert specs == [SegmentSpec(1, "prostate"), SegmentSpec(7, "PZ lesion", None, ("52988006", "SCT", "Lesion"))]
+    assert specs == [
+        SegmentSpec(1, "prostate"),
+        SegmentSpec(7, "PZ lesion", None, ("52988006", "SCT", "Lesion")),
+    ]
     assert segment_specs([2], ["background", "a"]) == [SegmentSpec(2, "label 2")]
     with pytest.raises(DataError, match="needs 'label' and 'name'"):
         segment_specs([1], None, [{"name": "x"}])
@@ -60,7 +63,9 @@ def test_default_codes_and_specs() -> None:
         check_output_format("rtstruct")
 
 
-def test_round_trip_gives_the_same_voxels_and_references(series: tuple[np.ndarray, dict], tmp_path: Path) -> None:
+def test_round_trip_gives_the_same_voxels_and_references(
+    series: tuple[np.ndarray, dict], tmp_path: Path
+) -> None:
     volume, meta = series
     mask = np.zeros(volume.shape, np.uint8)
     mask[1:4, 3:9, 2:7] = 1
@@ -110,13 +115,19 @@ def test_predict_dicom_series_to_dicom_seg(series: tuple[np.ndarray, dict], tmp_
     volume, meta = series
     cfg = load_config(
         None,
-        ["data.image_size=[16, 16]", "model.options={features: [4, 8]}", "data.label_names=[background, prostate]"],
+        [
+            "data.image_size=[16, 16]",
+            "model.options={features: [4, 8]}",
+            "data.label_names=[background, prostate]",
+        ],
     )
     model = build_model_from_config(cfg)
     with torch.no_grad():  # a large output bias: every voxel is foreground
         list(model.parameters())[-1].add_(50.0)
     checkpoint = save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "m.pt")
-    (item,) = predict_files(checkpoint, [tmp_path / "ct"], tmp_path / "out", device="cpu", output_format="dicom-seg")
+    (item,) = predict_files(
+        checkpoint, [tmp_path / "ct"], tmp_path / "out", device="cpu", output_format="dicom-seg"
+    )
     assert item.mask.name == "ct_seg.dcm"
     seg = pydicom.dcmread(item.mask)
     assert seg.SegmentSequence[0].SegmentLabel == "prostate"
@@ -127,12 +138,18 @@ def test_predict_dicom_series_to_dicom_seg(series: tuple[np.ndarray, dict], tmp_
     voxel_ml = 3.0 * 0.8 * 0.6 / 1000
     assert table.loc[0, "volume_ml_pred"] == pytest.approx(mask_again.sum() * voxel_ml, rel=1e-5)
     # the CLI: NIfTI by default, on the series' grid
-    result = CliRunner().invoke(app, ["predict", str(checkpoint), str(tmp_path / "ct"), "--out", str(tmp_path / "cli"), "--device", "cpu"])
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(checkpoint), str(tmp_path / "ct"), "--out", str(tmp_path / "cli"), "--device", "cpu"],
+    )
     assert result.exit_code == 0, result.output
     import nibabel as nib
 
     img = nib.load(tmp_path / "cli" / "ct_mask.nii.gz")
     np.testing.assert_allclose(img.header.get_zooms(), (0.6, 0.8, 3.0), atol=1e-5)
     np.testing.assert_array_equal(np.asarray(img.dataobj).transpose(2, 1, 0), mask_again)
-    bad = CliRunner().invoke(app, ["predict", str(checkpoint), str(tmp_path / "ct"), "--format", "rt", "--out", str(tmp_path / "x")])
+    bad = CliRunner().invoke(
+        app,
+        ["predict", str(checkpoint), str(tmp_path / "ct"), "--format", "rt", "--out", str(tmp_path / "x")],
+    )
     assert bad.exit_code == 2 and "output format must be one of" in bad.output

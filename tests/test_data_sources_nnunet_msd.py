@@ -40,7 +40,12 @@ def _nnunet_dataset(root: Path, labels: dict[str, int]) -> dict[str, list[np.nda
         arrays[case] = [*channels, label]
     for c in range(2):
         _nifti(root / "imagesTs" / f"liver_100_{c:04d}.nii.gz", rng.normal(size=(6, 5, 4)).astype(np.float32))
-    spec = {"channel_names": {"0": "CT", "1": "PET"}, "labels": labels, "numTraining": 3, "file_ending": ".nii.gz"}
+    spec = {
+        "channel_names": {"0": "CT", "1": "PET"},
+        "labels": labels,
+        "numTraining": 3,
+        "file_ending": ".nii.gz",
+    }
     (root / "dataset.json").write_text(json.dumps(spec))
     return arrays
 
@@ -100,7 +105,11 @@ def test_nnunet_source_reads_2d_png_datasets(tmp_path: Path) -> None:
     (root / "labelsTr").mkdir()
     Image.fromarray(image).save(root / "imagesTr" / "img1_0000.png")
     Image.fromarray((image[..., 0] > 128).astype(np.uint8)).save(root / "labelsTr" / "img1.png")
-    spec = {"channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": {"background": 0, "vessel": 1}, "file_ending": ".png"}
+    spec = {
+        "channel_names": {"0": "R", "1": "G", "2": "B"},
+        "labels": {"background": 0, "vessel": 1},
+        "file_ending": ".png",
+    }
     (root / "dataset.json").write_text(json.dumps(spec))
     (sample,) = build("nnunet", root=str(root), spacing=0.5).load_case("img1")
     assert sample.image.shape == (3, 8, 10) and sample.spacing == (0.5, 0.5)
@@ -196,8 +205,22 @@ def test_export_keeps_a_subjects_images_apart_and_the_cli(tmp_path: Path) -> Non
     (root / "training_set_pixel_size_and_HC.csv").write_text("\n".join(rows))
     result = CliRunner().invoke(
         app,
-        ["data", "export", "--to", "nnunet", "--source", "hc18", "--root", str(root), "-o", str(tmp_path / "raw"),
-         "--dataset-id", "18", "--name", "HC18"],
+        [
+            "data",
+            "export",
+            "--to",
+            "nnunet",
+            "--source",
+            "hc18",
+            "--root",
+            str(root),
+            "-o",
+            str(tmp_path / "raw"),
+            "--dataset-id",
+            "18",
+            "--name",
+            "HC18",
+        ],
     )
     assert result.exit_code == 0, result.output
     folder = tmp_path / "raw" / "Dataset018_HC18"
@@ -206,5 +229,7 @@ def test_export_keeps_a_subjects_images_apart_and_the_cli(tmp_path: Path) -> Non
     (sample,) = build("nnunet", root=str(folder)).load_case("001_002")
     assert sample.image.shape == (1, 1, 6, 8) and sample.spacing == pytest.approx((999.0, 0.25, 0.25))
     assert int(sample.target_mask.sum()) == 8
-    bad = CliRunner().invoke(app, ["data", "export", "--to", "msd", "--source", "hc18", "-o", str(tmp_path / "x")])
+    bad = CliRunner().invoke(
+        app, ["data", "export", "--to", "msd", "--source", "hc18", "-o", str(tmp_path / "x")]
+    )
     assert bad.exit_code == 2 and "--to must be 'nnunet'" in bad.output

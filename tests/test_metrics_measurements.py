@@ -29,7 +29,9 @@ from medseg.metrics.measurements import (
 
 def _sphere(radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
     shape = [int(2 * radius_mm / s) + 6 for s in spacing]
-    grids = np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
+    grids = np.meshgrid(
+        *[(np.arange(n) - (n - 1) / 2) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij"
+    )
     return sum(g**2 for g in grids) <= radius_mm**2
 
 
@@ -114,7 +116,11 @@ def test_measurement_rows_and_summary() -> None:
     assert one["volume_ml_error"] == pytest.approx(16 * 2 / 1000)
     assert one["components_pred"] == 1 and one["diameter_mm_error"] == 0
     assert rows[1]["label"] == 2 and rows[1]["volume_ml_error"] == 0
-    assert mask_measurements(gt[1] == 1, (1.0, 1.0)) == {"area_mm2": 16.0, "diameter_mm": pytest.approx(math.hypot(4, 4)), "components": 1.0}
+    assert mask_measurements(gt[1] == 1, (1.0, 1.0)) == {
+        "area_mm2": 16.0,
+        "diameter_mm": pytest.approx(math.hypot(4, 4)),
+        "components": 1.0,
+    }
     summary = summarize_measurements(pd.DataFrame(rows + measurement_rows("b", gt, (2.0, 1.0, 1.0), gt)))
     assert summary["label_1"]["volume_ml_error"]["mean"] == pytest.approx(0.016)
     assert summary["label_1"]["volume_ml_error"]["std"] == pytest.approx(np.std([0.032, 0.0], ddof=1))
@@ -128,7 +134,10 @@ def test_measurement_rows_and_summary() -> None:
     assert row["hc_abs_diff_mm"] == pytest.approx(abs(row["hc_mm_pred"] - 110.0))
     assert row["hc_gt_abs_diff_mm"] == row["hc_abs_diff_mm"]
     summary = summarize_measurements(pd.DataFrame([row, {**row, "hc_abs_diff_mm": float("nan")}]))
-    assert summary["label_1"]["hc_abs_diff_mm"]["n"] == 1 and summary["label_1"]["hc_abs_diff_mm"]["n_missing"] == 1
+    assert (
+        summary["label_1"]["hc_abs_diff_mm"]["n"] == 1
+        and summary["label_1"]["hc_abs_diff_mm"]["n_missing"] == 1
+    )
     with pytest.raises(ValueError, match="does not fit a 2D mask"):
         mask_measurements(head, (1.0,))
 

@@ -243,7 +243,9 @@ def read_dicom_series(
     gaps = np.diff(positions)
     if gaps.size and np.any(gaps < 1e-6):
         i = int(np.argmin(gaps))
-        raise DataError(f"two slices at the same position ({positions[i]:.3f} mm along the normal)", sorted_files[i + 1])
+        raise DataError(
+            f"two slices at the same position ({positions[i]:.3f} mm along the normal)", sorted_files[i + 1]
+        )
     if gaps.size:
         step = float(np.median(gaps))
         bad = np.flatnonzero(np.abs(gaps - step) > _GAP_TOLERANCE * step)
@@ -268,7 +270,9 @@ def read_dicom_series(
         except (NotImplementedError, RuntimeError, ValueError, AttributeError) as e:
             raise DataError(f"cannot decode the pixel data ({type(e).__name__}: {e})", f) from e
         if pixels.shape != shape:
-            raise DataError(f"pixel data of shape {pixels.shape}, expected one {shape[0]}×{shape[1]} frame", f)
+            raise DataError(
+                f"pixel data of shape {pixels.shape}, expected one {shape[0]}×{shape[1]} frame", f
+            )
         planes.append(np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32))
     array = np.stack(planes)
     direction = np.stack([cosines[0], cosines[1], normal], axis=1)  # columns: x, y, z index axes
@@ -342,10 +346,20 @@ def write_dicom_series(
         ds.file_meta = meta
         ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-        ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = patient_id, f"{patient_id}^", "", "O"
+        ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = (
+            patient_id,
+            f"{patient_id}^",
+            "",
+            "O",
+        )
         ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20260101", "000000", "1", ""
         ds.ReferringPhysicianName, ds.Manufacturer = "", "medseg"
-        ds.Modality, ds.SeriesDescription, ds.SeriesNumber, ds.InstanceNumber = modality, series_description, 1, z + 1
+        ds.Modality, ds.SeriesDescription, ds.SeriesNumber, ds.InstanceNumber = (
+            modality,
+            series_description,
+            1,
+            z + 1,
+        )
         ds.ImageOrientationPatient = [*(float(v) for v in matrix[:, 0]), *(float(v) for v in matrix[:, 1])]
         position = np.asarray(origin, dtype=float) + z * sz * matrix[:, 2]
         ds.ImagePositionPatient = [float(v) for v in position]

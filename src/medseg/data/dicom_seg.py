@@ -70,7 +70,9 @@ def segment_specs(
             raise DataError(f"each segment needs 'label' and 'name', got {dict(item)}")
         for key in ("category", "type"):
             if item.get(key) is not None and len(item[key]) != 3:
-                raise DataError(f"segment {key} must be [code value, coding scheme, meaning], got {item[key]}")
+                raise DataError(
+                    f"segment {key} must be [code value, coding scheme, meaning], got {item[key]}"
+                )
         by_label[int(item["label"])] = SegmentSpec(
             int(item["label"]),
             str(item["name"]),
@@ -173,7 +175,9 @@ def write_dicom_seg(
     return path
 
 
-def read_dicom_seg(path: str | Path, sop_instance_uids: Sequence[str]) -> tuple[np.ndarray, list[SegmentSpec]]:
+def read_dicom_seg(
+    path: str | Path, sop_instance_uids: Sequence[str]
+) -> tuple[np.ndarray, list[SegmentSpec]]:
     """A DICOM-SEG's label map on the series with ``sop_instance_uids`` (slice order) and its
     segments; voxel value = the segment's number (1..N) in the object."""
     import highdicom as hd

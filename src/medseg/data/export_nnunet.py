@@ -114,7 +114,9 @@ def export_nnunet(
     names = list(label_names or first.meta.get("label_names") or ["background", first.target])
     if len(names) != k:
         raise DataError(f"{len(names)} label names {names} for {k} classes", source.root)
-    chans = list(channel_names or first.meta.get("channel_names") or [f"channel_{i}" for i in range(n_channels)])
+    chans = list(
+        channel_names or first.meta.get("channel_names") or [f"channel_{i}" for i in range(n_channels)]
+    )
     if len(chans) != n_channels:
         raise DataError(f"{len(chans)} channel names {chans} for {n_channels} channels", source.root)
 
@@ -126,7 +128,12 @@ def export_nnunet(
         geometry = _geometry(sample)
         for c in range(n_channels):
             volume, spacing = _as_volume(sample.image[c], sample)
-            write_volume(images_dir / f"{identifier}_{c:04d}{FILE_ENDING}", volume.astype(np.float32), geometry, spacing)
+            write_volume(
+                images_dir / f"{identifier}_{c:04d}{FILE_ENDING}",
+                volume.astype(np.float32),
+                geometry,
+                spacing,
+            )
         if labelled:
             volume, spacing = _as_volume(sample.target_mask.astype(np.uint8), sample)
             write_volume(folder / "labelsTr" / f"{identifier}{FILE_ENDING}", volume, geometry, spacing)

@@ -36,7 +36,9 @@ def _check(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     if mask.ndim not in (2, 3):
         raise ValueError(f"measurements need a 2D or 3D mask, got shape {mask.shape}")
     if len(spacing) != mask.ndim or any(not s > 0 for s in spacing):
-        raise ValueError(f"spacing {tuple(spacing)} does not fit a {mask.ndim}D mask (positive, one per axis)")
+        raise ValueError(
+            f"spacing {tuple(spacing)} does not fit a {mask.ndim}D mask (positive, one per axis)"
+        )
     return mask
 
 
@@ -69,11 +71,8 @@ def slice_diameter_mm(mask2d: np.ndarray, spacing2d: Sequence[float]) -> float:
         [np.stack([rows + dr, cols + dc], axis=1) for dr in (0, 1) for dc in (0, 1)]
     ).astype(float) * np.asarray(spacing2d, dtype=float)
     corners = np.unique(corners, axis=0)
-    if len(corners) > 3:
-        try:
-            corners = corners[ConvexHull(corners).vertices]
-        except ValueError:  # scipy's QhullError (a subclass) on collinear points: use them all
-            pass
+    # pixel corners always span the plane, so the hull exists; its vertices hold the farthest pair
+    corners = corners[ConvexHull(corners).vertices]
     return float(pdist(corners).max())
 
 
@@ -102,7 +101,9 @@ def ramanujan_perimeter(a: float, b: float) -> float:
     return math.pi * (3 * (a + b) - math.sqrt((3 * a + b) * (a + 3 * b)))
 
 
-def fit_ellipse_mm(mask2d: np.ndarray, spacing2d: Sequence[float]) -> tuple[float, float, float, float, float] | None:
+def fit_ellipse_mm(
+    mask2d: np.ndarray, spacing2d: Sequence[float]
+) -> tuple[float, float, float, float, float] | None:
     """Direct least-squares ellipse (Fitzgibbon et al. 1999) through the mask's longest contour,
     in mm: ``(centre_y, centre_x, semi_axis_1, semi_axis_2, theta)``; ``None`` when the mask has
     too few contour points or the fit fails."""

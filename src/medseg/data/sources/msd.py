@@ -3,7 +3,8 @@
 Layout::
 
     ROOT = TaskXX_Name/
-      dataset.json   {"modality": {"0": "FLAIR", "1": "T1w", ...}, "labels": {"0": "background", "1": "edema"},
+      dataset.json   {"modality": {"0": "FLAIR", "1": "T1w", ...},
+                      "labels": {"0": "background", "1": "edema", ...},
                       "training": [{"image": "./imagesTr/X.nii.gz", "label": "./labelsTr/X.nii.gz"}, ...],
                       "test": ["./imagesTs/Y.nii.gz", ...]}
       imagesTr/  labelsTr/  imagesTs/
@@ -101,7 +102,9 @@ class MSDSource(Source):
         if self.subset == "train":
             for item in self.spec["training"]:
                 if not isinstance(item, dict) or "image" not in item or "label" not in item:
-                    raise DataError(f"each training entry needs 'image' and 'label', got {item!r}", self.spec_path)
+                    raise DataError(
+                        f"each training entry needs 'image' and 'label', got {item!r}", self.spec_path
+                    )
                 image = self._resolve(item["image"])
                 pairs[strip_extension(image.name)] = (image, self._resolve(item["label"]))
         else:
@@ -122,7 +125,8 @@ class MSDSource(Source):
         image, spacing, meta = read_nifti_channels(image_path)
         if image.shape[0] != len(self.modalities):
             raise DataError(
-                f"image has {image.shape[0]} channel(s), dataset.json lists {len(self.modalities)} modalities",
+                f"image has {image.shape[0]} channel(s), dataset.json lists "
+                f"{len(self.modalities)} modalities",
                 image_path,
             )
         meta["channel_names"] = self.modalities
@@ -134,7 +138,9 @@ class MSDSource(Source):
             check_same_shape(image.shape[1:], image_path, labels.shape, label_path)
             unknown = sorted(set(np.unique(labels).astype(int).tolist()) - set(self.labels))
             if unknown:
-                raise DataError(f"label values {unknown} are not in dataset.json labels {self.labels}", label_path)
+                raise DataError(
+                    f"label values {unknown} are not in dataset.json labels {self.labels}", label_path
+                )
             names = [self.labels[v] for v in sorted(self.labels)]
             if self.label is not None:
                 masks[self.target] = (labels == self.label).astype(np.uint8)

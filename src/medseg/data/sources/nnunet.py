@@ -56,10 +56,14 @@ def parse_nnunet_labels(labels: dict[str, Any], where: Path) -> dict[int, str]:
     out: dict[int, str] = {}
     for name, value in labels.items():
         if isinstance(value, (list, tuple)):
-            raise DataError(f"region-based label {name!r}: {value} is not supported (one value per label)", where)
+            raise DataError(
+                f"region-based label {name!r}: {value} is not supported (one value per label)", where
+            )
         out[int(value)] = str(name)
     if sorted(out) != list(range(len(out))) or 0 not in out:
-        raise DataError(f"labels must be consecutive integers 0..K-1 with 0 the background, got {labels}", where)
+        raise DataError(
+            f"labels must be consecutive integers 0..K-1 with 0 the background, got {labels}", where
+        )
     return out
 
 
@@ -111,11 +115,15 @@ class NnUNetSource(Source):
         self.channels = sorted(int(k) for k in self.spec["channel_names"])
         self.channel_names = [str(self.spec["channel_names"][str(k)]) for k in self.channels]
         if self.channels != list(range(len(self.channels))):
-            raise DataError(f"channel_names keys must be 0..C-1, got {list(self.spec['channel_names'])}", self.spec_path)
+            raise DataError(
+                f"channel_names keys must be 0..C-1, got {list(self.spec['channel_names'])}", self.spec_path
+            )
         self.labels = parse_nnunet_labels(self.spec["labels"], self.spec_path)
         if label is not None and label not in self.labels:
             raise DataError(f"label {label} is not in dataset.json labels {self.labels}", self.spec_path)
-        self.images_dir = require_dir(self.root / ("imagesTr" if subset == "train" else "imagesTs"), "nnU-Net images")
+        self.images_dir = require_dir(
+            self.root / ("imagesTr" if subset == "train" else "imagesTs"), "nnU-Net images"
+        )
         self.labels_dir = require_dir(self.root / "labelsTr", "nnU-Net labels") if subset == "train" else None
         self._cases: dict[str, dict[int, Path]] | None = None
 
@@ -127,7 +135,11 @@ class NnUNetSource(Source):
                     continue
                 m = _CHANNEL_RE.match(p.name[: -len(self.file_ending)])
                 if m is None:
-                    raise DataError(f"image file name lacks the _XXXX channel suffix (expected CASE_0000{self.file_ending})", p)
+                    raise DataError(
+                        "image file name lacks the _XXXX channel suffix "
+                        f"(expected CASE_0000{self.file_ending})",
+                        p,
+                    )
                 cases.setdefault(m["case"], {})[int(m["channel"])] = p
             two_d = self.file_ending.lower().endswith(IMAGE_2D_EXTS)
             for case, files in cases.items():
@@ -155,12 +167,15 @@ class NnUNetSource(Source):
         image = stack_channels([r[0] for r in reads], paths, two_d)
         if image.shape[0] != len(self.channels):
             raise DataError(
-                f"case {case_id!r} has {image.shape[0]} channel(s), dataset.json names {len(self.channels)}", paths[0]
+                f"case {case_id!r} has {image.shape[0]} channel(s), dataset.json names {len(self.channels)}",
+                paths[0],
             )
         meta: dict[str, Any] = dict(reads[0][2])
         meta["channel_names"] = self.channel_names
         if two_d:
-            spacing = parse_spacing(1.0 if self.spacing_option is None else self.spacing_option, 2, str(paths[0]))
+            spacing = parse_spacing(
+                1.0 if self.spacing_option is None else self.spacing_option, 2, str(paths[0])
+            )
             meta["spacing_assumed"] = self.spacing_option is None
         else:
             spacing = reads[0][1]
@@ -176,7 +191,9 @@ class NnUNetSource(Source):
             check_same_shape(image.shape[1:], paths[0], labels.shape, label_path)
             unknown = sorted(set(np.unique(labels).astype(int).tolist()) - set(self.labels))
             if unknown:
-                raise DataError(f"label values {unknown} are not in dataset.json labels {self.labels}", label_path)
+                raise DataError(
+                    f"label values {unknown} are not in dataset.json labels {self.labels}", label_path
+                )
             masks[self.target], extra = self._mask(labels)
             meta.update(extra)
             meta["mask_path"] = str(label_path)
@@ -195,7 +212,9 @@ class NnUNetSource(Source):
     def _mask(self, labels: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         names = [self.labels[v] for v in sorted(self.labels)]
         if self.label is not None:
-            return (labels == self.label).astype(np.uint8), {"label_names": ["background", self.labels[self.label]]}
+            return (labels == self.label).astype(np.uint8), {
+                "label_names": ["background", self.labels[self.label]]
+            }
         if len(self.labels) == 2:
             return (labels != 0).astype(np.uint8), {"label_names": names}
         extra = {"num_classes": len(self.labels), "class_values": sorted(self.labels), "label_names": names}
