@@ -75,7 +75,9 @@ def stats(values: pd.Series) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minutes", type=float, default=8.0, help="CPU training budget")
     parser.add_argument("--quick", action="store_true", help="1 minute at 64²: checks that the script runs")
     parser.add_argument("--size", type=int, default=128)
@@ -89,7 +91,9 @@ def main() -> None:
     start = time.perf_counter()
     checkpoint = train_model(args, console)
     train_min = (time.perf_counter() - start) / 60
-    result = evaluate_checkpoint(checkpoint, Path(args.out) / "eval", split="val", device="cpu", progress=False)
+    result = evaluate_checkpoint(
+        checkpoint, Path(args.out) / "eval", split="val", device="cpu", progress=False
+    )
     images = result.per_case
     measured = result.measurements
     assert measured is not None
