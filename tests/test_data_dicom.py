@@ -218,3 +218,37 @@ def test_folder_source_reads_dicom_series_with_nifti_masks(tmp_path: Path) -> No
     np.testing.assert_array_equal(sample.image[0], volume)
     np.testing.assert_array_equal(sample.target_mask, mask)
     np.testing.assert_allclose(sample.spacing, SPACING, atol=1e-6)
+
+
+def test_export_dicom_of_a_source_reads_back(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medseg.cli import app
+    from medseg.data.export_dicom import int16_rescale
+
+    assert int16_rescale(np.array([-1024.0, 3000.0])) == (1.0, 0.0)  # HU: stored as they are
+    slope, intercept = int16_rescale(np.array([0.0, 0.5, 1.0]))
+    assert slope == pytest.approx(1 / 65000) and intercept == pytest.approx(0.5)
+    result = CliRunner().invoke(
+        app,
+        [
+            "data",
+            "export",
+            "--to",
+            "dicom",
+            "--source",
+            "phantom",
+            "--option",
+            "n_patients=1",
+            "-o",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (sample,) = build("phantom", n_patients=1).load_case("phantom_00")
+    array, spacing, meta = read_image(tmp_path / "phantom_00")
+    step = float(np.ptp(sample.image[0])) / 65000
+    np.testing.assert_allclose(array, sample.image[0], atol=step)  # int16 quantisation
+    np.testing.assert_allclose(spacing, sample.spacing, rtol=1e-6)
+    mask, _, _ = read_image(tmp_path / "phantom_00_mask.nii.gz")
+    np.testing.assert_array_equal(mask, sample.target_mask)

@@ -232,4 +232,4 @@ def test_export_keeps_a_subjects_images_apart_and_the_cli(tmp_path: Path) -> Non
     bad = CliRunner().invoke(
         app, ["data", "export", "--to", "msd", "--source", "hc18", "-o", str(tmp_path / "x")]
     )
-    assert bad.exit_code == 2 and "--to must be 'nnunet'" in bad.output
+    assert bad.exit_code == 2 and "--to must be 'nnunet' or 'dicom'" in bad.output

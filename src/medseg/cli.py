@@ -487,7 +487,7 @@ def data_inspect(
 
 @data_app.command("export")
 def data_export(
-    to: Annotated[str, typer.Option(help="layout to write: nnunet (nnU-Net v2 raw)")],
+    to: Annotated[str, typer.Option(help="layout to write: nnunet (nnU-Net v2 raw) or dicom (series)")],
     source: Annotated[str, typer.Option(help="registered source name (medseg data sources)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder that gets DatasetXXX_Name/ (nnUNet_raw)")],
     root: Annotated[Path | None, typer.Option(help="data root in the source's published layout")] = None,
@@ -498,16 +498,22 @@ def data_export(
     name: Annotated[str, typer.Option(help="dataset name (DatasetXXX_<name>)")] = "medseg",
     overwrite: Annotated[bool, typer.Option(help="write into an existing, non-empty dataset folder")] = False,
 ) -> None:
-    """Write a data source in another tool's layout (nnU-Net v2: imagesTr, labelsTr, dataset.json)."""
+    """Write a data source in another tool's layout: nnU-Net v2 (imagesTr, labelsTr, dataset.json),
+    or DICOM (one CT-like series folder per volume, the mask as NIfTI beside it)."""
+    from medseg.data.export_dicom import export_dicom
     from medseg.data.export_nnunet import export_nnunet
     from medseg.data.sources import build
 
-    if to != "nnunet":
-        _fail(ValueError(f"--to must be 'nnunet', got '{to}'"))
+    if to not in ("nnunet", "dicom"):
+        _fail(ValueError(f"--to must be 'nnunet' or 'dicom', got '{to}'"))
     try:
         options = _parse_options(option)
         if root is not None:
             options["root"] = str(root)
+        if to == "dicom":
+            folders = export_dicom(build(source, **options), out)
+            console.print(f"wrote {len(folders)} DICOM series to {out}")
+            return
         folder = export_nnunet(build(source, **options), out, dataset_id, name, overwrite=overwrite)
     except (MedsegError, KeyError, TypeError) as exc:
         _fail(exc)
