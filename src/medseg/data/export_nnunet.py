@@ -145,7 +145,7 @@ def export_nnunet(
         "numTraining": n_training,
         "file_ending": FILE_ENDING,
         "name": name,
-        "description": f"exported by medseg from the '{type(source).__name__}' source at {source.root}",
+        "description": f"exported by medseg from the {type(source).__name__} at {source.root or 'memory'}",
         "medseg_patients": patients,
     }
     (folder / "dataset.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
