@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 HC18_ROOT = REPO.parent / "shared" / "data" / "hc18_us"
 
 
-def train_model(args: argparse.Namespace, console: Console) -> Path:
+def train_model(args: argparse.Namespace, console: Console) -> tuple[Path, int, int]:
+    """The best checkpoint, the epochs trained and the best epoch."""
     cfg = load_config(
         None,
         [
@@ -65,7 +66,7 @@ def train_model(args: argparse.Namespace, console: Console) -> Path:
     )
     cfg.output_dir = str(Path(args.out) / "train")
     result = train(cfg, console=console)
-    return result.best_checkpoint
+    return result.best_checkpoint, len(result.history), result.best_epoch
 
 
 def stats(values: pd.Series) -> dict[str, float]:
@@ -89,7 +90,7 @@ def main() -> None:
         args.minutes, args.size = min(args.minutes, 1.0), 64
     console = Console()
     start = time.perf_counter()
-    checkpoint = train_model(args, console)
+    checkpoint, epochs, best_epoch = train_model(args, console)
     train_min = (time.perf_counter() - start) / 60
     result = evaluate_checkpoint(
         checkpoint, Path(args.out) / "eval", split="val", device="cpu", progress=False
@@ -101,7 +102,7 @@ def main() -> None:
     missing = int(measured["hc_mm_pred"].isna().sum())
     rows: list[dict[str, Any]] = [
         {
-            "masks": f"U-Net 8..64, {args.size}², {train_min:.1f} min",
+            "masks": f"U-Net 8..64, {args.size}², {train_min:.1f} min, {epochs} epochs (best {best_epoch})",
             "images (subjects)": f"{len(images)} ({images['patient'].nunique()})",
             "Dice": f"{images['dice'].mean():.4f}",
             "HD95 (mm)": f"{images['hd95_mm'].mean():.2f}",
