@@ -26,8 +26,9 @@ from medseg.data.dicom_seg import (
     write_prediction,
 )
 from medseg.engine.checkpoint import save_checkpoint
-from medseg.engine.predict import build_model_from_config, predict_files
+from medseg.engine.predict import predict_files
 from medseg.errors import DataError
+from medseg.models import build_from_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -121,7 +122,7 @@ def test_predict_dicom_series_to_dicom_seg(series: tuple[np.ndarray, dict], tmp_
             "data.label_names=[background, prostate]",
         ],
     )
-    model = build_model_from_config(cfg)
+    model = build_from_config(cfg)
     with torch.no_grad():  # a large output bias: every voxel is foreground
         list(model.parameters())[-1].add_(50.0)
     checkpoint = save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "m.pt")
