@@ -670,7 +670,7 @@ CONFIG_ERRORS = {
     "model.name=nosuch": r"config key model\.name = 'nosuch': unknown model; available: .*unet",
     "loss.name=nosuch": r"config key loss\.name = 'nosuch': unknown loss; available: .*dice_bce",
     "optim.name=nosuch": r"config key optim\.name = 'nosuch': unknown optim; available: adam, adamw, sam",
-    "optim.scheduler=nosuch": r"config key optim\.scheduler = 'nosuch': unknown scheduler; available: budget, con",
+    "optim.scheduler=nosuch": r"config key optim\.scheduler = 'nosuch': unknown scheduler; available: budget",
     "data.source=nosuch": r"config key data\.source = 'nosuch': unknown source; available: busi",
     "model.options=3": r"config key model\.options = 3: expected a mapping",
     "train.nosuch=1": r"unknown key\(s\) \['nosuch'\] in train",

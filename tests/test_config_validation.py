@@ -50,7 +50,7 @@ def test_registry_names_list_the_available_ones() -> None:
         ("model.name=unett", r"model\.name = 'unett': unknown model; available: .*\bunet\b"),
         ("loss.name=dise", r"loss\.name = 'dise': unknown loss; available: .*\bdice\b"),
         ("optim.name=adan", r"optim\.name = 'adan': unknown optim; available: adam, adamw, sam, sgd"),
-        ("optim.scheduler=step", r"optim\.scheduler = 'step': unknown scheduler; available: budget, constant, co"),
+        ("optim.scheduler=step", r"optim\.scheduler = 'step': unknown scheduler; available: budget, con"),
         ("data.source=kaggle", r"data\.source = 'kaggle': unknown source; available: busi, drive"),
         ("data.test_source=kaggle", r"data\.test_source = 'kaggle': unknown source"),
     ):

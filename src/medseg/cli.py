@@ -291,11 +291,17 @@ def predict(
         str, typer.Option(help="torch, onnxruntime (an exported .onnx), or auto: by the file suffix")
     ] = "auto",
     overwrite: Annotated[bool, typer.Option(help="replace outputs that already exist in OUT")] = False,
+    format_: Annotated[
+        str,
+        typer.Option("--format", help="mask format: 'auto' (the input's; NIfTI for DICOM) or 'dicom-seg'"),
+    ] = "auto",
 ) -> None:
     """Segment images or volumes; masks keep the input geometry (NIfTI affine preserved).
 
     Outputs never overwrite each other (inputs sharing a name keep their relative folders) nor
-    earlier outputs in OUT (pass --overwrite to replace them).
+    earlier outputs in OUT (pass --overwrite to replace them). A DICOM series is a folder of
+    slices; `--format dicom-seg` writes a DICOM Segmentation that references it.
+    `measurements.csv` lists each mask's volume (mL), diameter (mm) and components.
 
     `--uncertainty` writes float maps next to each mask: volumes in the input's format and
     geometry, 2D images as `.npy` arrays in the image's pixel grid.
@@ -326,6 +332,7 @@ def predict(
                 uncertainty=sampled,
                 backend=backend,
                 overwrite=overwrite,
+                output_format=format_,
             )
             for item in results:
                 console.print(f"{item.input} → {item.mask}")
@@ -575,6 +582,41 @@ def data_inspect(
     except (MedsegError, KeyError, TypeError) as exc:
         _fail(exc)
     console.print(render_inspect(report))
+
+
+@data_app.command("export")
+def data_export(
+    to: Annotated[str, typer.Option(help="layout to write: nnunet (nnU-Net v2 raw) or dicom (series)")],
+    source: Annotated[str, typer.Option(help="registered source name (medseg data sources)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder that gets DatasetXXX_Name/ (nnUNet_raw)")],
+    root: Annotated[Path | None, typer.Option(help="data root in the source's published layout")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", help="source option key=value")
+    ] = None,
+    dataset_id: Annotated[int, typer.Option(help="nnU-Net dataset id (1..999)")] = 501,
+    name: Annotated[str, typer.Option(help="dataset name (DatasetXXX_<name>)")] = "medseg",
+    overwrite: Annotated[bool, typer.Option(help="write into an existing, non-empty dataset folder")] = False,
+) -> None:
+    """Write a data source in another tool's layout: nnU-Net v2 (imagesTr, labelsTr, dataset.json),
+    or DICOM (one CT-like series folder per volume, the mask as NIfTI beside it)."""
+    from medseg.data.export_dicom import export_dicom
+    from medseg.data.export_nnunet import export_nnunet
+    from medseg.data.sources import build
+
+    if to not in ("nnunet", "dicom"):
+        _fail(ValueError(f"--to must be 'nnunet' or 'dicom', got '{to}'"))
+    try:
+        options = _parse_options(option)
+        if root is not None:
+            options["root"] = str(root)
+        if to == "dicom":
+            folders = export_dicom(build(source, **options), out)
+            console.print(f"wrote {len(folders)} DICOM series to {out}")
+            return
+        folder = export_nnunet(build(source, **options), out, dataset_id, name, overwrite=overwrite)
+    except (MedsegError, KeyError, TypeError) as exc:
+        _fail(exc)
+    console.print(f"wrote {folder} (dataset.json, imagesTr, labelsTr)")
 
 
 @data_app.command("phantom")

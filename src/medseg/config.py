@@ -63,6 +63,10 @@ class DataConfig:
     # promptable models (medsam, litemedsam): each side of a training box moves outward by a
     # random 0..box_shift px; None = MedSAM's 20 px at 1024, scaled (5 px at 256)
     box_shift: int | None = None
+    # names of classes 0..K-1 (background first) and DICOM-SEG segments ({label, name, category,
+    # type}; medseg.data.dicom_seg.segment_specs) for `medseg predict --format dicom-seg`
+    label_names: list[str] | None = None
+    segments: list[dict[str, Any]] | None = None
 
 
 @dataclass

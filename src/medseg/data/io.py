@@ -43,7 +43,8 @@ _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
 def file_format(path: str | Path) -> str:
-    """Format of ``path`` from its extension: ``"2d"``, ``"nifti"`` or ``"itk"``.
+    """Format of ``path`` from its extension: ``"2d"``, ``"nifti"`` or ``"itk"``; ``"dicom"`` for
+    a DICOM file (``.dcm`` or the ``DICM`` preamble) or a folder holding DICOM slices.
 
     Raises :class:`DataError` for any other extension.
     """
@@ -54,6 +55,10 @@ def file_format(path: str | Path) -> str:
         return "itk"
     if name.endswith(IMAGE_2D_EXTS):
         return "2d"
+    from medseg.data.dicom import is_dicom_file, is_dicom_series_dir
+
+    if is_dicom_file(path) or is_dicom_series_dir(path):
+        return "dicom"  # a DICOM file or a folder of slices (medseg.data.dicom)
     known = ", ".join(IMAGE_2D_EXTS + NIFTI_EXTS + ITK_EXTS)
     raise DataError(f"unknown image file extension (known: {known})", path)
 
@@ -81,10 +86,15 @@ def read_image(path: str | Path) -> tuple[np.ndarray, Spacing | None, dict[str, 
     """Read any supported image: ``(array, spacing or None, meta)`` in medseg axis order.
 
     See the module docstring for the per-format axis order and meta keys. ``meta["format"]`` is
-    ``"2d"``, ``"nifti"`` or ``"itk"``; ``meta["path"]`` is the file read.
+    ``"2d"``, ``"nifti"``, ``"itk"`` or ``"dicom"`` (:func:`medseg.data.dicom.read_dicom`: a series
+    folder or file, ``D×H×W`` in HU with ITK-style geometry keys); ``meta["path"]`` is the file read.
     """
     path = Path(path)
     fmt = file_format(path)
+    if fmt == "dicom":
+        from medseg.data.dicom import read_dicom
+
+        return read_dicom(path)
     _check_file(path)
     if fmt == "nifti":
         return _read_nifti(path)

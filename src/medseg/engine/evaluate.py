@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from rich.console import Console
 from rich.progress import track
@@ -44,6 +45,7 @@ from medseg.engine.predict import predict_probabilities
 from medseg.errors import DataError
 from medseg.metrics import PROTOCOLS, microsegnet_protocol, summarize
 from medseg.metrics.evaluation import MetricTables, SegmentationMetrics, summarize_table, write_metric_tables
+from medseg.metrics.measurements import measurement_rows, summarize_measurements
 from medseg.provenance import code_provenance, file_sha256
 from medseg.report.slices import CASE_SLICES_FILE, case_slice, write_case_slices
 
@@ -54,6 +56,9 @@ class EvaluationResult(MetricTables):
 
     # case name (the ``case`` of the per-volume or per-image rows) → its slice for the HTML report
     case_slices: dict[str, Any] = field(default_factory=dict)
+    # one row per case and label: volume/diameter/components (and HC18's HC) of prediction vs
+    # ground truth (medseg.metrics.measurements), written to measurements.csv
+    measurements: pd.DataFrame | None = None
 
 
 def segmentation_metrics(cfg: EvalConfig, num_classes: int | None = None) -> SegmentationMetrics:
@@ -98,6 +103,7 @@ def evaluate_model(
     predictions: dict[str, np.ndarray] = {}
     slices: dict[str, Any] = {}
     assign_keys(samples)
+    measured: list[dict[str, Any]] = []
     iterator = track(samples, description="evaluating") if progress else samples
     for sample in iterator:
         if num_classes is None:
@@ -114,6 +120,9 @@ def evaluate_model(
         key = sample.key
         predictions[key] = pred.astype(np.uint8)
         report_key = sample.case_id if sample.ndim == 3 else key  # the `case` of its report-level row
+        labels = None if num_classes is None else list(range(1, num_classes))
+        reference_hc = sample.meta.get("head_circumference_mm")
+        measured += measurement_rows(report_key, pred, sample.spacing, gt, labels, reference_hc)
         slices[report_key] = case_slice(sample.image, gt, pred, sample.spacing)
         if sample.ndim == 3:
             for z in range(gt.shape[0]):
@@ -174,7 +183,9 @@ def evaluate_model(
             "hd95_mm": summarize(per_patient["microsegnet_hd95_mm"].to_numpy(dtype=float)),
             "n_slices_skipped": int(per_patient["microsegnet_n_slices_skipped"].sum()),
         }
-    return EvaluationResult(tables.per_case, per_patient, summary, slices), predictions
+    measurements = pd.DataFrame(measured)
+    summary["measurements"] = summarize_measurements(measurements)
+    return EvaluationResult(tables.per_case, per_patient, summary, slices, measurements), predictions
 
 
 def write_evaluation(result: EvaluationResult, out_dir: str | Path) -> tuple[Path, Path]:
@@ -183,6 +194,8 @@ def write_evaluation(result: EvaluationResult, out_dir: str | Path) -> tuple[Pat
     csv_path, json_path = write_metric_tables(result, out_dir)
     if result.case_slices:
         write_case_slices(result.case_slices, Path(out_dir) / CASE_SLICES_FILE)
+    if result.measurements is not None and not result.measurements.empty:
+        result.measurements.to_csv(Path(out_dir) / "measurements.csv", index=False, float_format="%.6f")
     return csv_path, json_path
 
 
@@ -244,6 +257,7 @@ def evaluate_files(
     """
     metrics = segmentation_metrics(cfg)
     slices = {}
+    measured: list[dict[str, Any]] = []
     for name, pred_path, gt_path in match_files(pred, gt):
         read = read_mask_pair(pred_path, gt_path, labels, resample_pred)
         missing = pred_path is None
@@ -265,6 +279,7 @@ def evaluate_files(
                 extra["pred_resampled"] = True
             metrics(pair.pred, pair.gt, use_spacing, case=case, extra=extra)
             slices[case] = case_slice(None, pair.gt, pair.pred, use_spacing)  # no image: masks only
+            measured += measurement_rows(case, pair.pred, use_spacing, pair.gt, [1])
     tables = metrics.aggregate()  # no patient column: no per-patient level
     per_case = tables.per_case
     summary = {
@@ -280,8 +295,14 @@ def evaluate_files(
         }
     if resample_pred:
         summary["pred_resampled"] = "nearest neighbour onto the ground-truth grid (SimpleITK)"
+    measurements = pd.DataFrame(measured)
+    summary["measurements"] = summarize_measurements(measurements)
     return EvaluationResult(
-        per_case=tables.per_case, per_patient=tables.per_patient, summary=summary, case_slices=slices
+        per_case=tables.per_case,
+        per_patient=tables.per_patient,
+        summary=summary,
+        case_slices=slices,
+        measurements=measurements,
     )
 
 

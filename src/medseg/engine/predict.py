@@ -16,11 +16,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from medseg.data.dicom import is_dicom_series_dir
+from medseg.data.dicom_seg import check_output_format, write_prediction
 from medseg.data.io import (
     IMAGE_2D_EXTS,
     ITK_EXTS,
@@ -46,6 +50,7 @@ from medseg.engine.output_paths import check_not_overwriting, output_bases
 from medseg.engine.uncertainty import UncertaintyOptions, predict_sample_uncertainty, write_uncertainty_maps
 from medseg.errors import DataError
 from medseg.export.runtime import load_predictor
+from medseg.metrics.measurements import measurement_rows
 from medseg.models import SegmentationModel
 from medseg.report.figures import save_overlay
 
@@ -151,6 +156,7 @@ def predict_files(
     uncertainty: UncertaintyOptions | None = None,
     backend: str = "auto",
     overwrite: bool = False,
+    output_format: str = "auto",
 ) -> list[PredictedFile]:
     """Segment image files or volumes; masks keep the input geometry (NIfTI affine preserved).
 
@@ -167,7 +173,14 @@ def predict_files(
 
     ``checkpoint`` may be an ONNX export (``backend`` ``onnxruntime``, or ``auto`` for a ``.onnx``
     file, :func:`medseg.export.runtime.load_predictor`): the same pre- and post-processing apply.
+
+    A DICOM series (a folder of slices, :mod:`medseg.data.dicom`) gets its mask as NIfTI on the
+    series' grid, or, with ``output_format="dicom-seg"``, as a DICOM Segmentation that references
+    the series (:mod:`medseg.data.dicom_seg`; segment names from ``data.label_names`` /
+    ``data.segments``). ``measurements.csv`` next to the masks has each mask's volume (mL) or area
+    (mm²), longest in-plane diameter and component count (:mod:`medseg.metrics.measurements`).
     """
+    check_output_format(output_format)
     torch_device = resolve_device(device)
     model, cfg, state = load_predictor(checkpoint, torch_device, backend)
     window = sliding_window_from_config(cfg)
@@ -181,15 +194,17 @@ def predict_files(
         raise DataError("no input images found", ", ".join(str(p) for p in inputs))
     bases = output_bases(paths)
     planned = [
-        out / f"{base}_{kind}{_output_extension(path, kind)}"
+        _output_path(out, base, path, kind, output_format)
         for path, base in bases.items()
         for kind, wanted in (("mask", True), ("prob", save_probabilities), ("overlay", save_overlays))
         if wanted
     ]
     check_not_overwriting(planned, overwrite)
     results = []
+    measured: list[dict[str, Any]] = []
     for path, base in bases.items():
         array, spacing, meta = read_image(path)
+        spacing_known = spacing is not None
         header_format = file_format(path) != "2d"
         volume = header_format and array.ndim == 3  # a 2D NIfTI/NRRD/MHA is a 2D image
         if window is not None and not volume:
@@ -224,8 +239,26 @@ def predict_files(
         where = out / base.parent
         where.mkdir(parents=True, exist_ok=True)
         prob_path = overlay_path = None
-        mask_path = out / f"{base}_mask{_output_extension(path, 'mask')}"
-        if header_format:
+        mask_path = _output_path(out, base, path, "mask", output_format)
+        measured += [
+            {**row, "spacing_assumed": not spacing_known}
+            for row in measurement_rows(base.as_posix(), mask, spacing)
+        ]
+        if meta.get("format") == "dicom" or output_format == "dicom-seg":
+            mask_path = write_prediction(
+                mask,
+                meta,
+                where,
+                base.name,
+                output_format,
+                cfg.data.label_names,
+                cfg.data.segments,
+                class_values,
+            )
+            if save_probabilities:
+                prob_path = out / f"{base}_prob{_output_extension(path, 'prob')}"
+                write_volume(prob_path, probs.astype(np.float32), meta)
+        elif header_format:
             write_volume(mask_path, mask, meta)
             if save_probabilities:
                 prob_path = out / f"{base}_prob{_output_extension(path, 'prob')}"
@@ -237,21 +270,35 @@ def predict_files(
                 np.save(prob_path, probs.astype(np.float32))
         map_paths = None
         if maps is not None:
-            map_paths = write_uncertainty_maps(maps, where, base.name, path.name[len(stem) :], meta)
+            suffix = _output_extension(path, "mask")  # a DICOM series folder has none: NIfTI
+            map_paths = write_uncertainty_maps(maps, where, base.name, suffix, meta)
             prob_path = map_paths["probability"]
         if save_overlays:
             overlay_path = out / f"{base}_overlay.png"
             shown = mask if num_classes is None else (mask != 0).astype(np.uint8)
             save_overlay(image, None, shown, overlay_path, spacing=spacing, title=stem)
         results.append(PredictedFile(path, mask_path, prob_path, overlay_path, map_paths))
+    pd.DataFrame(measured).to_csv(out / "measurements.csv", index=False, float_format="%.6f")
     return results
 
 
+def _output_path(out: Path, base: Path, path: Path, kind: str, output_format: str = "auto") -> Path:
+    """Where ``predict`` writes output ``kind`` (mask, prob, overlay) of input ``path``: ``out/base``
+    + ``_kind`` + :func:`_output_extension`; a DICOM-SEG mask is ``_seg.dcm`` (:func:`write_prediction`)."""
+    if kind == "mask" and output_format == "dicom-seg":
+        return out / f"{base}_seg.dcm"
+    return out / f"{base}_{kind}{_output_extension(path, kind)}"
+
+
 def _output_extension(path: Path, kind: str) -> str:
-    """Extension of a ``predict`` output: the input's own for header formats, else PNG / npy."""
+    """Extension of a ``predict`` output: the input's own for header formats, NIfTI for a DICOM
+    series, else PNG / npy."""
     if kind == "overlay":
         return ".png"
-    if file_format(path) != "2d":
+    fmt = file_format(path)
+    if fmt == "dicom":
+        return ".nii.gz"
+    if fmt != "2d":
         return path.name[len(strip_extension(path.name)) :]
     return ".png" if kind == "mask" else ".npy"
 
@@ -263,8 +310,16 @@ def _expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            paths.extend(sorted(p for p in path.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)))
+        if is_dicom_series_dir(path):
+            paths.append(path)  # a folder of DICOM slices is one input
+        elif path.is_dir():
+            paths.extend(
+                sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.name.lower().endswith(IMAGE_SUFFIXES) or is_dicom_series_dir(p)
+                )
+            )
         elif path.exists():
             paths.append(path)
         else:

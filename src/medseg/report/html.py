@@ -49,6 +49,7 @@ from medseg.report.formatting import (
     script_json,
     show_value,
 )
+from medseg.report.measurements import measurements_section
 from medseg.report.paired import compare_overlays, config_table, paired_table
 from medseg.report.results import BEST_CHECKPOINT, ResultDir, load_result_dir
 from medseg.report.slices import CASE_SLICES_FILE, CaseSliceFile
@@ -367,6 +368,7 @@ def _render(
         "distribution": _distribution_section(results, seed),
         "training": _training_section(results),
         "calibration": _calibration_section(results),
+        "measurements": measurements_section(main.path),
         "gt_color": hex_color(GT_RGB),
         "pred_color": hex_color(PRED_RGB),
         "both_color": hex_color(BOTH_RGB),

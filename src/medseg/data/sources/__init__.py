@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 # importing the modules registers the sources
-from medseg.data.sources import busi, drive, em_stack, folder, hc18, lgg, microus, phantom  # noqa: F401
+from medseg.data.sources import busi, drive, em_stack, folder, hc18, lgg, microus, msd, nnunet, phantom  # noqa: F401
 from medseg.data.sources.base import SOURCES, Source
 
 

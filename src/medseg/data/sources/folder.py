@@ -10,7 +10,9 @@ them; ``masks=None`` reads unlabeled images (no masks).
 
 Formats: PNG/TIFF/GIF/JPEG are 2D (``C×H×W``; ``channels`` 1/3/None = as stored) with spacing
 from the ``spacing`` option (default 1.0 mm, then ``meta["spacing_assumed"] = True``);
-NIfTI/NRRD/MHA are 3D (``C×D×H×W``) with the spacing of the header. Masks are read by the mask
+NIfTI/NRRD/MHA are 3D (``C×D×H×W``) with the spacing of the header, and so is a DICOM series: a
+pattern that matches folders of DICOM slices (``images="dicom/*"``) reads each as one volume, in HU
+(:mod:`medseg.data.dicom`). Masks are read by the mask
 policy (:mod:`medseg.data.mask_policy`): a binary mask ({0, 1}, {0, 255}, {0, k}) is foreground
 where non-zero; a multi-label map such as pyradiomics' 0/1/7/8/9 is an error unless ``label``
 picks one value, or ``label: any`` takes their union on purpose. With ``labels: [v1, …, vK]``
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.data.dicom import is_dicom_series_dir
 from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, file_format, read_image, strip_extension
 from medseg.data.mask_policy import binary_mask, read_label_map
 from medseg.data.sample import Sample
@@ -160,7 +163,7 @@ class FolderSource(Source):
         regex = _pattern_regex(Path(pattern).name)
         found: dict[str, Path] = {}
         for p in sorted(self.root.glob(pattern)):
-            if not p.is_file():
+            if not p.is_file() and not is_dicom_series_dir(p):  # a DICOM series is a folder
                 continue
             k = _key(p, regex, suffix) or strip_extension(p.name)
             if k in found:
