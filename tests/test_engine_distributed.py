@@ -106,7 +106,14 @@ RUNS = {
 def two(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The runs of ``RUNS`` on 2 processes (gloo), each in ``root/<name>``."""
     root = tmp_path_factory.mktemp("two")
-    mp.spawn(_worker, args=(2, _free_port(), str(root)), nprocs=2, join=True)
+    try:
+        mp.spawn(_worker, args=(2, _free_port(), str(root)), nprocs=2, join=True)
+    except mp.ProcessExitedException:
+        # A child killed by a signal (seen once in a fresh CI clone: gloo's "terminate called without
+        # an active exception", not reproducible in 10 reruns) gets one more try on a new port and
+        # folder; a Python error in a child (ProcessRaisedException) is never retried.
+        root = tmp_path_factory.mktemp("two_retry")
+        mp.spawn(_worker, args=(2, _free_port(), str(root)), nprocs=2, join=True)
     return root
 
 
