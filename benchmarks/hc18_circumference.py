@@ -5,7 +5,9 @@ before the first ``_``, so that a subject's images stay on one side): a seeded 8
 subjects. The recipe is medseg's 2D U-Net recipe for HC18 (as in
 ``benchmarks/uncertainty_calibration.py``: U-Net widths 8..64, Dice + BCE, Adam 2e-3, images
 resized to ``--size``², probabilities resized back to each image's own pixels), trained for at most
-``--minutes`` on the CPU. ``medseg.evaluate_checkpoint`` then scores the held-out images: Dice,
+``--minutes`` on the CPU. The held-out subjects are also the run's validation split, so the
+weights scored are the FINAL ones (``last.pt``), never the epoch that scored best on them (that
+would be model selection on the reported images). ``medseg.evaluate_checkpoint`` scores them: Dice,
 HD95 (mm, pooled), and the head circumference of an ellipse fitted to the predicted mask
 (Fitzgibbon et al. 1999 direct least squares; Ramanujan's perimeter;
 :mod:`medseg.metrics.measurements`) against the CSV's reference HC, as the absolute difference in
@@ -36,8 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 HC18_ROOT = REPO.parent / "shared" / "data" / "hc18_us"
 
 
-def train_model(args: argparse.Namespace, console: Console) -> tuple[Path, int, int]:
-    """The best checkpoint, the epochs trained and the best epoch."""
+def train_model(args: argparse.Namespace, console: Console) -> tuple[Path, int]:
+    """The final checkpoint (``last.pt``) and the epochs trained."""
     cfg = load_config(
         None,
         [
@@ -66,7 +68,7 @@ def train_model(args: argparse.Namespace, console: Console) -> tuple[Path, int, 
     )
     cfg.output_dir = str(Path(args.out) / "train")
     result = train(cfg, console=console)
-    return result.best_checkpoint, len(result.history), result.best_epoch
+    return result.last_checkpoint, len(result.history)
 
 
 def stats(values: pd.Series) -> dict[str, float]:
@@ -90,7 +92,7 @@ def main() -> None:
         args.minutes, args.size = min(args.minutes, 1.0), 64
     console = Console()
     start = time.perf_counter()
-    checkpoint, epochs, best_epoch = train_model(args, console)
+    checkpoint, epochs = train_model(args, console)
     train_min = (time.perf_counter() - start) / 60
     result = evaluate_checkpoint(
         checkpoint, Path(args.out) / "eval", split="val", device="cpu", progress=False
@@ -102,7 +104,7 @@ def main() -> None:
     missing = int(measured["hc_mm_pred"].isna().sum())
     rows: list[dict[str, Any]] = [
         {
-            "masks": f"U-Net 8..64, {args.size}², {train_min:.1f} min, {epochs} epochs (best {best_epoch})",
+            "masks": f"U-Net 8..64, {args.size}², {train_min:.1f} min, final weights of {epochs} epochs",
             "images (subjects)": f"{len(images)} ({images['patient'].nunique()})",
             "Dice": f"{images['dice'].mean():.4f}",
             "HD95 (mm)": f"{images['hd95_mm'].mean():.2f}",
