@@ -247,12 +247,9 @@ def budget(
     optimizer: torch.optim.Optimizer,
     total_steps: int | None = None,
     budget_seconds: float | None = None,
-    shape: str = "poly",
-    warmup_fraction: float = 0.0,
-    power: float = 0.9,
-    end_ratio: float = 0.0,
+    **options: Any,
 ) -> BudgetSchedule:
     """Poly or cosine with warm-up over a time budget (budget_seconds) or a step count; ends exactly there."""
     if budget_seconds is not None:
         total_steps = None  # the time budget rules; build_scheduler always passes a step count
-    return BudgetSchedule(optimizer, total_steps, budget_seconds, shape, warmup_fraction, power, end_ratio)
+    return BudgetSchedule(optimizer, total_steps, budget_seconds, **options)
