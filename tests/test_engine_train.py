@@ -88,3 +88,85 @@ def test_deep_supervision_model_trains(tmp_path: Path) -> None:
 def test_steps_per_epoch() -> None:
     assert steps_per_epoch(10, 4) == 2
     assert steps_per_epoch(3, 4) == 1
+
+
+# ----------------------------------------------------------------- budget, validation, selection
+
+
+def test_a_step_budget_ends_mid_epoch_with_the_lr_at_its_end_value(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tmp_path / "run",
+        "train.epochs=10",
+        "optim.scheduler=budget",
+        "optim.scheduler_options={total_steps: 5, end_ratio: 0.0}",
+    )
+    taken: list[tuple[int, int]] = []
+    result = train(cfg, on_step=lambda epoch, step: taken.append((epoch, step)))
+    assert len(taken) == 5  # exactly the budget's steps
+    steps = steps_per_epoch(3 * 4, 4)  # 3 training patients × 4 slices, batch 4
+    assert taken[-1] == (4 // steps, 4 % steps)  # mid-epoch: the 5th step ends the run
+    assert len(result.history) == 4 // steps + 1
+    assert result.history[-1]["lr"] == 0.0
+    assert result.history[-1]["val_dice"] == result.history[-1]["val_dice"]  # the end is validated
+
+
+def test_a_time_budget_follows_max_time_minutes(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tmp_path / "run", "train.epochs=1000", "optim.scheduler=budget", "train.max_time_minutes=0.05"
+    )
+    result = train(cfg)
+    assert 1 <= len(result.history) < 1000
+    assert result.history[-1]["lr"] == 0.0  # annealed to the end exactly when the 3 s were spent
+
+
+def test_val_every_skips_validation_but_always_validates_the_last_epoch(tmp_path: Path) -> None:
+    result = train(tiny_config(tmp_path / "run", "train.epochs=5", "train.val_every=2"))
+    validated = [row["epoch"] for row in result.history if row["val_dice"] == row["val_dice"]]
+    assert validated == [2, 4, 5]
+    text = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert text[0].split(",")[4] == "val_dice_ema" and ",nan," in text[1]
+
+
+def test_checkpoint_selection_by_hand() -> None:
+    from medseg.engine.train import CheckpointSelection
+
+    ema = CheckpointSelection("ema", decay=0.5)
+    picks = [ema.update(d) for d in (0.2, 0.9, 0.1, 0.6)]
+    # ema: 0.2 → 0.55 → 0.325 → 0.4625: best at the 2nd, not the 4th (its raw 0.6 < 0.9 anyway)
+    assert picks == [True, True, False, False]
+    assert ema.ema == pytest.approx(0.4625)
+    best = CheckpointSelection("best")
+    assert [best.update(d) for d in (0.2, 0.9, 0.1, 0.95)] == [True, True, False, True]
+    last = CheckpointSelection("last")
+    assert all(last.update(d) for d in (0.5, 0.1))
+    assert not last.update(float("nan"))
+    replayed = CheckpointSelection("ema", 0.5, [{"val_dice": 0.2}, {"val_dice": float("nan")}, {"val_dice": 0.9}])
+    assert replayed.ema == pytest.approx(0.55) and replayed.best == pytest.approx(0.55)
+    with pytest.raises(ConfigError, match="checkpoint_selection"):
+        CheckpointSelection("median")
+    with pytest.raises(ConfigError, match="ema_decay"):
+        CheckpointSelection("ema", decay=1.0)
+
+
+def test_auto_validation_keeps_validation_near_a_tenth_of_the_time() -> None:
+    from medseg.engine.train import ValidationClock
+
+    clock = ValidationClock("auto")
+    assert clock.due(0, False, now=0.0)  # the first epoch is validated
+    clock.record(0.0, 1.0)  # it took 1 s
+    assert not clock.due(1, False, now=5.0)
+    assert clock.due(2, False, now=10.0)  # 9 s of training since: 1 s of validation is 10 %
+    assert clock.due(3, True, now=10.5)  # the last epoch always
+    with pytest.raises(ConfigError, match="val_every"):
+        ValidationClock(0)
+
+
+def test_ema_selection_resumes_exactly(tmp_path: Path) -> None:
+    extra = ("train.checkpoint_selection=ema", "train.epochs=3")
+    full = train(tiny_config(tmp_path / "full", *extra))
+    train(tiny_config(tmp_path / "part", "train.checkpoint_selection=ema", "train.epochs=2"))
+    resumed = train(tiny_config(tmp_path / "part", *extra), resume=True)
+    assert resumed.best_epoch == full.best_epoch
+    assert [r["val_dice_ema"] for r in resumed.history] == pytest.approx(
+        [r["val_dice_ema"] for r in full.history]
+    )

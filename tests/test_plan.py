@@ -25,6 +25,8 @@ from medseg.plan import (
     load_plan,
     make_plan,
     network_depth,
+    plan_to_config,
+    planned_blocks,
     round_patch,
     write_plan,
 )
@@ -139,7 +141,9 @@ def test_estimated_step_time_is_flops_over_throughput() -> None:
     budget = Budget(memory_bytes=8 * GIB, minutes=600, device="cuda", flops_per_second=1e13)
     plan = make_plan(_fingerprint(), budget)
     features = plan.model["options"]["features"]
-    flops = training_cost(plan.patch_size, plan.batch_size, 1, 1, features).flops
+    blocks = plan.model["options"]["blocks"]
+    assert blocks == planned_blocks(len(features)) and blocks[0] == 0  # the stem alone at full size
+    flops = training_cost(plan.patch_size, plan.batch_size, 1, 1, features, blocks).flops
     assert plan.step_seconds == pytest.approx(flops / 1e13)
     assert plan.total_steps == int(600 * 60 * 0.9 / plan.step_seconds)
 
@@ -150,7 +154,47 @@ def test_slow_device_trades_resolution_and_batch_for_steps() -> None:
     assert fast.patch_size == [256, 256] and fast.target_spacing == [1.0, 1.0]
     assert slow.patch_size[0] < 256 and slow.target_spacing[0] > 1.0
     assert "in-plane spacing" in slow.reasons["target_spacing"]
-    assert slow.model["options"]["features"][0] == 16 and fast.model["options"]["features"][0] == 32
+    # narrower first (down to 8 channels), then coarser
+    assert slow.model["options"]["features"][0] == 8 and fast.model["options"]["features"][0] == 32
+    assert "narrower" in slow.reasons["model"]
+
+
+def test_cpu_width_halves_before_the_resolution_does() -> None:
+    budget = Budget(memory_bytes=8 * GIB, minutes=15, device="cpu", min_steps=300)
+    plan = make_plan(_fingerprint(), budget)
+    # 16 channels at 256² buy < 300 steps, 8 channels do: full resolution is kept
+    assert plan.model["options"]["features"][0] == 8 and plan.patch_size == [256, 256]
+    assert plan.total_steps >= 300
+
+
+def test_3d_falls_back_to_2d_when_the_budget_buys_too_few_3d_steps() -> None:
+    fp = _volume_fingerprint((1.0, 1.0, 1.0), (32, 256, 256))
+    short = make_plan(fp, Budget(memory_bytes=16 * GIB, minutes=15, device="cpu"))
+    assert short.spatial_dims == 2 and "2D" in short.reasons["spatial_dims"]
+    assert "steps worth training" in short.reasons["spatial_dims"]
+    fast = make_plan(fp, Budget(memory_bytes=16 * GIB, minutes=600, device="cuda", step_seconds=0.2))
+    assert fast.spatial_dims == 3
+
+
+def test_plan_to_config_carries_out_the_plan(tmp_path: Path) -> None:
+    plan = make_plan(_fingerprint(n_channels=1), Budget(memory_bytes=4 * GIB, minutes=10, device="cpu"))
+    plan.data = {"source": "phantom", "options": {"n_patients": 4}, "split": {"seed": 3}}
+    cfg = plan_to_config(plan, tmp_path / "run", minutes=2.0, device="cpu", seed=5)
+    assert cfg.data.source == "phantom" and cfg.data.options == {"n_patients": 4}
+    assert cfg.data.split.seed == 3 and cfg.data.image_size == plan.patch_size
+    assert cfg.data.foreground_share == pytest.approx(1 / 3) and cfg.data.in_channels == 1
+    assert cfg.model.name == "resenc_unet" and "in_channels" not in cfg.model.options
+    assert cfg.optim.name == "sgd" and cfg.optim.options == {"momentum": 0.99, "nesterov": True}
+    assert cfg.optim.scheduler == "budget" and cfg.train.max_time_minutes == 2.0
+    assert cfg.train.checkpoint_selection == "ema" and cfg.train.augment_on == "device"
+    assert cfg.train.seed == 5 and cfg.train.batch_size == plan.batch_size
+    assert cfg.loss.options == {"batch_dice": True}
+    models.build_from_config(cfg)  # the planned model builds from the config
+    with pytest.raises(ConfigError, match="names no data source"):
+        plan_to_config(replace(plan, data={}), tmp_path)
+    ct = replace(plan, normalization=[{"scheme": "ct", "lower": 0, "upper": 1, "mean": 0, "std": 1}])
+    with pytest.raises(ConfigError, match="zscore_per_image"):
+        plan_to_config(ct, tmp_path)
 
 
 def test_anisotropic_volumes_plan_2d_in_plane() -> None:

@@ -56,8 +56,14 @@ def train(
     out: Annotated[Path | None, typer.Option(help="output directory (overrides output_dir)")] = None,
     resume: Annotated[bool, typer.Option(help="continue from OUT/last.pt")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    plan_file: Annotated[
+        Path | None, typer.Option("--plan", help="start from a plan.yaml (medseg plan) instead of a config")
+    ] = None,
+    minutes: Annotated[
+        float | None, typer.Option(help="with --plan: training budget (default: the plan's)")
+    ] = None,
 ) -> None:
-    """Train a model from a YAML config; writes best.pt, last.pt, history.csv, curves.png, TensorBoard.
+    """Train a model from a YAML config or a plan; writes best.pt, last.pt, history.csv, curves.png.
 
     Several processes: ``torchrun --nproc_per_node=N -m medseg train CONFIG`` (train.batch_size is
     the global batch); rank 0 writes every file.
@@ -69,7 +75,12 @@ def train(
     from medseg.report.figures import save_training_curves
 
     try:
-        cfg = load_config(config, set_)
+        if plan_file is not None:
+            if config is not None:
+                raise ConfigError("give a CONFIG or --plan, not both")
+            cfg = _config_from_plan(plan_file, out, minutes, set_ or [])
+        else:
+            cfg = load_config(config, set_)
         if out is not None:
             cfg.output_dir = str(out)
         allowed: set[str] = set()
@@ -87,6 +98,16 @@ def train(
         f"best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch}; "
         f"checkpoints in {result.output_dir}"
     )
+
+
+def _config_from_plan(
+    plan_file: Path, out: Path | None, minutes: float | None, overrides: list[str]
+) -> Config:
+    from medseg.config import apply_overrides
+    from medseg.plan import load_plan, plan_to_config
+
+    cfg = plan_to_config(load_plan(plan_file), out or Path("runs/plan"), minutes=minutes)
+    return apply_overrides(cfg, overrides) if overrides else cfg
 
 
 def _resume_config(config: Path | None, cfg: Config, overrides: list[str]) -> tuple[Config, set[str]]:
@@ -476,6 +497,87 @@ def demo(
         _fail(exc)
 
 
+def _source_options(root: Path | None, option: list[str] | None) -> dict:
+    options = _parse_options(option)
+    if root is not None:
+        options["root"] = str(root)
+    return options
+
+
+@app.command()
+def plan(
+    config: Annotated[
+        Path | None, typer.Argument(help="a YAML config whose data section to plan for (or --source)")
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="registered source name (medseg data sources)")] = None,
+    root: Annotated[Path | None, typer.Option(help="data root in the source's published layout")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="source option key=value")
+    ] = None,
+    minutes: Annotated[float, typer.Option(help="wall-clock training budget")] = 15.0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda: the device the plan is for")] = "auto",
+    memory_gb: Annotated[
+        float | None, typer.Option(help="memory budget (default: free device memory, or available RAM)")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="the plan file to write")] = Path("plan.yaml"),
+) -> None:
+    """Fingerprint a data set's training cases and write an editable plan (plan.yaml) with reasons."""
+    from medseg.config import load_config
+    from medseg.engine.fit import data_config, plan_source
+
+    try:
+        if (config is None) == (source is None):
+            raise ConfigError("give either a CONFIG file or --source (with --root / -o options)")
+        data = (
+            load_config(config).data
+            if config is not None
+            else data_config(source, _source_options(root, option))  # type: ignore[arg-type]
+        )
+        memory = None if memory_gb is None else int(memory_gb * 2**30)
+        plan_source(data, minutes, device, memory, out, console)
+    except (MedsegError, KeyError, TypeError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def fit(
+    source: Annotated[str, typer.Option(help="registered source name (medseg data sources)")],
+    root: Annotated[Path | None, typer.Option(help="data root in the source's published layout")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="source option key=value")
+    ] = None,
+    minutes: Annotated[float, typer.Option(help="wall-clock training budget (validation included)")] = 15.0,
+    out: Annotated[Path, typer.Option(help="output folder: plan.yaml, best.pt, report.html")] = Path(
+        "runs/fit"
+    ),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+    seed: Annotated[int, typer.Option(help="seed of the patient split and of training")] = 0,
+    val_fraction: Annotated[float, typer.Option(help="share of the patients kept for validation")] = 0.2,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="edit the planned config, e.g. optim.lr=0.005")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Plan → train for --minutes → validate → OUT/report.html; OUT/best.pt is for medseg predict."""
+    from medseg.engine.fit import fit as run_fit
+
+    try:
+        run_fit(
+            source,
+            _source_options(root, option),
+            minutes,
+            out,
+            device=device,
+            seed=seed,
+            val_fraction=val_fraction,
+            progress=progress,
+            console=console,
+            config_overrides=set_,
+        )
+    except (MedsegError, KeyError, TypeError) as exc:
+        _fail(exc)
+
+
 def _print_registry(title: str, described: dict[str, str]) -> None:
     table = Table(title=title)
     table.add_column("name")
@@ -590,9 +692,7 @@ def data_export(
     source: Annotated[str, typer.Option(help="registered source name (medseg data sources)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder that gets DatasetXXX_Name/ (nnUNet_raw)")],
     root: Annotated[Path | None, typer.Option(help="data root in the source's published layout")] = None,
-    option: Annotated[
-        list[str] | None, typer.Option("--option", help="source option key=value")
-    ] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="source option key=value")] = None,
     dataset_id: Annotated[int, typer.Option(help="nnU-Net dataset id (1..999)")] = 501,
     name: Annotated[str, typer.Option(help="dataset name (DatasetXXX_<name>)")] = "medseg",
     overwrite: Annotated[bool, typer.Option(help="write into an existing, non-empty dataset folder")] = False,

@@ -52,6 +52,9 @@ class DataConfig:
     spatial_dims: int = 2
     patch_size: list[int] | None = None  # 3D training patch D×H×W (required when spatial_dims is 3)
     foreground_ratio: float = 0.5  # probability that a 3D patch is centred on a foreground voxel
+    # 2D: share of every training batch drawn among the slices with foreground (nnU-Net: 1/3);
+    # null = a plain permutation of the slices (the paper recipes)
+    foreground_share: float | None = None
     samples_per_volume: int = 4  # 3D patches drawn from each training volume per epoch
     # z spacing above this multiple of the in-plane spacing makes a volume anisotropic: its 3D
     # augmentation then rotates and scales in-plane only (no out-of-plane rotation, no z scaling)
@@ -109,14 +112,24 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 20
     batch_size: int = 16
-    num_workers: int = 0
+    num_workers: int | str = 0  # or "auto": 0 on the CPU, min(8, CPUs − 1) on CUDA
     seed: int = 0
     deterministic: bool = True
     amp: bool = True  # used on CUDA only
     grad_clip: float | None = 12.0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1"
-    max_time_minutes: float | None = None  # stop after the epoch that crosses this budget
-    val_every: int = 1
+    # stop after the epoch that crosses this budget; with optim.scheduler "budget" the lr anneals
+    # to its end value exactly when it is spent and training stops there (mid-epoch if need be)
+    max_time_minutes: float | None = None
+    val_every: int | str = 1  # every k-th epoch, or "auto" (≤ 10 % of the time); the last always
+    # which validated epoch is best.pt: "best" (highest val Dice), "ema" (highest moving average
+    # of the val Dice, decay ema_decay), "last" (the latest: the annealed end of a budget run)
+    checkpoint_selection: str = "best"
+    ema_decay: float = 0.9
+    # "sample": MONAI transforms per item in the DataLoader; "device": cached 2D batches augmented
+    # on the model's device with tensor ops (medseg.engine.batches)
+    augment_on: str = "sample"
+    channels_last: bool = False  # 2D: NHWC activations (faster convolutions on some devices)
     tensorboard: bool = True
     progress: bool = True
     # batch_size is the GLOBAL batch of one optimiser step: under torchrun each of W processes
@@ -214,6 +227,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "data.spatial_dims": (2, 3),
     "data.split.method": ("holdout", "kfold"),
     "train.dtype": ("float32", "float64"),
+    "train.checkpoint_selection": ("best", "ema", "last"),
+    "train.augment_on": ("sample", "device"),
     "eval.hd95_mode": ("pooled", "max"),
     "eval.protocols": ("volumetric", "microsegnet"),
     "inference.sw_mode": ("gaussian", "constant"),
@@ -271,9 +286,7 @@ def _check_choice(key: str, value: Any) -> Any:
         return value
     for item in value if isinstance(value, list) else [value]:
         if item not in choices:
-            raise ConfigError(
-                f"config key {key} = {item!r}: expected one of {', '.join(map(str, choices))}"
-            )
+            raise ConfigError(f"config key {key} = {item!r}: expected one of {', '.join(map(str, choices))}")
     return value
 
 

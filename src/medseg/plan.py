@@ -51,6 +51,7 @@ oversampling   A third of every batch contains foreground.  nnU-Net: small, rare
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -59,9 +60,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from medseg.config import Config, config_from_dict
 from medseg.data.fingerprint import Fingerprint
 from medseg.errors import ConfigError
-from medseg.models.resenc_unet import default_features, training_cost
+from medseg.models.resenc_unet import default_blocks, default_features, training_cost
 
 ANISOTROPY_2D = 3.0
 MEMORY_HEADROOM = 0.8
@@ -70,6 +72,8 @@ MAX_STAGES = {2: 7, 3: 6}
 MAX_BATCH = 64
 DATASET_SHARE_PER_BATCH = 0.05
 MIN_PATCH_2D = 64
+#: The narrowest network the plan makes (channels at full resolution) to buy steps on a slow device.
+MIN_BASE_WIDTH = 8
 FOREGROUND_SHARE = 1 / 3
 NORMALIZATION_SCHEMES = ("ct", "zscore_per_image")
 #: Rough sustained training throughput (FLOP/s) when no step time is measured: 2 CPU cores in fp32
@@ -77,7 +81,7 @@ NORMALIZATION_SCHEMES = ("ct", "zscore_per_image")
 #: AMP. A measured ``Budget.step_seconds`` replaces it.
 DEFAULT_THROUGHPUT = {"cpu": 1e11, "cuda": 3e13}
 #: The batch is not lowered below this to buy steps (2D: noisy gradients below ~8 slices).
-MIN_BATCH_FOR_STEPS = {2: 8, 3: 2}
+MIN_BATCH_FOR_STEPS = {2: 16, 3: 2}
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,8 @@ class Plan:
     foreground_share: float
     estimated_memory_bytes: int
     reasons: dict[str, str] = field(default_factory=dict)
+    # where the data come from (``source``, ``options``, ``split``): what `medseg train --plan` reads
+    data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,7 +156,7 @@ class Plan:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str | None = None) -> Plan:
         names = {f.name for f in fields(cls)}
-        unknown, missing = set(data) - names, names - set(data) - {"reasons"}
+        unknown, missing = set(data) - names, names - set(data) - {"reasons", "data"}
         if unknown or missing:
             raise ConfigError(
                 f"{where + ': ' if where else ''}plan keys wrong: "
@@ -265,7 +271,7 @@ def estimated_memory(
 ) -> int:
     """Bytes of one training step (activations fp16 under CUDA AMP, SGD with momentum)."""
     features = default_features(n_stages, len(patch), base_width)
-    cost = training_cost(patch, batch, in_channels, out_channels, features)
+    cost = training_cost(patch, batch, in_channels, out_channels, features, planned_blocks(n_stages))
     return cost.memory_bytes(activation_bytes=2 if device == "cuda" else 4, optimizer_states=1)
 
 
@@ -275,24 +281,36 @@ def _step_seconds(
     if budget.step_seconds is not None:
         return budget.step_seconds
     features = default_features(n_stages, len(patch), base_width)
-    return training_cost(patch, batch, channels[0], channels[1], features).flops / budget.throughput
+    cost = training_cost(patch, batch, channels[0], channels[1], features, planned_blocks(n_stages))
+    return cost.flops / budget.throughput
 
 
-def make_plan(fingerprint: Fingerprint, budget: Budget, out_channels: int | None = None) -> Plan:
+def planned_blocks(n_stages: int) -> list[int]:
+    """Residual blocks per stage: none at full resolution (the stem only: a full-resolution block
+    costs as much as all the deeper stages together), then :func:`default_blocks`."""
+    return [0, *default_blocks(n_stages)[1:]]
+
+
+def make_plan(
+    fingerprint: Fingerprint,
+    budget: Budget,
+    out_channels: int | None = None,
+    spatial_dims: int | None = None,
+) -> Plan:
     """The :class:`Plan` for ``fingerprint`` under ``budget`` (rules in the module docstring).
 
     ``out_channels`` defaults to 1 for a binary task and K for ``num_classes`` = K.
+    ``spatial_dims`` forces 2D or 3D instead of :func:`choose_dims`.
     """
     reasons: dict[str, str] = {}
-    dims, reasons["spatial_dims"] = choose_dims(fingerprint)
+    if spatial_dims is None:
+        dims, reasons["spatial_dims"] = choose_dims(fingerprint)
+    else:
+        dims, reasons["spatial_dims"] = spatial_dims, f"{spatial_dims}D asked for"
     spacing, reasons["target_spacing"] = choose_target_spacing(fingerprint)
     normalization, reasons["normalization"] = choose_normalization(fingerprint)
     channels = (fingerprint.n_channels, out_channels or fingerprint.num_classes or 1)
     base_width = 32 if budget.device == "cuda" else 16
-    reasons["model"] = (
-        f"residual-encoder U-Net, {base_width} channels at full resolution "
-        f"({'GPU' if budget.device == 'cuda' else 'CPU: FLOP-bound, half width'}), deep supervision on"
-    )
     full_shape = [
         m * s / t
         for m, s, t in zip(fingerprint.shape_median, fingerprint.spacing_median, spacing, strict=True)
@@ -347,6 +365,16 @@ def make_plan(fingerprint: Fingerprint, budget: Budget, out_channels: int | None
             step = _step_seconds(patch, batch, n_stages, base_width, channels, budget)
             steps = int(budget.training_seconds / step)
         too_few = steps < budget.min_steps and budget.step_seconds is None
+        if too_few and dims == 3 and fingerprint.spatial_dims == 3 and spatial_dims is None:
+            plan_2d = make_plan(fingerprint, budget, out_channels, spatial_dims=2)
+            plan_2d.reasons["spatial_dims"] = (
+                f"{reasons['spatial_dims']}, but a 3D model gets only {steps} of the "
+                f"{budget.min_steps} steps worth training in {budget.minutes:g} min on this device: 2D"
+            )
+            return plan_2d
+        if too_few and base_width > MIN_BASE_WIDTH:
+            base_width //= 2  # first narrower (¼ of the FLOPs), then lower resolution
+            continue
         if dims == 2 and too_few and min(patch) >= 2 * MIN_PATCH_2D:
             in_plane_scale *= 2
             shape = [s / 2 for s in shape]
@@ -370,6 +398,19 @@ def make_plan(fingerprint: Fingerprint, budget: Budget, out_channels: int | None
     reasons["network_depth"] = (
         f"{n_stages} stages: the deepest feature map keeps ≥ {MIN_FEATURE_MAP} voxels per axis"
     )
+    full_width = 32 if budget.device == "cuda" else 16
+    reasons["model"] = (
+        f"residual-encoder U-Net, {base_width} channels at full resolution"
+        + (
+            " (GPU)"
+            if budget.device == "cuda" and base_width == full_width
+            else f" (a CPU is FLOP-bound: {full_width // base_width}× narrower than on a GPU buys "
+            f"{(full_width // base_width) ** 2}× the steps)"
+            if base_width != full_width
+            else " (CPU)"
+        )
+        + "; only the stem convolves at full resolution; deep supervision on"
+    )
     measured = (
         "measured" if budget.step_seconds is not None else f"estimated at {budget.throughput:.3g} FLOP/s"
     )
@@ -384,6 +425,7 @@ def make_plan(fingerprint: Fingerprint, budget: Budget, out_channels: int | None
         f"({fingerprint.empty_slice_share:.0%} of slices are empty)"
     )
     features = list(default_features(n_stages, dims, base_width))
+    blocks = planned_blocks(n_stages)
     return Plan(
         spatial_dims=dims,
         target_spacing=[float(s) for s in spacing],
@@ -397,6 +439,7 @@ def make_plan(fingerprint: Fingerprint, budget: Budget, out_channels: int | None
                 "out_channels": channels[1],
                 "spatial_dims": dims,
                 "features": features,
+                "blocks": blocks,
                 "deep_supervision": True,
             },
         },
@@ -431,6 +474,100 @@ def _fit_3d_patch(
         n_stages = network_depth(patch, 3)
         patch = round_patch(patch, n_stages)
     return patch, n_stages
+
+
+# --------------------------------------------------------------------------- plan → config
+
+#: The planned recipe's loss: Dice pooled over the batch (nnU-Net's batch Dice: most slices of an
+#: imbalanced set are empty, and a per-slice soft Dice of an empty slice is ~1 whatever the network
+#: does) plus BCE, weighted per deep-supervision scale.
+PLANNED_LOSS = {"name": "dice_bce", "options": {"batch_dice": True}}
+#: Augmentation of the planned recipe (applied to whole batches on the device, 2D).
+PLANNED_AUGMENT = {"prob": 0.3, "rotate_deg": 20.0, "scale": 0.15, "flip": True}
+
+
+def plan_to_config(
+    plan: Plan,
+    output_dir: str | Path,
+    minutes: float | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    data: dict[str, Any] | None = None,
+) -> Config:
+    """A training :class:`~medseg.config.Config` that carries out ``plan``.
+
+    ``data`` (``source``, ``options``, ``split``) defaults to ``plan.data``. ``minutes`` (default:
+    the plan's own budget) is the wall-clock budget of training, validation included: the
+    ``budget`` schedule anneals the lr to its end value exactly when it is spent, and the run stops
+    there. ``best.pt`` is the epoch with the highest moving average of the validation Dice.
+    """
+    data = dict(plan.data if data is None else data)
+    if "source" not in data:
+        raise ConfigError("the plan names no data source: give one (medseg plan --source NAME --root PATH)")
+    schemes = {n.get("scheme") if isinstance(n, dict) else n for n in plan.normalization}
+    if schemes != {"zscore_per_image"}:
+        raise ConfigError(
+            f"normalization {sorted(map(str, schemes))}: the training path runs zscore_per_image only; "
+            "edit the plan's normalization to zscore_per_image"
+        )
+    options = dict(plan.model["options"])
+    in_channels = int(options.pop("in_channels"))
+    options.pop("spatial_dims", None)
+    budget_seconds = plan.scheduler.get("budget_seconds") if minutes is None else 60.0 * minutes
+    if budget_seconds is None:
+        raise ConfigError("give the training minutes: the plan's scheduler has no budget_seconds")
+    scheduler_options = {k: v for k, v in plan.scheduler.items() if k not in ("name", "budget_seconds")}
+    optimizer = dict(plan.optimizer)
+    dims = plan.spatial_dims
+    tree: dict[str, Any] = {
+        "data": {
+            "source": data["source"],
+            "options": dict(data.get("options", {})),
+            "split": dict(data.get("split", {})),
+            "in_channels": in_channels,
+            "intensity": "zscore",
+            "spatial_dims": dims,
+            **(
+                {"image_size": list(plan.patch_size), "foreground_share": plan.foreground_share}
+                if dims == 2
+                else {"patch_size": list(plan.patch_size), "foreground_ratio": plan.foreground_share}
+            ),
+        },
+        "augment": dict(PLANNED_AUGMENT),
+        "model": {"name": plan.model["name"], "options": options},
+        "loss": dict(PLANNED_LOSS),
+        "optim": {
+            "name": optimizer.pop("name"),
+            "lr": optimizer.pop("lr"),
+            "weight_decay": optimizer.pop("weight_decay", 0.0),
+            "options": optimizer,
+            "scheduler": plan.scheduler.get("name", "budget"),
+            "scheduler_options": scheduler_options,
+        },
+        "train": {
+            "epochs": 100_000,  # an upper bound: the time budget ends the run
+            "batch_size": plan.batch_size,
+            "num_workers": "auto",
+            "seed": seed,
+            "device": device,
+            "max_time_minutes": budget_seconds / 60.0,
+            "val_every": "auto",
+            "checkpoint_selection": "ema",
+            "augment_on": "device" if dims == 2 else "sample",
+        },
+        "output_dir": str(output_dir),
+    }
+    return config_from_dict(copy.deepcopy(_deep_merge(Config().to_dict(), tree)))
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in ("options",):
+            merged[key] = _deep_merge(base[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 # --------------------------------------------------------------------------- YAML

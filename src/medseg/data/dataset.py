@@ -91,6 +91,11 @@ class SegmentationDataset(Dataset):
                 }
             )
 
+    def foreground_flags(self) -> list[bool]:
+        """Whether each item's target mask (at ``image_size``) has foreground (for oversampling)."""
+        target = mask_key(self.annotators[0])
+        return [bool(item[target].any()) for item in self.items]
+
     def set_epoch_seed(self, seed: int) -> None:
         """Seed of the next epoch's augmentation: item ``i`` draws from ``(seed, i)`` alone.
 

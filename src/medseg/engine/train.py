@@ -59,8 +59,9 @@ from torch.utils.data import Dataset
 from medseg import losses, optim
 from medseg.config import Config, config_from_dict, save_config
 from medseg.config_validation import check_registry_names, check_resume_config
-from medseg.data.loading import build_datasets, load_splits, train_loader
+from medseg.data.loading import build_datasets, load_splits
 from medseg.data.prompts import PromptSampler
+from medseg.engine.batches import TrainBatches
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from medseg.engine.distributed import (
     all_reduce_mean,
@@ -81,7 +82,12 @@ from medseg.engine.validation import batch_to_device, validate, validate_volumes
 from medseg.errors import ConfigError
 from medseg.models import build_from_config
 from medseg.optim.sam import SAM, param_groups_with_loss, sam_training_step
-from medseg.optim.schedulers import is_epoch_scheduler
+from medseg.optim.schedulers import BudgetSchedule, is_epoch_scheduler
+
+CHECKPOINT_SELECTIONS = ("best", "ema", "last")
+#: ``val_every: auto`` validates once the training time since the last validation reaches this
+#: multiple of that validation's duration: validation then takes ≤ 1/(1 + 9) = 10 % of the clock.
+AUTO_VALIDATION_RATIO = 9.0
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -203,36 +209,51 @@ def _train(
         save_config(cfg, out / "config.yaml")
 
     writer = open_tensorboard(out) if tcfg.tensorboard and main else None
+    batches = TrainBatches(cfg, train_set, micro_batch, steps, device, get_rank(), world)
+    selection = CheckpointSelection(tcfg.checkpoint_selection, tcfg.ema_decay, result.history)
+    validation_clock = ValidationClock(tcfg.val_every)
+    budget = run.scheduler if isinstance(run.scheduler, BudgetSchedule) else None
+    if budget is not None:  # the budget counts from the first step, not from building the run
+        budget.restart_clock(float(resume_state["scheduler"]["elapsed_seconds"]) if resume_state else 0.0)
 
+    epochs_label = "" if budget is not None else f"/{tcfg.epochs}"  # a budget run ends by the clock
     run_start = time.perf_counter()
     for epoch in range(start_epoch, tcfg.epochs):
         epoch_start = time.perf_counter()
-        train_loss = _train_epoch(run, cfg, train_set, epoch, micro_batch, steps, console, on_step)
+        train_loss, steps_done = _train_epoch(run, cfg, batches, epoch, steps, console, on_step, budget)
+        budget_spent = budget is not None and broadcast_object(budget.finished)
+        last_epoch = budget_spent or epoch + 1 == tcfg.epochs or _over_time(tcfg, elapsed_before, run_start)
         previews: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         case_dice: dict[str, float] = {}
-        sync_buffers(model)  # every rank validates with rank 0's BatchNorm statistics
-        if window is None:
-            val_loss, val_dice = validate(
-                model, val_set, run.loss_fn, device, global_batch, run.prompts, case_dice
-            )
-        else:
-            val_loss, val_dice = validate_volumes(
-                model, val_set, run.loss_fn, device, window, previews, case_dice=case_dice
-            )
-        if is_epoch_scheduler(run.scheduler) and math.isfinite(val_dice):
-            run.scheduler.step(val_dice)
+        val_loss = val_dice = float("nan")
+        validated = broadcast_object(validation_clock.due(epoch, last_epoch, time.perf_counter()))
+        if validated:
+            val_start = time.perf_counter()
+            sync_buffers(model)  # every rank validates with rank 0's BatchNorm statistics
+            if window is None:
+                val_loss, val_dice = validate(
+                    model, val_set, run.loss_fn, device, global_batch, run.prompts, case_dice
+                )
+            else:
+                val_loss, val_dice = validate_volumes(
+                    model, val_set, run.loss_fn, device, window, previews, case_dice=case_dice
+                )
+            validation_clock.record(val_start, time.perf_counter())
+            if is_epoch_scheduler(run.scheduler) and math.isfinite(val_dice):
+                run.scheduler.step(val_dice)
         epoch_time = time.perf_counter() - epoch_start
+        improved = broadcast_object(validated and selection.update(val_dice))  # rank 0 decides
         record = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
             "val_loss": val_loss,
             "val_dice": val_dice,
+            "val_dice_ema": selection.ema if validated else float("nan"),
             "lr": run.optimizer.param_groups[0]["lr"],
             "epoch_time_s": epoch_time,
             "elapsed_s": elapsed_before + time.perf_counter() - run_start,
         }
         result.history.append(record)
-        improved = broadcast_object(val_dice > result.best_dice)  # rank 0 decides for everyone
         if improved:
             result.best_dice, result.best_epoch = val_dice, epoch + 1
         if main:
@@ -241,17 +262,30 @@ def _train(
                 save_checkpoint(state, out / "best.pt")
             save_checkpoint(state, out / "last.pt")
             write_history(result.history, out / "history.csv")
-            write_case_dice(case_dice, epoch + 1, out / "val_cases.csv")
-        if writer is not None:
+            if validated:
+                write_case_dice(case_dice, epoch + 1, out / "val_cases.csv")
+        if writer is not None and validated:
             log_epoch(
                 writer, record, model, device, val_set, previews, window is None and run.prompts is None
             )
-        console.print(
-            f"epoch {epoch + 1:3d}/{tcfg.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
-            f"val Dice {val_dice:.4f}{' *' if improved else ''}  {epoch_time:.1f}s"
+        partial = f" ({steps_done}/{steps} steps)" if steps_done < steps else ""
+        validation = (
+            f"val loss {val_loss:.4f}  val Dice {val_dice:.4f}{' *' if improved else ''}"
+            if validated
+            else "(not validated)"
         )
-        over_budget = tcfg.max_time_minutes is not None and record["elapsed_s"] > 60 * tcfg.max_time_minutes
-        if broadcast_object(over_budget):  # clocks differ between ranks: rank 0's decides
+        console.print(
+            f"epoch {epoch + 1:3d}{epochs_label}  train loss {train_loss:.4f}  {validation}  "
+            f"{epoch_time:.1f}s{partial}"
+        )
+        if budget_spent:
+            console.print(
+                f"budget of {budget.budget_seconds or budget.total_steps} "  # type: ignore[union-attr]
+                f"{'s' if budget.budget_seconds else 'steps'} spent after epoch {epoch + 1}: "  # type: ignore[union-attr]
+                f"lr at its end value {run.optimizer.param_groups[0]['lr']:.3g}"
+            )
+            break
+        if broadcast_object(_over_time(tcfg, elapsed_before, run_start)):  # rank 0's clock decides
             console.print(f"time budget of {tcfg.max_time_minutes} min reached after epoch {epoch + 1}")
             break
     if writer is not None:
@@ -274,12 +308,17 @@ class _RunParts:
     device: torch.device
     dtype: torch.dtype
     use_amp: bool
+    memory_format: torch.memory_format = torch.contiguous_format
 
 
 def _build_run(cfg: Config, steps: int, device: torch.device, dtype: torch.dtype) -> _RunParts:
     """Model, loss, box prompts, optimizer, schedule and AMP scaler of a run (``steps`` per epoch)."""
     tcfg = cfg.train
     model = build_from_config(cfg).to(device=device, dtype=dtype)
+    memory_format = (
+        torch.channels_last if tcfg.channels_last and cfg.data.spatial_dims == 2 else torch.contiguous_format
+    )
+    model = model.to(memory_format=memory_format)
     loss_fn = losses.build(cfg.loss.name, **cfg.loss.options).to(device=device, dtype=dtype)
     # one loss object takes whatever the model returns (deep-supervision list, promptable dict)
     output_loss = losses.for_model_outputs(loss_fn, cfg.loss.deep_supervision_weights)
@@ -299,37 +338,50 @@ def _build_run(cfg: Config, steps: int, device: torch.device, dtype: torch.dtype
     )
     if isinstance(optimizer, SAM) and tcfg.accumulate_steps != 1:
         raise ConfigError("train.accumulate_steps > 1 is not supported with the SAM optimizer (two passes)")
+    scheduler_options = dict(cfg.optim.scheduler_options)
+    # a budget schedule without its own length follows train.max_time_minutes (else the step count)
+    budget_from_time = "budget_seconds" not in scheduler_options and tcfg.max_time_minutes is not None
+    if cfg.optim.scheduler == "budget" and budget_from_time:
+        scheduler_options["budget_seconds"] = 60.0 * tcfg.max_time_minutes
+    # a budget of its own length in steps (scheduler_options.total_steps) may end mid-epoch
+    total_steps = int(scheduler_options.pop("total_steps", tcfg.epochs * steps))
     scheduler = optim.build_scheduler(
-        cfg.optim.scheduler,
-        optimizer,
-        total_steps=tcfg.epochs * steps,
-        **cfg.optim.scheduler_options,
+        cfg.optim.scheduler, optimizer, total_steps=total_steps, **scheduler_options
     )
     use_amp = tcfg.amp and device.type == "cuda" and dtype == torch.float32
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     return _RunParts(
-        model, model, loss_fn, output_loss, optimizer, scheduler, scaler, prompts, device, dtype, use_amp
+        model,
+        model,
+        loss_fn,
+        output_loss,
+        optimizer,
+        scheduler,
+        scaler,
+        prompts,
+        device,
+        dtype,
+        use_amp,
+        memory_format,
     )
 
 
 def _train_epoch(
     run: _RunParts,
     cfg: Config,
-    train_set: Dataset,
+    batches: TrainBatches,
     epoch: int,
-    micro_batch: int,
     steps: int,
     console: Console,
     on_step: Callable[[int, int], None] | None,
-) -> float:
-    """One epoch of optimiser steps on the global batches of epoch ``epoch``; the mean step loss."""
+    budget: BudgetSchedule | None = None,
+) -> tuple[float, int]:
+    """One epoch of optimiser steps on the global batches of epoch ``epoch``: the mean step loss
+    and the number of steps taken (fewer than ``steps`` when ``budget`` ends within the epoch)."""
     tcfg = cfg.train
     epoch_seed = tcfg.seed + epoch
-    train_set.set_epoch_seed(epoch_seed)
     torch.manual_seed(epoch_seed)
-    micro_batches = iter(
-        train_loader(train_set, micro_batch, tcfg.seed, epoch, tcfg.num_workers, get_rank(), get_world_size())
-    )
+    micro_batches = iter(batches.epoch(epoch))
     sharpness_aware = isinstance(run.optimizer, SAM)
     per_step_scheduler = not is_epoch_scheduler(run.scheduler)  # plateau steps per epoch instead
     run.ddp_model.train()
@@ -342,11 +394,13 @@ def _train_epoch(
             return run.output_loss(outputs, batch["target"], batch)
 
     running = 0.0
+    done = 0
     with TrainProgress(tcfg.progress and is_main_process(), console) as progress:
-        task = progress.add_task(f"epoch {epoch + 1}/{tcfg.epochs}", total=steps, info="")
+        label = f"epoch {epoch + 1}" + ("" if budget is not None else f"/{tcfg.epochs}")
+        task = progress.add_task(label, total=steps, info="")
         for step in range(steps):
             group = [
-                batch_to_device(next(micro_batches), run.device, run.dtype)
+                batch_to_device(next(micro_batches), run.device, run.dtype, run.memory_format)
                 for _ in range(tcfg.accumulate_steps)
             ]
             if sharpness_aware:
@@ -375,10 +429,14 @@ def _train_epoch(
             if per_step_scheduler:
                 run.scheduler.step()
             running += loss.item()
-            progress.update(task, advance=1, info=f"loss {running / (step + 1):.4f}")
+            done = step + 1
+            progress.update(task, advance=1, info=f"loss {running / done:.4f}")
             if on_step is not None:
                 on_step(epoch, step)
-    return running / steps
+            # the schedule has annealed to its end value: stop here (rank 0's clock decides)
+            if budget is not None and broadcast_object(budget.finished):
+                break
+    return running / max(done, 1), done
 
 
 def _restore(run: _RunParts, state: dict[str, Any], result: TrainResult) -> int:
@@ -467,3 +525,69 @@ def accumulate_gradients(
 def steps_per_epoch(n_items: int, batch_size: int) -> int:
     """Optimiser steps in one epoch (the loader drops the last incomplete batch)."""
     return max(1, math.floor(n_items / max(1, batch_size)))
+
+
+def _over_time(tcfg: Any, elapsed_before: float, run_start: float) -> bool:
+    """Whether ``train.max_time_minutes`` is spent (over all sessions of a resumed run)."""
+    if tcfg.max_time_minutes is None:
+        return False
+    return elapsed_before + time.perf_counter() - run_start > 60.0 * tcfg.max_time_minutes
+
+
+class CheckpointSelection:
+    """Which validated epoch becomes ``best.pt`` (``train.checkpoint_selection``).
+
+    ``best``: the highest validation Dice (the paper recipes). ``ema``: the highest exponential
+    moving average ``ema ← decay · ema + (1 − decay) · dice`` (nnU-Net's smoothed pseudo-Dice; one
+    lucky epoch on a few validation cases does not win). ``last``: the latest validated epoch (with
+    a budget schedule, the weights at the annealed end). ``history`` restores the average on resume.
+    """
+
+    def __init__(self, mode: str, decay: float = 0.9, history: Sequence[dict[str, float]] = ()) -> None:
+        if mode not in CHECKPOINT_SELECTIONS:
+            raise ConfigError(
+                f"train.checkpoint_selection must be one of {CHECKPOINT_SELECTIONS}, got {mode!r}"
+            )
+        if not 0.0 <= decay < 1.0:
+            raise ConfigError(f"train.ema_decay must be in [0, 1), got {decay}")
+        self.mode, self.decay = mode, decay
+        self.ema = float("nan")
+        self.best = float("-inf")
+        for row in history:  # replay the stored validations
+            if math.isfinite(float(row.get("val_dice", float("nan")))):
+                self.update(float(row["val_dice"]))
+
+    def update(self, dice: float) -> bool:
+        """Record a validation Dice; whether this epoch's weights become ``best.pt``."""
+        if not math.isfinite(dice):
+            return False
+        self.ema = dice if not math.isfinite(self.ema) else self.decay * self.ema + (1 - self.decay) * dice
+        score = {"best": dice, "ema": self.ema, "last": 0.0}[self.mode]
+        if self.mode == "last" or score > self.best:
+            self.best = score
+            return True
+        return False
+
+
+class ValidationClock:
+    """When to validate (``train.val_every``): every k-th epoch, or ``auto`` (module constant
+    :data:`AUTO_VALIDATION_RATIO`); the last epoch of a run is always validated."""
+
+    def __init__(self, every: int | str) -> None:
+        if every != "auto" and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ConfigError(f"train.val_every must be an integer ≥ 1 or 'auto', got {every!r}")
+        self.every = every
+        self.last_end: float | None = None
+        self.last_duration = 0.0
+
+    def due(self, epoch: int, last_epoch: bool, now: float) -> bool:
+        if last_epoch:
+            return True
+        if self.every == "auto":
+            if self.last_end is None:
+                return True
+            return now - self.last_end >= AUTO_VALIDATION_RATIO * self.last_duration
+        return (epoch + 1) % int(self.every) == 0
+
+    def record(self, start: float, end: float) -> None:
+        self.last_end, self.last_duration = end, end - start

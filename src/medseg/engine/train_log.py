@@ -21,7 +21,16 @@ from medseg.data.dataset import SegmentationDataset
 from medseg.engine.validation import main_output
 from medseg.io_utils import atomic_write
 
-HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_time_s", "elapsed_s")
+HISTORY_FIELDS = (
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_dice",
+    "val_dice_ema",
+    "lr",
+    "epoch_time_s",
+    "elapsed_s",
+)
 
 
 class TrainProgress:
@@ -62,7 +71,8 @@ def write_history(history: list[dict[str, float]], path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
         writer.writeheader()
         for row in history:
-            writer.writerow({k: row[k] for k in HISTORY_FIELDS})
+            # an epoch without validation (train.val_every) has NaN validation columns
+            writer.writerow({k: row.get(k, float("nan")) for k in HISTORY_FIELDS})
 
 
 def log_epoch(

@@ -102,6 +102,9 @@ class ResidualEncoder(nn.Module):
         self.stages = nn.ModuleList()
         previous = features[0]
         for s, (width, n_blocks) in enumerate(zip(features, blocks, strict=True)):
+            if n_blocks == 0:  # stage 0 only: the stem alone works at full resolution (cheapest)
+                self.stages.append(nn.Identity())
+                continue
             stage = [ResidualBlock(previous, width, spatial_dims, stride=1 if s == 0 else 2)]
             stage += [ResidualBlock(width, width, spatial_dims) for _ in range(n_blocks - 1)]
             self.stages.append(nn.Sequential(*stage))
@@ -229,8 +232,11 @@ def _resolve_blocks(blocks: Sequence[int] | None, n_stages: int) -> tuple[int, .
     if blocks is None:
         return default_blocks(n_stages)
     counts = tuple(int(b) for b in blocks)
-    if len(counts) != n_stages or any(b < 1 for b in counts):
-        raise ConfigError(f"blocks needs {n_stages} counts ≥ 1 (one per stage), got {counts}")
+    if len(counts) != n_stages or counts[0] < 0 or any(b < 1 for b in counts[1:]):
+        raise ConfigError(
+            f"blocks needs {n_stages} counts (one per stage), ≥ 1 each, except the first stage "
+            f"which may be 0 (the stem alone at full resolution), got {counts}"
+        )
     return counts
 
 
