@@ -13,7 +13,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medseg.cli import app
-from medseg.data.export_nnunet import dataset_folder_name, export_nnunet
+from medseg.data.export_nnunet import (
+    case_identifiers,
+    dataset_folder_name,
+    export_nnunet,
+    export_nnunet_samples,
+)
 from medseg.data.sources import build
 from medseg.data.sources.msd import read_nifti_channels
 from medseg.data.sources.nnunet import parse_nnunet_labels, read_dataset_json, stack_channels
@@ -189,6 +194,25 @@ def test_export_nnunet_round_trip_of_the_phantom(tmp_path: Path) -> None:
         dataset_folder_name(1000, "x")
     with pytest.raises(DataError, match="must be letters"):
         dataset_folder_name(1, "a b")
+
+
+def test_export_nnunet_samples_writes_a_subset_as_the_source_export_does(tmp_path: Path) -> None:
+    phantom = build("phantom", n_patients=3, seed=0)
+    samples = phantom.load_all()
+    whole = export_nnunet(phantom, tmp_path / "a", 8, "P")
+    subset = export_nnunet_samples(samples[::-1], tmp_path / "b", 8, "P", description="subset")
+    assert case_identifiers(samples) == phantom.case_ids()
+    for case in phantom.case_ids():
+        for part in (f"imagesTr/{case}_0000.nii.gz", f"labelsTr/{case}.nii.gz"):
+            a, b = nib.load(whole / part), nib.load(subset / part)
+            np.testing.assert_array_equal(np.asarray(b.dataobj), np.asarray(a.dataobj))
+            np.testing.assert_allclose(b.affine, a.affine)
+    spec = json.loads((subset / "dataset.json").read_text())
+    assert spec["description"] == "subset" and spec["numTraining"] == 3
+    two = [samples[0], samples[0]]  # two images of one case get numbered ids
+    assert case_identifiers(two) == [f"{samples[0].case_id}_001", f"{samples[0].case_id}_002"]
+    with pytest.raises(DataError, match="no samples"):
+        export_nnunet_samples([], tmp_path / "c", 8, "P")
 
 
 def test_export_keeps_a_subjects_images_apart_and_the_cli(tmp_path: Path) -> None:

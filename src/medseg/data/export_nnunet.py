@@ -57,7 +57,9 @@ def _as_volume(array: np.ndarray, sample: Sample) -> tuple[np.ndarray, tuple[flo
     return array[None], (999.0, *sample.spacing)
 
 
-def _case_identifiers(samples: Sequence[Sample]) -> list[str]:
+def case_identifiers(samples: Sequence[Sample]) -> list[str]:
+    """The nnU-Net case id each sample is written under, in order: the case id made file-safe, or
+    ``<case id>_<NNN>`` (1-based, in list order) for the images of a case with several."""
     counts: dict[str, int] = {}
     for s in samples:
         counts[s.case_id] = counts.get(s.case_id, 0) + 1
@@ -99,30 +101,63 @@ def export_nnunet(
     folder = Path(out_root) / dataset_folder_name(dataset_id, name)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise DataError("the nnU-Net data set folder exists and is not empty (pass overwrite)", folder)
-    samples = source.load_all()
+    return export_nnunet_samples(
+        source.load_all(),
+        out_root,
+        dataset_id,
+        name,
+        label_names,
+        channel_names,
+        overwrite,
+        description=f"exported by medseg from the {type(source).__name__} at {source.root or 'memory'}",
+        where=source.root,
+    )
+
+
+def export_nnunet_samples(
+    samples: Sequence[Sample],
+    out_root: str | Path,
+    dataset_id: int = 501,
+    name: str = "medseg",
+    label_names: Sequence[str] | None = None,
+    channel_names: Sequence[str] | None = None,
+    overwrite: bool = False,
+    description: str = "exported by medseg",
+    where: str | Path | None = None,
+) -> Path:
+    """:func:`export_nnunet` for samples already in memory (e.g. one split's train and val cases).
+
+    Each sample is written under ``case_identifiers(samples)[i]``; ``where`` names the data in
+    error messages.
+    """
+    folder = Path(out_root) / dataset_folder_name(dataset_id, name)
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise DataError("the nnU-Net data set folder exists and is not empty (pass overwrite)", folder)
+    if not samples:
+        raise DataError("no samples to export", where)
     if any(s.slice_index is not None for s in samples):
-        raise DataError("the source gives slices of volumes; export the volumes", source.root)
+        raise DataError("the source gives slices of volumes; export the volumes", where)
     channels = {s.image.shape[0] for s in samples}
     if len(channels) != 1:
-        raise DataError(f"cases have different channel counts {sorted(channels)}", source.root)
+        raise DataError(f"cases have different channel counts {sorted(channels)}", where)
     n_channels = channels.pop()
     num_classes = {int(s.meta.get("num_classes") or 2) for s in samples if s.masks}
     if len(num_classes) > 1:
-        raise DataError(f"cases have different class counts {sorted(num_classes)}", source.root)
+        raise DataError(f"cases have different class counts {sorted(num_classes)}", where)
     k = num_classes.pop() if num_classes else 2
     first = samples[0]
     names = list(label_names or first.meta.get("label_names") or ["background", first.target])
     if len(names) != k:
-        raise DataError(f"{len(names)} label names {names} for {k} classes", source.root)
+        raise DataError(f"{len(names)} label names {names} for {k} classes", where)
     chans = list(
         channel_names or first.meta.get("channel_names") or [f"channel_{i}" for i in range(n_channels)]
     )
     if len(chans) != n_channels:
-        raise DataError(f"{len(chans)} channel names {chans} for {n_channels} channels", source.root)
+        raise DataError(f"{len(chans)} channel names {chans} for {n_channels} channels", where)
 
     patients: dict[str, str] = {}
     n_training = 0
-    for sample, identifier in zip(samples, _case_identifiers(samples), strict=True):
+    for sample, identifier in zip(samples, case_identifiers(samples), strict=True):
         labelled = bool(sample.masks)
         images_dir = folder / ("imagesTr" if labelled else "imagesTs")
         geometry = _geometry(sample)
@@ -145,7 +180,7 @@ def export_nnunet(
         "numTraining": n_training,
         "file_ending": FILE_ENDING,
         "name": name,
-        "description": f"exported by medseg from the {type(source).__name__} at {source.root or 'memory'}",
+        "description": description,
         "medseg_patients": patients,
     }
     (folder / "dataset.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
