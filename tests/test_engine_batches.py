@@ -34,7 +34,11 @@ def _dataset(n: int = 24, with_foreground: int = 4, augment: bool = True) -> Seg
         if i < with_foreground:
             mask[4:10, 4:10] = 1
         image = rng.normal(size=(1, 16, 16)).astype(np.float32)
-        samples.append(Sample(image=image, masks={"expert": mask}, target="expert", case_id=f"c{i:02d}", spacing=(1.0, 1.0)))
+        samples.append(
+            Sample(
+                image=image, masks={"expert": mask}, target="expert", case_id=f"c{i:02d}", spacing=(1.0, 1.0)
+            )
+        )
     dataset = SegmentationDataset(samples, (16, 16), 1)
     if augment:
         dataset.augment = augment_transform(dataset.annotators, 2, load_config().augment)
@@ -81,9 +85,7 @@ def test_epoch_seeded_dataset_augments_by_epoch_and_index_alone() -> None:
 @pytest.mark.parametrize("augment_on", ["sample", "device"])
 def test_oversampling_gives_the_stated_share_of_foreground(augment_on: str) -> None:
     dataset = _dataset(n=30, with_foreground=3)
-    cfg = _cfg(
-        "data.foreground_share=0.5", f"train.augment_on={augment_on}", "augment.enabled=false"
-    )
+    cfg = _cfg("data.foreground_share=0.5", f"train.augment_on={augment_on}", "augment.enabled=false")
     batches = TrainBatches(cfg, dataset, micro_batch=4, steps=20, device=CPU)
     drawn = list(itertools.islice(batches.epoch(0), 20))
     with_foreground = [int((b["target"].flatten(1).amax(1) > 0).sum()) for b in drawn]
@@ -100,7 +102,12 @@ def test_device_path_reads_cached_items_and_augments_image_and_masks_alike() -> 
         index = int(case[1:])
         dataset.augment = None
         assert torch.equal(batch["image"][k], dataset[index]["image"])  # cached = un-augmented item
-    cfg = _cfg("train.augment_on=device", "augment.prob=1.0", "augment.intensity_scale=0", "augment.intensity_shift=0")
+    cfg = _cfg(
+        "train.augment_on=device",
+        "augment.prob=1.0",
+        "augment.intensity_scale=0",
+        "augment.intensity_shift=0",
+    )
     augmented = TrainBatches(cfg, _dataset(n=16, with_foreground=16), 4, 4, CPU)
     out = next(iter(augmented.epoch(0)))
     assert torch.equal(out["target"], out["masks"]["expert"])

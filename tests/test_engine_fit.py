@@ -20,8 +20,18 @@ GIB = 2**30
 
 def test_fit_plans_trains_validates_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "fit"
-    result = fit("phantom", PHANTOM, minutes=0.05, out=out, device="cpu", memory_bytes=2 * GIB, progress=False)
-    for name in ("plan.yaml", "config.yaml", "best.pt", "last.pt", "history.csv", "metrics.csv", "report.html"):
+    result = fit(
+        "phantom", PHANTOM, minutes=0.05, out=out, device="cpu", memory_bytes=2 * GIB, progress=False
+    )
+    for name in (
+        "plan.yaml",
+        "config.yaml",
+        "best.pt",
+        "last.pt",
+        "history.csv",
+        "metrics.csv",
+        "report.html",
+    ):
         assert (out / name).is_file(), name
     plan = load_plan(out / "plan.yaml")
     assert plan.data["source"] == "phantom" and plan.model["name"] == "resenc_unet"

@@ -140,7 +140,9 @@ def test_checkpoint_selection_by_hand() -> None:
     last = CheckpointSelection("last")
     assert all(last.update(d) for d in (0.5, 0.1))
     assert not last.update(float("nan"))
-    replayed = CheckpointSelection("ema", 0.5, [{"val_dice": 0.2}, {"val_dice": float("nan")}, {"val_dice": 0.9}])
+    replayed = CheckpointSelection(
+        "ema", 0.5, [{"val_dice": 0.2}, {"val_dice": float("nan")}, {"val_dice": 0.9}]
+    )
     assert replayed.ema == pytest.approx(0.55) and replayed.best == pytest.approx(0.55)
     with pytest.raises(ConfigError, match="checkpoint_selection"):
         CheckpointSelection("median")
