@@ -40,14 +40,15 @@ from torch.utils.data import DataLoader
 
 import medseg.losses as losses
 import medseg.models as models
-from medseg.config import AugmentConfig
+from medseg.config import AugmentConfig, load_config
 from medseg.data.cache import CachedDataset
 from medseg.data.dataset import SegmentationDataset
 from medseg.data.device_augment import DeviceAugment
 from medseg.data.sample import Sample
-from medseg.data.sampling import ForegroundBatchSampler, foreground_flags
+from medseg.data.sampling import ForegroundBatchSampler
 from medseg.data.transforms import augment_transform
 from medseg.data.volumes import VolumeDataset
+from medseg.engine.batches import TrainBatches
 from medseg.losses.deep_supervision import DeepSupervisionLoss
 from medseg.report.tables import markdown_table
 
@@ -192,14 +193,24 @@ def dataloader_path(
 def cached_path(
     case: Case, samples: list[Sample], device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Cache + foreground-oversampled whole-batch reads + augmentation on the device."""
+    """Cache + foreground-oversampled whole-batch reads + augmentation on the device.
+
+    2D is the training loop's own path (``train.augment_on: device``,
+    :class:`~medseg.engine.batches.TrainBatches`: the cache lives on the device when it fits);
+    3D (which the loop does not cache: its patches are random crops) reads host batches.
+    """
     dims = len(case.shape)
     if dims == 2:
-        cached = CachedDataset(SegmentationDataset(samples, case.shape, in_channels=1), storage="memory")
-        flags = foreground_flags(samples)
-    else:
-        cached = CachedDataset(VolumeDataset(samples, 1, patch_size=None), storage="memory")
-        flags = [bool(s.target_mask.any()) for s in samples]
+        cfg = load_config(None, ["train.augment_on=device", "data.foreground_share=0.3333333"])
+        dataset = SegmentationDataset(samples, case.shape, in_channels=1)
+        batches = TrainBatches(cfg, dataset, case.batch, max(1, len(samples) // case.batch), device)
+        epoch = 0
+        while True:
+            for batch in batches.epoch(epoch):
+                yield batch["image"], batch["target"]
+            epoch += 1
+    cached = CachedDataset(VolumeDataset(samples, 1, patch_size=None), storage="memory")
+    flags = [bool(s.target_mask.any()) for s in samples]
     sampler = ForegroundBatchSampler(flags, case.batch, seed=0)
     augment = DeviceAugment(dims)
     generator = torch.Generator().manual_seed(0)

@@ -25,6 +25,8 @@ SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name not in HELPER
 NEEDS_SHARED_DATA = {
     "drive_annotation_guided.py",
     "instance_ap.py",
+    "budget_hc18.py",
+    "budget_lgg.py",
     "lgg_unet.py",
     "umedsam_ablation.py",
     "uncertainty_calibration.py",

@@ -100,3 +100,12 @@ def test_batch_to_cuda() -> None:
     batch = cached.batch([1, 2], device="cuda")
     torch.cuda.synchronize()
     assert batch["image"].is_cuda and torch.equal(batch["image"].cpu(), cached.batch([1, 2])["image"])
+
+
+def test_a_device_resident_cache_gives_the_same_batches() -> None:
+    cached = CachedDataset(_dataset(), storage="memory")
+    host = cached.batch([4, 0, 2], device="cpu")
+    cached.to_device("cpu")
+    resident = cached.batch([4, 0, 2], device="cpu")
+    _assert_same(host, resident)
+    assert cached.batch([1])["case_id"] == [cached[1]["case_id"]]

@@ -172,3 +172,12 @@ def test_ema_selection_resumes_exactly(tmp_path: Path) -> None:
     assert [r["val_dice_ema"] for r in resumed.history] == pytest.approx(
         [r["val_dice_ema"] for r in full.history]
     )
+
+
+def test_one_slow_validation_does_not_space_out_the_rest() -> None:
+    from medseg.engine.train import ValidationClock
+
+    clock = ValidationClock("auto")
+    clock.record(0.0, 1.0)  # 1 s
+    clock.record(20.0, 60.0)  # 40 s on a busy machine
+    assert clock.due(5, False, now=69.0)  # 9 × the fastest (1 s) has passed

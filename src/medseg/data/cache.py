@@ -125,6 +125,11 @@ class CachedDataset(Dataset):
     def __len__(self) -> int:
         return self._length
 
+    def to_device(self, device: torch.device | str) -> None:
+        """Keep every array on ``device`` (for a set that fits its memory): a batch is then one
+        ``index_select`` there, with no host gather, pinning or copy per step."""
+        self.device_arrays = {k: torch.as_tensor(np.asarray(a)).to(device) for k, a in self.arrays.items()}
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         flat: dict[str, Any] = {k: torch.from_numpy(np.array(a[index])) for k, a in self.arrays.items()}
         flat.update({k: v[index] for k, v in self.others.items()})
@@ -141,6 +146,12 @@ class CachedDataset(Dataset):
         order = np.asarray(indices, dtype=np.int64)
         target = torch.device(device) if device is not None else None
         flat: dict[str, Any] = {}
+        resident = getattr(self, "device_arrays", None)
+        if resident is not None and (target is None or next(iter(resident.values())).device == target):
+            for key, tensor in resident.items():  # already on the device: gather there
+                flat[key] = tensor.index_select(0, torch.as_tensor(order, device=tensor.device))
+            flat.update({k: default_collate([v[i] for i in order]) for k, v in self.others.items()})
+            return _unflatten(flat)
         for key, array in self.arrays.items():
             tensor = torch.from_numpy(np.ascontiguousarray(array[order]))
             if target is not None and target.type == "cuda":

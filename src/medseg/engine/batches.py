@@ -36,6 +36,8 @@ from medseg.data.sampling import ForegroundBatchSampler
 from medseg.errors import ConfigError
 
 AUGMENT_ON = ("sample", "device")
+#: The cache moves onto a CUDA device when it takes less than this share of its free memory.
+DEVICE_CACHE_SHARE = 0.25
 MAX_AUTO_WORKERS = 8
 
 
@@ -157,6 +159,8 @@ class TrainBatches:
                 self.cache = CachedDataset(dataset)
             finally:
                 dataset.augment = augment
+            if device.type != "cuda" or self.cache.nbytes < DEVICE_CACHE_SHARE * _free_bytes(device):
+                self.cache.to_device(device)  # batches are then gathered where the model runs
             self.augment = device_augment_from_config(cfg) if cfg.augment.enabled else None
             self.annotators = list(dataset.annotators)
             return
@@ -194,6 +198,11 @@ class TrainBatches:
                 target = masks[self.annotators[0]]  # type: ignore[index]
                 batch = {**batch, "image": image, "masks": masks, "target": target}
             yield batch
+
+
+def _free_bytes(device: torch.device) -> int:
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free)
 
 
 def _chunks(indices: Sampler[int], size: int) -> Iterator[list[int]]:
