@@ -2,14 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.config import AugmentConfig
+from medseg.config import AugmentConfig, config_from_dict
 from medseg.data.transforms import (
     augment_transform,
     mask_key,
     normalize_intensity,
     preprocess_images,
     preprocess_transform,
+    window_intensity,
 )
+from medseg.errors import ConfigError
 
 
 def _item() -> dict:
@@ -29,6 +31,33 @@ def test_normalize_intensity_modes() -> None:
     assert np.isfinite(const).all()
     with pytest.raises(ValueError):
         normalize_intensity(image, "bogus")
+
+
+def test_window_intensity_clips_then_zscores_with_fixed_statistics() -> None:
+    # channel 0: clip to [-100, 300] HU, then (x − 40) / 10; channel 1: [0, 1], (x − 0.5) / 0.25
+    image = np.array([[[-1000.0, 0.0], [40.0, 2000.0]], [[-1.0, 0.5], [0.75, 3.0]]], np.float32)
+    windows = [{"clip": [-100, 300], "mean": 40, "std": 10}, {"clip": [0, 1], "mean": 0.5, "std": 0.25}]
+    expected = np.array([[[-14.0, -4.0], [0.0, 26.0]], [[-2.0, 0.0], [1.0, 2.0]]], np.float32)
+    np.testing.assert_allclose(window_intensity(image, windows), expected)
+    np.testing.assert_allclose(normalize_intensity(image, windows), expected)
+    # the 2D preprocessing applies the same mapping (no resize: image_size = the image's own)
+    out = preprocess_transform([], (2, 2), windows)({"image": image})["image"]
+    np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="2 intensity windows for an image with 1 channels"):
+        window_intensity(image[:1], windows)
+    with pytest.raises(ValueError, match="channel 1: clip must be"):
+        normalize_intensity(image, [windows[0], {"clip": [1, 0], "mean": 0, "std": 1}])
+    with pytest.raises(ValueError, match="std > 0"):
+        normalize_intensity(image[:1], [{"clip": [0, 1], "mean": 0, "std": 0}])
+
+
+def test_config_accepts_intensity_windows_and_names_a_bad_one() -> None:
+    window = {"clip": [-100.0, 300.0], "mean": 40.0, "std": 10.0}
+    assert config_from_dict({"data": {"intensity": [window]}}).data.intensity == [window]
+    with pytest.raises(ConfigError, match="data.intensity.*keys must be clip, mean, std"):
+        config_from_dict({"data": {"intensity": [{"clip": [0, 1]}]}})
+    with pytest.raises(ConfigError, match="data.intensity = 'ct'"):
+        config_from_dict({"data": {"intensity": "ct"}})
 
 
 def test_preprocess_resizes_image_linear_and_masks_nearest() -> None:

@@ -84,3 +84,33 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--minutes must be positive" in result.output
     result = runner.invoke(app, ["fit", "--source", "nope", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "nope" in result.output
+
+
+def test_a_ct_plan_trains_with_its_fixed_intensity_window(tmp_path: Path) -> None:
+    data = data_config("phantom", PHANTOM)
+    plan = plan_source(data, minutes=5, device="cpu", memory_bytes=2 * GIB, modality="ct")
+    assert plan.normalization[0]["scheme"] == "ct" and "CT" in plan.reasons["normalization"]
+    runner = CliRunner()
+    plan_file = tmp_path / "plan.yaml"
+    args = [
+        "plan",
+        "--source",
+        "phantom",
+        "-o",
+        "n_patients=4",
+        "-o",
+        "shape=[4, 32, 32]",
+        "--modality",
+        "ct",
+    ]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--memory-gb", "2", "--out", str(plan_file)])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        ["train", "--plan", str(plan_file), "--minutes", "0.02", "--out", str(run), "--no-progress",
+         "--set", "train.tensorboard=false"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    window = load_checkpoint(run / "best.pt")["config"]["data"]["intensity"][0]
+    assert set(window) == {"clip", "mean", "std"} and window["clip"][0] <= window["clip"][1]

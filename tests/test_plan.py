@@ -192,9 +192,14 @@ def test_plan_to_config_carries_out_the_plan(tmp_path: Path) -> None:
     models.build_from_config(cfg)  # the planned model builds from the config
     with pytest.raises(ConfigError, match="names no data source"):
         plan_to_config(replace(plan, data={}), tmp_path)
-    ct = replace(plan, normalization=[{"scheme": "ct", "lower": 0, "upper": 1, "mean": 0, "std": 1}])
-    with pytest.raises(ConfigError, match="zscore_per_image"):
-        plan_to_config(ct, tmp_path)
+    assert cfg.data.intensity == "zscore"
+    ct = replace(plan, normalization=[{"scheme": "ct", "clip": [-100.0, 300.0], "mean": 40.0, "std": 10.0}])
+    assert plan_to_config(ct, tmp_path).data.intensity == [
+        {"clip": [-100.0, 300.0], "mean": 40.0, "std": 10.0}
+    ]
+    mixed = replace(plan, normalization=[*ct.normalization, {"scheme": "zscore_per_image"}])
+    with pytest.raises(ConfigError, match="one scheme"):
+        plan_to_config(mixed, tmp_path)
 
 
 def test_anisotropic_volumes_plan_2d_in_plane() -> None:

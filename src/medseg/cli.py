@@ -520,6 +520,9 @@ def plan(
         float | None, typer.Option(help="memory budget (default: free device memory, or available RAM)")
     ] = None,
     out: Annotated[Path, typer.Option(help="the plan file to write")] = Path("plan.yaml"),
+    modality: Annotated[
+        str | None, typer.Option(help="ct, mr, us, ... when the files do not say (ct: a fixed HU window)")
+    ] = None,
 ) -> None:
     """Fingerprint a data set's training cases and write an editable plan (plan.yaml) with reasons."""
     from medseg.config import load_config
@@ -534,7 +537,7 @@ def plan(
             else data_config(source, _source_options(root, option))  # type: ignore[arg-type]
         )
         memory = None if memory_gb is None else int(memory_gb * 2**30)
-        plan_source(data, minutes, device, memory, out, console)
+        plan_source(data, minutes, device, memory, out, console, modality)
     except (MedsegError, KeyError, TypeError) as exc:
         _fail(exc)
 
@@ -557,6 +560,9 @@ def fit(
         list[str] | None, typer.Option("--set", help="edit the planned config, e.g. optim.lr=0.005")
     ] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    modality: Annotated[
+        str | None, typer.Option(help="ct, mr, us, ... when the files do not say (ct: a fixed HU window)")
+    ] = None,
 ) -> None:
     """Plan → train for --minutes → validate → OUT/report.html; OUT/best.pt is for medseg predict."""
     from medseg.engine.fit import fit as run_fit
@@ -573,6 +579,7 @@ def fit(
             progress=progress,
             console=console,
             config_overrides=set_,
+            modality=modality,
         )
     except (MedsegError, KeyError, TypeError) as exc:
         _fail(exc)

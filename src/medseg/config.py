@@ -7,10 +7,11 @@ file only states what differs. Unknown keys are errors, so a typo never passes s
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,9 @@ class DataConfig:
     test_options: dict[str, Any] = field(default_factory=dict)
     image_size: list[int] = field(default_factory=lambda: [96, 96])
     in_channels: int = 1
-    intensity: str = "zscore"  # "zscore" | "minmax" | "none"
+    # "zscore" | "minmax" | "none" (per image), or one fixed window per channel,
+    # [{clip: [low, high], mean: m, std: s}, ...] (CT; what `medseg plan` writes for CT data)
+    intensity: str | list[dict[str, Any]] = "zscore"
     split: SplitConfig = field(default_factory=SplitConfig)
     # 2: slices/images resized to image_size (the default); 3: whole volumes at their own
     # resolution, trained on patches and predicted by sliding window (medseg.data.volumes)
@@ -221,6 +224,20 @@ def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+def check_intensity_windows(windows: Sequence[Mapping[str, Any]]) -> None:
+    """A :class:`ValueError` naming the first channel window that is not ``{clip: [lo, hi], mean, std}``."""
+    if not windows:
+        raise ValueError("intensity windows: give one {clip: [low, high], mean, std} per channel")
+    for c, window in enumerate(windows):
+        if not isinstance(window, Mapping) or set(window) != {"clip", "mean", "std"}:
+            raise ValueError(f"intensity window of channel {c}: keys must be clip, mean, std: {window!r}")
+        clip = window["clip"]
+        if not isinstance(clip, (list, tuple)) or len(clip) != 2 or not float(clip[0]) <= float(clip[1]):
+            raise ValueError(f"intensity window of channel {c}: clip must be [low, high], got {clip!r}")
+        if not float(window["std"]) > 0 or not math.isfinite(float(window["mean"])):
+            raise ValueError(f"intensity window of channel {c}: needs a finite mean, std > 0: {window!r}")
+
+
 #: config keys whose value is one of a fixed set (enums); registry names: medseg.config_validation
 CHOICES: dict[str, tuple[Any, ...]] = {
     "data.intensity": ("zscore", "minmax", "none"),
@@ -281,6 +298,12 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
 
 
 def _check_choice(key: str, value: Any) -> Any:
+    if key == "data.intensity" and isinstance(value, list):
+        try:
+            check_intensity_windows(value)
+        except ValueError as err:
+            raise ConfigError(f"config key {key}: {err}") from None
+        return value
     choices = CHOICES.get(key)
     if choices is None or value is None:
         return value

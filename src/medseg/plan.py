@@ -486,6 +486,20 @@ PLANNED_LOSS = {"name": "dice_bce", "options": {"batch_dice": True}}
 PLANNED_AUGMENT = {"prob": 0.3, "rotate_deg": 20.0, "scale": 0.15, "flip": True}
 
 
+def intensity_setting(normalization: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """``data.intensity`` for the plan's normalisation: ``zscore`` (per image) when every channel is
+    ``zscore_per_image``, else one fixed window per channel (``ct``: clip + global z-score)."""
+    schemes = [n.get("scheme") if isinstance(n, dict) else n for n in normalization]
+    if all(s == "zscore_per_image" for s in schemes):
+        return "zscore"
+    if all(s == "ct" for s in schemes):
+        return [{"clip": list(n["clip"]), "mean": n["mean"], "std": n["std"]} for n in normalization]
+    raise ConfigError(
+        f"normalization {schemes}: every channel must use one scheme, zscore_per_image or ct "
+        "(the training path normalises all channels alike)"
+    )
+
+
 def plan_to_config(
     plan: Plan,
     output_dir: str | Path,
@@ -504,12 +518,7 @@ def plan_to_config(
     data = dict(plan.data if data is None else data)
     if "source" not in data:
         raise ConfigError("the plan names no data source: give one (medseg plan --source NAME --root PATH)")
-    schemes = {n.get("scheme") if isinstance(n, dict) else n for n in plan.normalization}
-    if schemes != {"zscore_per_image"}:
-        raise ConfigError(
-            f"normalization {sorted(map(str, schemes))}: the training path runs zscore_per_image only; "
-            "edit the plan's normalization to zscore_per_image"
-        )
+    intensity = intensity_setting(plan.normalization)
     options = dict(plan.model["options"])
     in_channels = int(options.pop("in_channels"))
     options.pop("spatial_dims", None)
@@ -525,7 +534,7 @@ def plan_to_config(
             "options": dict(data.get("options", {})),
             "split": dict(data.get("split", {})),
             "in_channels": in_channels,
-            "intensity": "zscore",
+            "intensity": intensity,
             "spatial_dims": dims,
             **(
                 {"image_size": list(plan.patch_size), "foreground_share": plan.foreground_share}

@@ -16,7 +16,7 @@ from monai.transforms import Compose
 from torch.utils.data import Dataset
 
 from medseg.data.sample import Sample
-from medseg.data.transforms import mask_key, preprocess_transform
+from medseg.data.transforms import Intensity, mask_key, preprocess_transform
 from medseg.errors import DataError
 
 
@@ -53,7 +53,7 @@ class SegmentationDataset(Dataset):
         samples: Sequence[Sample],
         image_size: Sequence[int],
         in_channels: int,
-        intensity: str = "zscore",
+        intensity: Intensity = "zscore",
         augment: Compose | None = None,
         annotators: Sequence[str] | None = None,
     ) -> None:

@@ -8,12 +8,14 @@ masks stay binary.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from monai.transforms import (
     Compose,
+    MapTransform,
     NormalizeIntensityd,
     RandAffined,
     RandFlipd,
@@ -24,17 +26,53 @@ from monai.transforms import (
 )
 from torch import Tensor
 
-from medseg.config import AugmentConfig
+from medseg.config import AugmentConfig, check_intensity_windows
 
 INTENSITY_MODES = ("zscore", "minmax", "none")
+
+#: ``data.intensity``: a mode of :data:`INTENSITY_MODES` (per image), or one fixed window per
+#: channel, ``{"clip": [low, high], "mean": m, "std": s}`` (CT: the same mapping for every scan)
+Intensity = str | Sequence[Mapping[str, Any]]
 
 
 def mask_key(annotator: str) -> str:
     return f"mask_{annotator}"
 
 
-def normalize_intensity(image: np.ndarray, mode: str = "zscore") -> np.ndarray:
-    """Channel-wise z-score or min–max to [0, 1]; a constant channel maps to 0, never to NaN."""
+def window_intensity(image: np.ndarray, windows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Clip each channel to its window, then z-score it with the data set's mean and std (nnU-Net's CT
+    scheme: Hounsfield units are quantitative, so every scan gets the same mapping)."""
+    image = np.asarray(image, dtype=np.float32)
+    if len(windows) != image.shape[0]:
+        raise ValueError(f"{len(windows)} intensity windows for an image with {image.shape[0]} channels")
+    out = np.empty_like(image)
+    for c, window in enumerate(windows):
+        low, high = (float(v) for v in window["clip"])
+        out[c] = (np.clip(image[c], low, high) - float(window["mean"])) / float(window["std"])
+    return out
+
+
+class WindowIntensityd(MapTransform):
+    """:func:`window_intensity` as a MONAI dictionary transform."""
+
+    def __init__(self, keys: str | Sequence[str], windows: Sequence[Mapping[str, Any]]) -> None:
+        super().__init__(keys)
+        check_intensity_windows(windows)
+        self.windows = [dict(w) for w in windows]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        for key in self.key_iterator(out):
+            out[key] = window_intensity(np.asarray(out[key]), self.windows)
+        return out
+
+
+def normalize_intensity(image: np.ndarray, mode: Intensity = "zscore") -> np.ndarray:
+    """Channel-wise z-score or min–max to [0, 1] (a constant channel maps to 0, never to NaN), or a
+    fixed window per channel (:func:`window_intensity`)."""
+    if not isinstance(mode, str):
+        check_intensity_windows(mode)
+        return window_intensity(image, mode)
     if mode not in INTENSITY_MODES:
         raise ValueError(f"intensity mode must be one of {INTENSITY_MODES}, got '{mode}'")
     image = np.asarray(image, dtype=np.float32)
@@ -51,12 +89,14 @@ def normalize_intensity(image: np.ndarray, mode: str = "zscore") -> np.ndarray:
 
 
 def preprocess_transform(
-    annotators: Sequence[str], image_size: Sequence[int], intensity: str = "zscore"
+    annotators: Sequence[str], image_size: Sequence[int], intensity: Intensity = "zscore"
 ) -> Compose:
     """Deterministic part: intensity normalisation, then resize to ``image_size``."""
     masks = [mask_key(a) for a in annotators]
     steps: list = []
-    if intensity == "zscore":
+    if not isinstance(intensity, str):
+        steps.append(WindowIntensityd(keys="image", windows=intensity))
+    elif intensity == "zscore":
         steps.append(NormalizeIntensityd(keys="image", channel_wise=True))
     elif intensity == "minmax":
         steps.append(ScaleIntensityd(keys="image", channel_wise=True))
@@ -69,7 +109,7 @@ def preprocess_transform(
 
 
 def preprocess_images(
-    images: Sequence[np.ndarray], image_size: Sequence[int], intensity: str = "zscore"
+    images: Sequence[np.ndarray], image_size: Sequence[int], intensity: Intensity = "zscore"
 ) -> Tensor:
     """2D images (each C×H×W) as one float32 model batch N×C×h×w: :func:`preprocess_transform` each."""
     preprocess = preprocess_transform([], image_size, intensity)

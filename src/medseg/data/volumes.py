@@ -44,7 +44,7 @@ from torch.utils.data import Dataset
 from medseg.config import AugmentConfig
 from medseg.data.dataset import all_annotators
 from medseg.data.sample import Sample
-from medseg.data.transforms import augment_transform, is_anisotropic, mask_key, normalize_intensity
+from medseg.data.transforms import Intensity, augment_transform, is_anisotropic, mask_key, normalize_intensity
 from medseg.errors import ConfigError, DataError
 
 INSTANCE_KEY = "instance"
@@ -123,7 +123,8 @@ class VolumeDataset(Dataset):
     Args:
         samples: 3D samples (2D ones are an error: they belong to ``SegmentationDataset``).
         in_channels: image channels the model expects.
-        intensity: ``zscore``, ``minmax`` or ``none``, per volume and channel.
+        intensity: ``zscore``, ``minmax`` or ``none``, per volume and channel, or one window per
+            channel (:func:`~medseg.data.transforms.window_intensity`, CT).
         patch_size: training patch ``D×H×W``; ``None`` yields whole volumes.
         foreground_ratio: probability in [0, 1] that a patch is centred on foreground.
         samples_per_volume: patches per volume and epoch (the dataset length is
@@ -139,7 +140,7 @@ class VolumeDataset(Dataset):
         self,
         samples: Sequence[Sample],
         in_channels: int,
-        intensity: str = "zscore",
+        intensity: Intensity = "zscore",
         patch_size: Sequence[int] | None = None,
         foreground_ratio: float = 0.5,
         samples_per_volume: int = 4,
@@ -189,7 +190,7 @@ class VolumeDataset(Dataset):
         self._epoch_seed = 0
         self.volumes = [self._prepare(s, intensity) for s in samples]
 
-    def _prepare(self, sample: Sample, intensity: str) -> dict[str, Any]:
+    def _prepare(self, sample: Sample, intensity: Intensity) -> dict[str, Any]:
         where = sample.source_path or sample.case_id
         image = normalize_intensity(sample.image, intensity)
         present = {name: name in sample.masks for name in self.annotators}

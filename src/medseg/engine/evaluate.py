@@ -33,6 +33,7 @@ from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, strip_extension
 from medseg.data.loading import load_splits
 from medseg.data.pairs import read_mask_pair
 from medseg.data.sample import Sample, assign_keys
+from medseg.data.transforms import Intensity
 from medseg.engine.calibrate import CalibrationCollector, CalibrationOptions
 from medseg.engine.inference import (
     SlidingWindow,
@@ -70,7 +71,7 @@ def evaluate_model(
     model: torch.nn.Module,
     samples: Sequence[Sample],
     image_size: Sequence[int],
-    intensity: str,
+    intensity: Intensity,
     cfg: EvalConfig,
     device: torch.device,
     progress: bool = True,

@@ -117,13 +117,18 @@ def plan_source(
     memory_bytes: int | None = None,
     out: str | Path | None = None,
     console: Console | None = None,
+    modality: str | None = None,
 ) -> Plan:
-    """Load ``data``, fingerprint its training cases and plan for ``minutes`` (written to ``out``)."""
+    """Load ``data``, fingerprint its training cases and plan for ``minutes`` (written to ``out``).
+
+    ``modality`` (``ct``, ``mr``, ``us``, ...) overrides what the source reports (DICOM, nnU-Net and
+    Decathlon files name it; image folders do not): ``ct`` plans a fixed intensity window.
+    """
     console = console or Console()
     torch_device = resolve_device(device)
     start = time.perf_counter()
     splits = load_splits(data)
-    fingerprint = compute_fingerprint(splits.train)
+    fingerprint = compute_fingerprint(splits.train, modality=modality)
     plan = plan_for(fingerprint, minutes, torch_device, memory_bytes, data)
     console.print(
         f"[bold]medseg plan[/]: {fingerprint.n_cases} training cases fingerprinted in "
@@ -150,10 +155,12 @@ def fit(
     progress: bool = True,
     console: Console | None = None,
     config_overrides: list[str] | None = None,
+    modality: str | None = None,
 ) -> FitResult:
     """Plan, train for ``minutes``, validate and report into ``out`` (see the module docstring).
 
-    ``config_overrides`` (``key=value``, as ``medseg train --set``) edit the planned config.
+    ``config_overrides`` (``key=value``, as ``medseg train --set``) edit the planned config;
+    ``modality`` as in :func:`plan_source`.
     """
     from medseg.config import apply_overrides
     from medseg.report.html import build_report
@@ -164,7 +171,7 @@ def fit(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = data_config(source, options, val_fraction, seed)
-    plan = plan_source(data, minutes, device, memory_bytes, out / "plan.yaml", console)
+    plan = plan_source(data, minutes, device, memory_bytes, out / "plan.yaml", console, modality)
     cfg = plan_to_config(plan, out, minutes=minutes, device=device, seed=seed)
     if config_overrides:
         cfg = apply_overrides(cfg, config_overrides)
@@ -185,6 +192,7 @@ def fit(
             "--source",
             source,
             *[f"-o{k}={v}" for k, v in options.items()],
+            *(["--modality", modality] if modality else []),
             "--minutes",
             f"{minutes:g}",
             "--out",

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from medseg.config import Config, config_from_dict
 from medseg.data.sample import Sample
-from medseg.data.transforms import normalize_intensity
+from medseg.data.transforms import Intensity, normalize_intensity
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.errors import ConfigError, DataError
 from medseg.models import SegmentationModel, build_from_config
@@ -312,7 +312,7 @@ def volume_logits(
     )
 
 
-def normalized_volume(sample: Sample, intensity: str) -> torch.Tensor:
+def normalized_volume(sample: Sample, intensity: Intensity) -> torch.Tensor:
     """``1×C×D×H×W`` image of a volume sample, normalised as in training (2D: a :class:`DataError`)."""
     if sample.ndim != 3:
         raise DataError(
@@ -323,7 +323,11 @@ def normalized_volume(sample: Sample, intensity: str) -> torch.Tensor:
 
 
 def sample_volume_logits(
-    model: SegmentationModel, sample: Sample, intensity: str, device: torch.device, window: SlidingWindow
+    model: SegmentationModel,
+    sample: Sample,
+    intensity: Intensity,
+    device: torch.device,
+    window: SlidingWindow,
 ) -> torch.Tensor:
     """All logit channels of a whole volume: normalised as in training, then by sliding window."""
     image = normalized_volume(sample, intensity)
@@ -334,7 +338,11 @@ def sample_volume_logits(
 
 @torch.no_grad()
 def predict_volume_probabilities(
-    model: SegmentationModel, sample: Sample, intensity: str, device: torch.device, window: SlidingWindow
+    model: SegmentationModel,
+    sample: Sample,
+    intensity: Intensity,
+    device: torch.device,
+    window: SlidingWindow,
 ) -> np.ndarray:
     """Foreground probability ``D×H×W`` of a 3D model on a whole volume at its own resolution.
 
@@ -349,7 +357,7 @@ def predict_volume_probabilities(
 def predict_volume_classes(
     model: SegmentationModel,
     sample: Sample,
-    intensity: str,
+    intensity: Intensity,
     device: torch.device,
     window: SlidingWindow,
     num_classes: int,

@@ -37,7 +37,7 @@ from medseg.data.io import (
 )
 from medseg.data.prompts import PromptSampler
 from medseg.data.sample import Sample
-from medseg.data.transforms import mask_key, preprocess_images, preprocess_transform
+from medseg.data.transforms import Intensity, mask_key, preprocess_images, preprocess_transform
 from medseg.engine.inference import (
     SlidingWindow,
     class_index_to_value,
@@ -60,7 +60,7 @@ def predict_probabilities(
     model: SegmentationModel,
     sample: Sample,
     image_size: Sequence[int],
-    intensity: str,
+    intensity: Intensity,
     device: torch.device,
     batch_size: int = 16,
     window: SlidingWindow | None = None,

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from medseg.config import Config
 from medseg.data.io import write_volume
 from medseg.data.sample import Sample
-from medseg.data.transforms import preprocess_images
+from medseg.data.transforms import Intensity, preprocess_images
 from medseg.engine.inference import (
     SlidingWindow,
     class_index_to_value,
@@ -237,7 +237,11 @@ def maps_from_statistics(
 
 
 def _sliding_statistics(
-    statistics: SampleStatistics, sample: Sample, intensity: str, device: torch.device, window: SlidingWindow
+    statistics: SampleStatistics,
+    sample: Sample,
+    intensity: Intensity,
+    device: torch.device,
+    window: SlidingWindow,
 ) -> Tensor:
     image = normalized_volume(sample, intensity).float()
     image = image.to(window.stitch_device or device)
@@ -260,7 +264,7 @@ def _resized_statistics(
     statistics: SampleStatistics,
     sample: Sample,
     image_size: Sequence[int],
-    intensity: str,
+    intensity: Intensity,
     device: torch.device,
     batch_size: int,
 ) -> Tensor:
@@ -281,7 +285,7 @@ def predict_uncertainty(
     model: SegmentationModel,
     sample: Sample,
     image_size: Sequence[int],
-    intensity: str,
+    intensity: Intensity,
     device: torch.device,
     options: UncertaintyOptions | None = None,
     window: SlidingWindow | None = None,
@@ -379,7 +383,7 @@ def predict_logits(
     model: SegmentationModel,
     sample: Sample,
     image_size: Sequence[int],
-    intensity: str,
+    intensity: Intensity,
     device: torch.device,
     batch_size: int = 16,
 ) -> np.ndarray:
