@@ -65,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser, default_root: Path, default_o
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (every arm)")
     parser.add_argument("--quick", action="store_true", help="smoke test: a few cases, seconds per arm")
+    parser.add_argument(
+        "--medseg-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="edit the planned config of the medseg arms, e.g. inference.tta_flips=false",
+    )
 
 
 def splits_for(

@@ -54,7 +54,12 @@ def main() -> None:
         label = "medseg" if minutes == args.minutes else f"medseg@{minutes:g}min"
         run_out = out / f"medseg_{minutes:g}min"
         results.append(
-            (label, run_medseg("lgg", options, splits, minutes, run_out, args.seed, args.device, console))
+            (
+                label,
+                run_medseg(
+                    "lgg", options, splits, minutes, run_out, args.seed, args.device, console, args.medseg_set
+                ),
+            )
         )
     if "monai" in arms:
         size = (32, 32) if args.quick else (128, 128)

@@ -74,6 +74,13 @@ def test_cli_plan_then_train_from_the_plan(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (run / "best.pt").is_file()
+    result = runner.invoke(
+        app, ["evaluate", str(run / "best.pt"), "--split", "val", "--no-mirror", "--out", str(tmp_path / "e")]
+    )
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "e" / "config.yaml").read_text())["inference"]["tta_flips"] is False
+    result = runner.invoke(app, ["evaluate", "--pred", "a", "--gt", "b", "--mirror"])
+    assert result.exit_code != 0 and "apply to a checkpoint" in result.output
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:

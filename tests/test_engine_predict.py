@@ -30,6 +30,29 @@ def test_probabilities_come_back_at_input_size(checkpoint: Path) -> None:
     assert ((probs >= 0) & (probs <= 1)).all()
 
 
+def test_2d_flip_tta_averages_the_mirrored_predictions_mirrored_back() -> None:
+    class LeftEdge(torch.nn.Module):
+        """Not mirror-symmetric: logit = 4·(x − 0.5) + a ramp along W."""
+
+        promptable = False
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            ramp = torch.linspace(-1, 1, x.shape[-1])
+            return 4 * (x[:, :1] - 0.5) + ramp
+
+    image = np.random.default_rng(0).random((1, 8, 8)).astype(np.float32)
+    sample = Sample(image, {}, "expert", (1.0, 1.0), "s")
+    cpu = torch.device("cpu")
+    plain = predict_probabilities(LeftEdge(), sample, (8, 8), "none", cpu)
+    tta = predict_probabilities(LeftEdge(), sample, (8, 8), "none", cpu, tta_flips=True)
+    x = torch.from_numpy(image)[None]
+    expected = (
+        sum(torch.sigmoid(LeftEdge()(x.flip(dims)).flip(dims)) for dims in [(), (2,), (3,), (2, 3)]) / 4
+    )
+    np.testing.assert_allclose(tta, expected[0, 0].numpy(), atol=1e-6)
+    assert not np.allclose(plain, tta)  # the ramp changes sign under a left-right flip
+
+
 def test_nifti_prediction_keeps_affine(checkpoint: Path, tmp_path: Path) -> None:
     affine = np.array([[0.0, 0.0, -2.5, 10.0], [0.0, 0.4, 0.0, -3.0], [0.6, 0.0, 0.0, 7.0], [0, 0, 0, 1]])
     data = np.random.default_rng(0).random((30, 28, 5)).astype(np.float32)

@@ -1,5 +1,6 @@
 """Training end to end on a tiny phantom: checkpoints, history, exact resume, interruption."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,26 @@ def test_a_time_budget_follows_max_time_minutes(tmp_path: Path) -> None:
     result = train(cfg)
     assert 1 <= len(result.history) < 1000
     assert result.history[-1]["lr"] == 0.0  # annealed to the end exactly when the 3 s were spent
+
+
+def test_a_time_budget_spent_while_validating_ends_at_the_end_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medseg.engine.train as train_module
+
+    real_validate = train_module.validate
+
+    def slow_validate(*args: object, **kwargs: object) -> tuple[float, float]:
+        time.sleep(2.5)  # longer than the whole 1.8 s budget
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validate", slow_validate)
+    cfg = tiny_config(
+        tmp_path / "run", "train.epochs=1000", "optim.scheduler=budget", "train.max_time_minutes=0.03"
+    )
+    result = train(cfg)
+    assert len(result.history) == 1  # no second epoch after the budget ran out in validation
+    assert result.history[-1]["lr"] == 0.0
 
 
 def test_val_every_skips_validation_but_always_validates_the_last_epoch(tmp_path: Path) -> None:

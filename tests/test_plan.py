@@ -193,6 +193,7 @@ def test_plan_to_config_carries_out_the_plan(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="names no data source"):
         plan_to_config(replace(plan, data={}), tmp_path)
     assert cfg.data.intensity == "zscore"
+    assert cfg.inference.tta_flips is True
     ct = replace(plan, normalization=[{"scheme": "ct", "clip": [-100.0, 300.0], "mean": 40.0, "std": 10.0}])
     assert plan_to_config(ct, tmp_path).data.intensity == [
         {"clip": [-100.0, 300.0], "mean": 40.0, "std": 10.0}

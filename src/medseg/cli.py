@@ -177,6 +177,13 @@ def evaluate(
             "--resample-pred", help="resample --pred onto the --gt grid (nearest neighbour) when they differ"
         ),
     ] = False,
+    mirror: Annotated[
+        bool | None,
+        typer.Option(
+            "--mirror/--no-mirror",
+            help="with a checkpoint: mirroring test-time augmentation (default: its inference.tta_flips)",
+        ),
+    ] = None,
 ) -> None:
     """Score a checkpoint on its test/val data, or score --pred against --gt made by any tool.
 
@@ -192,6 +199,8 @@ def evaluate(
         _fail(ValueError(f"--hd95 must be 'pooled' or 'max', got '{hd95}'"))
     cfg = EvalConfig(hd95_mode=hd95, nsd_tolerance_mm=nsd_tol)
     try:
+        if mirror is not None and checkpoint is None:
+            _fail(ConfigError("--mirror/--no-mirror apply to a checkpoint"))
         if format_ not in ("medseg", "cvpr24"):
             _fail(ValueError(f"--format must be 'medseg' or 'cvpr24', got '{format_}'"))
         if format_ == "cvpr24":
@@ -242,7 +251,7 @@ def evaluate(
 
         calib = calibration_options(calibration, bins, region_margin, uncertainty, samples, tta_merge)
         result = evaluate_checkpoint(
-            checkpoint, out, split=split, device=device, eval_cfg=cfg, calibration=calib
+            checkpoint, out, split=split, device=device, eval_cfg=cfg, calibration=calib, tta_flips=mirror
         )
         console.print(results_table(result, title=f"{checkpoint} on {split}"))
         console.print(f"wrote {out}/metrics.csv and summary.json")

@@ -169,7 +169,7 @@ class InferenceConfig:
     sw_overlap: float = 0.5
     sw_mode: str = "gaussian"  # "gaussian" | "constant"
     sw_batch_size: int = 1
-    tta_flips: bool = False  # average the predictions of the flipped inputs
+    tta_flips: bool = False  # average the predictions of the mirrored inputs (2D and 3D)
     stitch_device: str | None = None  # e.g. "cpu" when the whole volume does not fit the GPU
     # spatial axes the uncertainty flip TTA may mirror (medseg.engine.uncertainty): null = all
     # axes of the model input (2D: H, W; 3D: D, H, W); e.g. [1, 2] = in-plane only for a 3D model

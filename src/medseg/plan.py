@@ -46,6 +46,8 @@ optimizer      SGD, Nesterov momentum 0.99, lr 0.01, weight nnU-Net's default; r
                decay 3e-5, poly (power 0.9) to 0.           without tuning.
 oversampling   A third of every batch contains foreground.  nnU-Net: small, rare structures (most slices
                                                             empty) are otherwise rarely seen.
+test time      Mirroring: the mean of the predictions of    nnU-Net's default; +0.007 per-volume Dice
+               the flipped inputs (4 in 2D, 8 in 3D).       on the LGG validation split (README).
 ============== ============================================ =============================================
 """
 
@@ -543,6 +545,8 @@ def plan_to_config(
             ),
         },
         "augment": dict(PLANNED_AUGMENT),
+        # nnU-Net mirrors at test time too: +0.007 per-volume Dice on the LGG validation split
+        "inference": {"tta_flips": True},
         "model": {"name": plan.model["name"], "options": options},
         "loss": dict(PLANNED_LOSS),
         "optim": {

@@ -152,7 +152,13 @@ class CalibrationCollector:
         mi = None
         if self.options.uncertainty is None:
             probs = predict_probabilities(
-                self.model, sample, data.image_size, data.intensity, self.device, window=self.window
+                self.model,
+                sample,
+                data.image_size,
+                data.intensity,
+                self.device,
+                window=self.window,
+                tta_flips=self.cfg.inference.tta_flips,
             )
             entropy = binary_entropy(torch.from_numpy(probs.astype(np.float64))).numpy()
         else:

@@ -77,6 +77,7 @@ def evaluate_model(
     progress: bool = True,
     window: SlidingWindow | None = None,
     predictor: Callable[[Sample], np.ndarray] | None = None,
+    tta_flips: bool = False,
 ) -> tuple[EvaluationResult, dict[str, np.ndarray]]:
     """Score ``model`` on ``samples``; also returns the predicted masks by sample key.
 
@@ -84,7 +85,8 @@ def evaluate_model(
     (sample → foreground probability), e.g. a :class:`~medseg.engine.calibrate.CalibrationCollector`.
 
     A 3D model needs its sliding ``window`` (:func:`~medseg.engine.inference.sliding_window_from_config`);
-    ``image_size`` is then unused and every sample must be a volume. A multi-class model
+    ``image_size`` is then unused and every sample must be a volume. ``tta_flips`` mirrors a 2D
+    model's inputs (``inference.tta_flips``; a 3D window carries its own). A multi-class model
     (``model.num_classes``) is scored per class (module docstring); its predictions are the
     argmax class-index maps.
     """
@@ -111,7 +113,9 @@ def evaluate_model(
             if predictor is not None:
                 probs = predictor(sample)
             else:
-                probs = predict_probabilities(model, sample, image_size, intensity, device, window=window)
+                probs = predict_probabilities(
+                    model, sample, image_size, intensity, device, window=window, tta_flips=tta_flips
+                )
             pred = probs >= cfg.threshold
             gt = sample.target_mask.astype(bool)
         else:
@@ -315,8 +319,12 @@ def evaluate_checkpoint(
     eval_cfg: EvalConfig | None = None,
     progress: bool = True,
     calibration: CalibrationOptions | None = None,
+    tta_flips: bool | None = None,
 ) -> EvaluationResult:
     """Evaluate a training checkpoint on the ``test`` source of its config (or its ``val`` split).
+
+    ``tta_flips`` overrides the checkpoint's ``inference.tta_flips`` (mirroring test-time
+    augmentation) when given.
 
     Writes ``metrics.csv``, ``summary.json`` (with :func:`provenance`), ``case_slices.npz``,
     ``config.yaml`` (the checkpoint's config) and ``overlays.png`` into ``out_dir``.
@@ -327,6 +335,8 @@ def evaluate_checkpoint(
     """
     torch_device = resolve_device(device)
     model, cfg = load_model(checkpoint, torch_device)
+    if tta_flips is not None:
+        cfg.inference.tta_flips = tta_flips
     eval_cfg = eval_cfg or cfg.eval
     splits = load_splits(cfg.data)
     if split not in ("test", "val"):
@@ -348,6 +358,7 @@ def evaluate_checkpoint(
         progress,
         window=window,
         predictor=collector,
+        tta_flips=cfg.inference.tta_flips,
     )
     result.summary["provenance"] = provenance(checkpoint, split, torch_device)
     write_evaluation(result, out_dir)

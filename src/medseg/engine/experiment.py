@@ -121,6 +121,7 @@ def evaluate_best(
         device,
         progress,
         window=sliding_window_from_config(stored),
+        tta_flips=stored.inference.tta_flips,
     )
     evaluation.summary["provenance"] = provenance(result.best_checkpoint, split, device)
     write_evaluation(evaluation, out)

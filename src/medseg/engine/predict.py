@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from medseg.data.dicom import is_dicom_series_dir
 from medseg.data.dicom_seg import check_output_format, write_prediction
@@ -41,6 +42,7 @@ from medseg.data.transforms import Intensity, mask_key, preprocess_images, prepr
 from medseg.engine.inference import (
     SlidingWindow,
     class_index_to_value,
+    flip_axes,
     predict_volume_classes,
     predict_volume_probabilities,
     resolve_device,
@@ -64,14 +66,18 @@ def predict_probabilities(
     device: torch.device,
     batch_size: int = 16,
     window: SlidingWindow | None = None,
+    tta_flips: bool = False,
 ) -> np.ndarray:
     """Foreground probability at the sample's own spatial shape.
 
     With a ``window`` (a 3D model) the volume is predicted whole by sliding window
-    (:func:`predict_volume_probabilities`; ``image_size`` is unused). Otherwise 3D volumes go slice
-    by slice: each slice gets the same preprocessing as in training (normalise, resize to
-    ``image_size``) and the probabilities are resized back bilinearly, so metrics are computed at
-    the original resolution and spacing.
+    (:func:`predict_volume_probabilities`; ``image_size`` is unused; its own ``tta_flips``
+    applies). Otherwise 3D volumes go slice by slice: each slice gets the same preprocessing as in
+    training (normalise, resize to ``image_size``) and the probabilities are resized back
+    bilinearly, so metrics are computed at the original resolution and spacing. ``tta_flips``
+    averages the probabilities of the four mirrored inputs (identity, left-right, up-down, both:
+    nnU-Net's test-time mirroring); a promptable model is predicted once (its box prompt would
+    have to be mirrored too).
     """
     if window is not None:
         return predict_volume_probabilities(model, sample, intensity, device, window)
@@ -93,23 +99,31 @@ def predict_probabilities(
         inputs = preprocess_images([s.image for s in slices], image_size, intensity)
     out_shape = slices[0].spatial_shape
     probs = []
+    flips = [()] if promptable else flip_axes(tta_flips, 2)
     for start in range(0, len(inputs), batch_size):
         chunk = inputs[start : start + batch_size].to(device=device, dtype=torch.float32)
         if promptable:
             target = targets[start : start + batch_size].to(device=device, dtype=torch.float32)
-            logits = model(chunk, sampler.boxes(target, jitter=False))
+            logits = _main_logits(model(chunk, sampler.boxes(target, jitter=False)))
             # an empty ground-truth slice has no object to prompt: it is predicted empty
             empty = target.flatten(1).amax(1) < 0.5
             logits = torch.where(empty[:, None, None, None], torch.full_like(logits, -1e4), logits)
+            prob = torch.sigmoid(logits.float())
         else:
-            logits = model(chunk)
-        if isinstance(logits, (list, tuple)):
-            logits = logits[0]
-        prob = torch.sigmoid(logits.float())
+            prob = torch.zeros(0)
+            for dims in flips:  # the mirrored prediction is mirrored back before averaging
+                flipped = torch.sigmoid(_main_logits(model(chunk.flip(dims))).float()).flip(dims)
+                prob = flipped if prob.numel() == 0 else prob + flipped
+            prob = prob / len(flips)
         prob = F.interpolate(prob, size=out_shape, mode="bilinear", align_corners=False)
         probs.append(prob[:, 0].cpu().numpy())
     stacked = np.concatenate(probs, axis=0)
     return stacked if sample.ndim == 3 else stacked[0]
+
+
+def _main_logits(logits: Tensor | list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+    """The full-resolution output of a model that may return a deep-supervision list."""
+    return logits[0] if isinstance(logits, (list, tuple)) else logits
 
 
 def image_to_channels_first(
@@ -232,7 +246,13 @@ def predict_files(
             mask = class_index_to_value(classes, class_values)
         else:
             probs = predict_probabilities(
-                model, sample, cfg.data.image_size, cfg.data.intensity, torch_device, window=window
+                model,
+                sample,
+                cfg.data.image_size,
+                cfg.data.intensity,
+                torch_device,
+                window=window,
+                tta_flips=cfg.inference.tta_flips,
             )
             mask = (probs >= thr).astype(np.uint8)
         stem = strip_extension(path.name)

@@ -241,6 +241,11 @@ def _train(
             validation_clock.record(val_start, time.perf_counter())
             if is_epoch_scheduler(run.scheduler) and math.isfinite(val_dice):
                 run.scheduler.step(val_dice)
+        if budget is not None and not budget_spent and budget.budget_seconds is not None:
+            # the time ran out while validating: the schedule ends at this epoch, at its end value
+            budget_spent = broadcast_object(budget.elapsed_seconds >= budget.budget_seconds)
+            if budget_spent:
+                run.scheduler.step(1.0)
         epoch_time = time.perf_counter() - epoch_start
         improved = broadcast_object(validated and selection.update(val_dice))  # rank 0 decides
         record = {
