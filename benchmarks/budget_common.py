@@ -19,6 +19,7 @@ validation history (:func:`save_curves`).
 from __future__ import annotations
 
 import argparse
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -370,5 +371,5 @@ def report(
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(text + "\n")
     if curves_png is not None:
-        save_curves(results, curves_png, heading.splitlines()[0][:90])
+        save_curves(results, curves_png, textwrap.fill(heading.splitlines()[0], 75))
     return text
