@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -373,3 +373,64 @@ def report(
     if curves_png is not None:
         save_curves(results, curves_png, textwrap.fill(heading.splitlines()[0], 75))
     return text
+
+
+def run_benchmark(
+    source: str,
+    args: argparse.Namespace,
+    quick_cases: int,
+    in_channels: int,
+    heading: Callable[[DataSplits, argparse.Namespace], str],
+) -> str:
+    """The arms of ``args.arms`` on one seeded split of ``source``, then :func:`report`.
+
+    ``--quick`` keeps the first ``quick_cases`` cases (the last validates) and 3 s per arm;
+    ``heading(splits, args)`` titles the table and the curves.
+    """
+    from medseg.data.sources import build as build_source
+
+    options = {"root": args.root}
+    cases = None
+    if args.quick:
+        args.minutes, args.also_minutes = 0.05, []
+        args.arms = "medseg,monai" if args.arms == ",".join(ARMS) else args.arms
+        cases = build_source(source, **options).case_ids()[:quick_cases]
+    console = Console()
+    out = Path(args.out)
+    splits = splits_for(source, options, args.seed, cases)
+    arms = args.arms.split(",")
+    results = []
+    for minutes in [args.minutes, *args.also_minutes] if "medseg" in arms else []:
+        label = "medseg" if minutes == args.minutes else f"medseg@{minutes:g}min"
+        result = run_medseg(
+            source,
+            options,
+            splits,
+            minutes,
+            out / f"medseg_{minutes:g}min",
+            args.seed,
+            args.device,
+            console,
+            args.medseg_set,
+        )
+        results.append((label, result))
+    if "monai" in arms:
+        size = (32, 32) if args.quick else (128, 128)
+        monai = run_monai(
+            source,
+            options,
+            splits,
+            args.minutes,
+            out / "monai",
+            args.seed,
+            args.device,
+            console,
+            size,
+            in_channels,
+        )
+        results.append(("monai", monai))
+    if "nnunet" in arms:
+        nnunet = run_nnunet_arm(splits, args.minutes, out / "nnunet", args.device, console, args.quick)
+        if nnunet is not None:
+            results.append(("nnunet", nnunet))
+    return report(results, splits.val, out, heading(splits, args), out / "curves.png")

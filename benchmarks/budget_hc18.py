@@ -17,16 +17,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from budget_common import add_arguments, report, run_medseg, run_monai, run_nnunet_arm, splits_for  # noqa: E402
+from budget_common import add_arguments, run_benchmark  # noqa: E402
 
-from medseg.data.sources import build as build_source  # noqa: E402
+from medseg.data.loading import DataSplits  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "hc18_us"
+
+
+def _heading(splits: DataSplits, args: argparse.Namespace) -> str:
+    return (
+        f"HC18 fetal-head ultrasound, {len(splits.val)} validation images of {len(splits.val_cases)} "
+        f"subjects ({len(splits.train)} training images), per-image metrics at each image's pixels, "
+        f"{args.minutes:g} min per arm on {args.device}"
+    )
 
 
 def main() -> None:
@@ -37,52 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     if not Path(args.root).is_dir():
         raise SystemExit(f"{args.root}: HC18 folder not found (pass --root)")
-    options = {"root": args.root}
-    cases = None
-    if args.quick:
-        args.minutes, args.also_minutes = 0.05, []
-        args.arms = "medseg,monai" if args.arms == "medseg,monai,nnunet" else args.arms
-        cases = build_source("hc18", **options).case_ids()[:4]
-    console = Console()
-    out = Path(args.out)
-    splits = splits_for("hc18", options, args.seed, cases)
-    arms = args.arms.split(",")
-    results = []
-    for minutes in [args.minutes, *args.also_minutes] if "medseg" in arms else []:
-        label = "medseg" if minutes == args.minutes else f"medseg@{minutes:g}min"
-        run_out = out / f"medseg_{minutes:g}min"
-        results.append(
-            (
-                label,
-                run_medseg(
-                    "hc18",
-                    options,
-                    splits,
-                    minutes,
-                    run_out,
-                    args.seed,
-                    args.device,
-                    console,
-                    args.medseg_set,
-                ),
-            )
-        )
-    if "monai" in arms:
-        size = (32, 32) if args.quick else (128, 128)
-        monai = run_monai(
-            "hc18", options, splits, args.minutes, out / "monai", args.seed, args.device, console, size, 1
-        )
-        results.append(("monai", monai))
-    if "nnunet" in arms:
-        nnunet = run_nnunet_arm(splits, args.minutes, out / "nnunet", args.device, console, args.quick)
-        if nnunet is not None:
-            results.append(("nnunet", nnunet))
-    heading = (
-        f"HC18 fetal-head ultrasound, {len(splits.val)} validation images of {len(splits.val_cases)} "
-        f"subjects ({len(splits.train)} training images), per-image metrics at each image's pixels, "
-        f"{args.minutes:g} min per arm on {args.device}"
-    )
-    print("\n" + report(results, splits.val, out, heading, out / "curves.png"))
+    print("\n" + run_benchmark("hc18", args, 4, 1, _heading))
 
 
 if __name__ == "__main__":

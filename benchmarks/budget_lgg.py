@@ -19,16 +19,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from budget_common import add_arguments, report, run_medseg, run_monai, run_nnunet_arm, splits_for  # noqa: E402
+from budget_common import add_arguments, run_benchmark  # noqa: E402
 
-from medseg.data.sources import build as build_source  # noqa: E402
+from medseg.data.loading import DataSplits  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "lgg_mri" / "kaggle_3m"
+
+
+def _heading(splits: DataSplits, args: argparse.Namespace) -> str:
+    return (
+        f"LGG brain MRI, {len(splits.val)} validation patients ({len(splits.train)} training), "
+        f"per-volume metrics at 256², {args.minutes:g} min per arm on {args.device}"
+    )
 
 
 def main() -> None:
@@ -39,43 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     if not Path(args.root).is_dir():
         raise SystemExit(f"{args.root}: LGG kaggle_3m folder not found (pass --root)")
-    options = {"root": args.root}
-    cases = None
-    if args.quick:
-        args.minutes, args.also_minutes = 0.05, []
-        args.arms = "medseg,monai" if args.arms == "medseg,monai,nnunet" else args.arms
-        cases = build_source("lgg", **options).case_ids()[:3]
-    console = Console()
-    out = Path(args.out)
-    splits = splits_for("lgg", options, args.seed, cases)
-    arms = args.arms.split(",")
-    results = []
-    for minutes in [args.minutes, *args.also_minutes] if "medseg" in arms else []:
-        label = "medseg" if minutes == args.minutes else f"medseg@{minutes:g}min"
-        run_out = out / f"medseg_{minutes:g}min"
-        results.append(
-            (
-                label,
-                run_medseg(
-                    "lgg", options, splits, minutes, run_out, args.seed, args.device, console, args.medseg_set
-                ),
-            )
-        )
-    if "monai" in arms:
-        size = (32, 32) if args.quick else (128, 128)
-        monai = run_monai(
-            "lgg", options, splits, args.minutes, out / "monai", args.seed, args.device, console, size, 3
-        )
-        results.append(("monai", monai))
-    if "nnunet" in arms:
-        nnunet = run_nnunet_arm(splits, args.minutes, out / "nnunet", args.device, console, args.quick)
-        if nnunet is not None:
-            results.append(("nnunet", nnunet))
-    heading = (
-        f"LGG brain MRI, {len(splits.val)} validation patients ({len(splits.train)} training), "
-        f"per-volume metrics at 256², {args.minutes:g} min per arm on {args.device}"
-    )
-    print("\n" + report(results, splits.val, out, heading, out / "curves.png"))
+    print("\n" + run_benchmark("lgg", args, 3, 3, _heading))
 
 
 if __name__ == "__main__":

@@ -127,3 +127,15 @@ def test_bad_inputs_raise_data_errors() -> None:
     two[0].meta["modality"], two[1].meta["modality"] = "CT", "MR"
     with pytest.raises(DataError, match="several modalities"):
         compute_fingerprint(two)
+
+
+def test_modality_comes_from_dicom_meta_or_ct_channel_names() -> None:
+    samples = _three_2d_samples()
+    for s in samples:
+        s.meta["channel_names"] = ["CT"]  # an nnU-Net / Decathlon dataset.json channel name
+    assert compute_fingerprint(samples).modality == "ct"
+    samples[0].meta["channel_names"] = ["T2"]
+    assert compute_fingerprint(samples[:1]).modality is None  # not CT: no modality claimed
+    samples[0].meta["modality"] = "MR"  # DICOM's Modality wins over channel names
+    assert compute_fingerprint(samples[:1]).modality == "mr"
+    assert compute_fingerprint(samples, modality="US").modality == "us"  # the caller's override

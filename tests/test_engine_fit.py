@@ -59,21 +59,28 @@ def test_available_memory_is_positive() -> None:
     assert available_memory_bytes(torch.device("cpu")) > 0
 
 
-def test_cli_plan_then_train_from_the_plan(tmp_path: Path) -> None:
+def _cli_plan_and_train(tmp_path: Path, *plan_options: str) -> Path:
+    """`medseg plan` on a tiny phantom, then `medseg train --plan` for 1.2 s; the run folder."""
     runner = CliRunner()
     plan_file = tmp_path / "plan.yaml"
-    args = ["plan", "--source", "phantom", "-o", "n_patients=4", "-o", "shape=[4, 32, 32]"]
+    args = ["plan", "--source", "phantom", "-o", "n_patients=4", "-o", "shape=[4, 32, 32]", *plan_options]
     result = runner.invoke(app, [*args, "--device", "cpu", "--memory-gb", "2", "--out", str(plan_file)])
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output and plan_file.is_file()
     run = tmp_path / "run"
     result = runner.invoke(
         app,
-        ["train", "--plan", str(plan_file), "--minutes", "0.03", "--out", str(run), "--no-progress",
+        ["train", "--plan", str(plan_file), "--minutes", "0.02", "--out", str(run), "--no-progress",
          "--set", "train.tensorboard=false"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (run / "best.pt").is_file()
+    return run
+
+
+def test_cli_plan_then_train_from_the_plan_then_evaluate(tmp_path: Path) -> None:
+    run = _cli_plan_and_train(tmp_path)
+    runner = CliRunner()
     result = runner.invoke(
         app, ["evaluate", str(run / "best.pt"), "--split", "val", "--no-mirror", "--out", str(tmp_path / "e")]
     )
@@ -97,27 +104,6 @@ def test_a_ct_plan_trains_with_its_fixed_intensity_window(tmp_path: Path) -> Non
     data = data_config("phantom", PHANTOM)
     plan = plan_source(data, minutes=5, device="cpu", memory_bytes=2 * GIB, modality="ct")
     assert plan.normalization[0]["scheme"] == "ct" and "CT" in plan.reasons["normalization"]
-    runner = CliRunner()
-    plan_file = tmp_path / "plan.yaml"
-    args = [
-        "plan",
-        "--source",
-        "phantom",
-        "-o",
-        "n_patients=4",
-        "-o",
-        "shape=[4, 32, 32]",
-        "--modality",
-        "ct",
-    ]
-    result = runner.invoke(app, [*args, "--device", "cpu", "--memory-gb", "2", "--out", str(plan_file)])
-    assert result.exit_code == 0, result.output
-    run = tmp_path / "run"
-    result = runner.invoke(
-        app,
-        ["train", "--plan", str(plan_file), "--minutes", "0.02", "--out", str(run), "--no-progress",
-         "--set", "train.tensorboard=false"],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    run = _cli_plan_and_train(tmp_path, "--modality", "ct")
     window = load_checkpoint(run / "best.pt")["config"]["data"]["intensity"][0]
     assert set(window) == {"clip", "mean", "std"} and window["clip"][0] <= window["clip"][1]

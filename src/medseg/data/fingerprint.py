@@ -121,10 +121,21 @@ def _foreground_labels(samples: Sequence[Sample]) -> tuple[int | None, list[int]
     return num_classes, [1] if num_classes is None else list(range(1, int(num_classes)))
 
 
+def _sample_modality(sample: Sample) -> str | None:
+    """``meta["modality"]`` (DICOM), else ``ct`` when every channel is named CT (nnU-Net's and the
+    Decathlon's dataset.json name the channels; nnU-Net normalises "CT" channels as CT)."""
+    if "modality" in sample.meta:
+        return str(sample.meta["modality"]).lower()
+    names = sample.meta.get("channel_names")
+    if names and all(str(n).lower() == "ct" for n in names):
+        return "ct"
+    return None
+
+
 def _modality(samples: Sequence[Sample], modality: str | None) -> str | None:
     if modality is not None:
         return modality.lower()
-    found = {str(s.meta["modality"]).lower() for s in samples if "modality" in s.meta}
+    found = {m for m in (_sample_modality(s) for s in samples) if m is not None}
     if len(found) > 1:
         raise DataError(f"samples have several modalities {sorted(found)}; pass modality= explicitly")
     return found.pop() if found else None
