@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/input_pipeline.py --quick    # tiny sizes, a few steps (smoke test)
     .venv/bin/python benchmarks/input_pipeline.py            # 2D 256², 3D 128³, CPU (+ CUDA if present)
+    .venv/bin/python benchmarks/input_pipeline.py --dims 2 --steps 5 --warmup 1   # 2D only (a CPU)
     .venv/bin/python benchmarks/input_pipeline.py --device cuda --workers 8
 
 For each case (2D 256² with ``resenc_unet`` and ``unet``; 3D 128³ with ``resenc_unet`` at a small
@@ -264,6 +265,13 @@ def main() -> None:
         "--warmup", type=int, default=None, help="untimed steps first (default 2 quick, 5 full)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--dims",
+        type=int,
+        choices=(2, 3),
+        action="append",
+        help="only the 2D or 3D cases (repeatable; default both): 3D 128³ takes minutes a step on a CPU",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -274,6 +282,8 @@ def main() -> None:
     for name in devices:
         device = torch.device(name)
         for case in cases(args.quick):
+            if args.dims and len(case.shape) not in args.dims:
+                continue
             torch.manual_seed(0)
             rows.extend(run(case, device, args.workers, warmup, steps))
     print(
