@@ -99,7 +99,7 @@ def predict_probabilities(
         inputs = preprocess_images([s.image for s in slices], image_size, intensity)
     out_shape = slices[0].spatial_shape
     probs = []
-    flips = [()] if promptable else flip_axes(tta_flips, 2)
+    flips = flip_axes(tta_flips, 2)  # a promptable model is predicted once
     for start in range(0, len(inputs), batch_size):
         chunk = inputs[start : start + batch_size].to(device=device, dtype=torch.float32)
         if promptable:
@@ -110,11 +110,10 @@ def predict_probabilities(
             logits = torch.where(empty[:, None, None, None], torch.full_like(logits, -1e4), logits)
             prob = torch.sigmoid(logits.float())
         else:
-            prob = torch.zeros(0)
-            for dims in flips:  # the mirrored prediction is mirrored back before averaging
-                flipped = torch.sigmoid(_main_logits(model(chunk.flip(dims))).float()).flip(dims)
-                prob = flipped if prob.numel() == 0 else prob + flipped
-            prob = prob / len(flips)
+            # each mirrored prediction is mirrored back before averaging
+            prob = torch.stack(
+                [torch.sigmoid(_main_logits(model(chunk.flip(dims))).float()).flip(dims) for dims in flips]
+            ).mean(0)
         prob = F.interpolate(prob, size=out_shape, mode="bilinear", align_corners=False)
         probs.append(prob[:, 0].cpu().numpy())
     stacked = np.concatenate(probs, axis=0)
