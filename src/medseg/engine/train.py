@@ -290,7 +290,9 @@ def _train(
                 f"lr at its end value {run.optimizer.param_groups[0]['lr']:.3g}"
             )
             break
-        if broadcast_object(_over_time(tcfg, elapsed_before, run_start)):  # rank 0's clock decides
+        # a time budget schedule ends the run itself (at its end value, within the next step)
+        time_budget = budget is not None and budget.budget_seconds is not None
+        if not time_budget and broadcast_object(_over_time(tcfg, elapsed_before, run_start)):
             console.print(f"time budget of {tcfg.max_time_minutes} min reached after epoch {epoch + 1}")
             break
     if writer is not None:
