@@ -187,9 +187,16 @@ def run_monai(
 
 
 def run_nnunet_arm(
-    splits: DataSplits, minutes: float, out: Path, device: str, console: Console, quick: bool
+    splits: DataSplits,
+    minutes: float,
+    out: Path,
+    device: str,
+    console: Console,
+    quick: bool,
+    configuration: str = "2d",
 ) -> ArmResult | None:
-    """nnU-Net v2 through its CLI; ``None`` (with a message) when ``nnunetv2`` is not installed."""
+    """nnU-Net v2 through its CLI (``configuration``: ``2d``, ``3d_fullres``); ``None`` (with a
+    message) when ``nnunetv2`` is not installed."""
     from budget_nnunet import nnunet_available, run_nnunet
 
     if not nnunet_available():
@@ -200,6 +207,7 @@ def run_nnunet_arm(
         splits.val,
         minutes,
         out,
+        configuration=configuration,
         device=device,
         **({"iterations_per_epoch": 2, "val_iterations_per_epoch": 1, "tta": False} if quick else {}),
     )

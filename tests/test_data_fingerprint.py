@@ -129,13 +129,44 @@ def test_bad_inputs_raise_data_errors() -> None:
         compute_fingerprint(two)
 
 
+def test_label_names_values_and_class_centroids() -> None:
+    labels = np.zeros((5, 5, 9), np.uint8)
+    labels[2, 2, 0:3] = 1  # class 1 near the start of the last axis: centroid x = 1 / 8
+    labels[2, 2, 6:9] = 2  # class 2 near its end: x = 7 / 8
+    meta = {"num_classes": 3, "label_names": ["background", "left", "right"], "class_values": [0, 1, 2]}
+    volume = Sample(
+        np.ones((1, 5, 5, 9), np.float32), {"expert": labels}, "expert", (1, 1, 1), "v", meta=meta
+    )
+    fp = compute_fingerprint([volume])
+    assert fp.label_names == ("background", "left", "right") and fp.class_values == (0, 1, 2)
+    assert fp.classes[0].centroid_relative == pytest.approx((0.5, 0.5, 1 / 8))
+    assert fp.classes[1].centroid_relative == pytest.approx((0.5, 0.5, 7 / 8))
+    assert Fingerprint.from_dict(fp.to_dict()) == fp
+    other = Sample(
+        volume.image,
+        {"expert": labels},
+        "expert",
+        (1, 1, 1),
+        "w",
+        meta={**meta, "label_names": ["a", "b", "c"]},
+    )
+    with pytest.raises(DataError, match="disagree on meta\\['label_names'\\]"):
+        compute_fingerprint([volume, other])
+
+
 def test_modality_comes_from_dicom_meta_or_ct_channel_names() -> None:
     samples = _three_2d_samples()
     for s in samples:
         s.meta["channel_names"] = ["CT"]  # an nnU-Net / Decathlon dataset.json channel name
     assert compute_fingerprint(samples).modality == "ct"
     samples[0].meta["channel_names"] = ["T2"]
-    assert compute_fingerprint(samples[:1]).modality is None  # not CT: no modality claimed
+    assert compute_fingerprint(samples[:1]).modality == "mr"  # an MR sequence
+    samples[0].meta["channel_names"] = ["MRI"]  # the Decathlon's Hippocampus dataset.json
+    assert compute_fingerprint(samples[:1]).modality == "mr"
+    samples[0].meta["channel_names"] = ["T2", "CT"]  # mixed: no modality claimed
+    assert compute_fingerprint(samples[:1]).modality is None
+    samples[0].meta["channel_names"] = ["optical"]  # unknown name: none either
+    assert compute_fingerprint(samples[:1]).modality is None
     samples[0].meta["modality"] = "MR"  # DICOM's Modality wins over channel names
     assert compute_fingerprint(samples[:1]).modality == "mr"
     assert compute_fingerprint(samples, modality="US").modality == "us"  # the caller's override

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
+from plan_fingerprints import volume_fingerprint
 from typer.testing import CliRunner
 
+import medseg.engine.dims_trial as dims_trial
 from medseg.cli import app
 from medseg.engine.checkpoint import load_checkpoint
+from medseg.engine.dims_trial import TRIAL_MIN_MINUTES, choose_by_trial, trial_applies
 from medseg.engine.fit import available_memory_bytes, data_config, fit, plan_source
 from medseg.errors import ConfigError
-from medseg.plan import load_plan
+from medseg.plan import Budget, load_plan, make_plan
 
 PHANTOM = {"n_patients": 5, "seed": 0, "shape": [4, 32, 32]}
 GIB = 2**30
@@ -107,3 +111,48 @@ def test_a_ct_plan_trains_with_its_fixed_intensity_window(tmp_path: Path) -> Non
     run = _cli_plan_and_train(tmp_path, "--modality", "ct")
     window = load_checkpoint(run / "best.pt")["config"]["data"]["intensity"][0]
     assert set(window) == {"clip", "mean", "std"} and window["clip"][0] <= window["clip"][1]
+
+
+def test_choose_by_trial_keeps_the_better_dims_and_records_why() -> None:
+    fp = volume_fingerprint()
+    budget = Budget(memory_bytes=2 * GIB, minutes=60, step_seconds=0.1)
+    plan_3d, plan_2d = make_plan(fp, budget, spatial_dims=3), make_plan(fp, budget, spatial_dims=2)
+    plan_3d = replace(plan_3d, reasons={**plan_3d.reasons, "spatial_dims": "isotropic"})
+    better_2d = choose_by_trial(plan_3d, plan_2d, {"3d": 0.70, "2d": 0.75})
+    assert better_2d.spatial_dims == 2 and better_2d.dims_trial == {"3d": 0.70, "2d": 0.75}
+    assert (
+        "3d Dice 0.7000, 2d Dice 0.7500 → 2D (the rule said 3D: isotropic)"
+        in better_2d.reasons["spatial_dims"]
+    )
+    assert choose_by_trial(plan_3d, plan_2d, {"3d": 0.75, "2d": 0.75}).spatial_dims == 3  # a tie: the rule
+    assert choose_by_trial(plan_3d, plan_2d, {"3d": float("nan"), "2d": 0.5}).spatial_dims == 2
+    assert choose_by_trial(plan_3d, plan_2d, {"3d": 0.5, "2d": float("nan")}).spatial_dims == 3
+
+
+def test_trial_applies_to_long_3d_budgets_only() -> None:
+    fp = volume_fingerprint()
+    assert trial_applies(fp, TRIAL_MIN_MINUTES) is None
+    assert "under 60 min" in trial_applies(fp, 15)
+    assert "2D" in trial_applies(replace(fp, spatial_dims=2), 600)
+
+
+def test_fit_runs_the_2d_3d_trial_when_the_budget_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dims_trial, "TRIAL_MIN_MINUTES", 0.0)
+    volumes = {"n_patients": 5, "seed": 0, "shape": [16, 32, 32]}
+    result = fit(
+        "phantom",
+        volumes,
+        minutes=0.1,
+        out=tmp_path / "fit",
+        device="cpu",
+        memory_bytes=2 * GIB,
+        progress=False,
+    )
+    plan = load_plan(tmp_path / "fit" / "plan.yaml")
+    assert set(plan.dims_trial) == {"2d", "3d"} and "trial of both" in plan.reasons["spatial_dims"]
+    assert (tmp_path / "fit" / "trial_2d" / "last.pt").is_file() and (
+        tmp_path / "fit" / "trial_3d" / "last.pt"
+    ).is_file()
+    assert result.plan.spatial_dims == plan.spatial_dims

@@ -117,7 +117,7 @@ def test_parameters_and_flops_against_unet_at_the_same_widths() -> None:
 def test_odd_input_size_gives_a_clear_error() -> None:
     model = ResEncUNet(features=TINY)
     with pytest.raises(
-        ValueError, match=r"ResEncUNet with 3 levels needs every spatial size to be a multiple of 4"
+        ValueError, match=r"ResEncUNet with strides .* needs spatial sizes that are multiples of \(4, 4\)"
     ):
         model(torch.randn(1, 1, 10, 8))
     with pytest.raises(ValueError, match="expects a 4-D input"):
@@ -177,3 +177,55 @@ def test_training_cost_scales_with_batch_and_patch() -> None:
         one.memory_bytes(activation_bytes=2, optimizer_states=2)
         == 2 * one.activation_elements + 16 * one.parameters
     )
+
+
+def test_per_axis_strides_pool_only_the_axes_asked_for() -> None:
+    # axis 0 is pooled once (stage 2 only), the in-plane axes twice: sizes multiples of (2, 4, 4)
+    model = ResEncUNet(
+        spatial_dims=3, features=(4, 8, 16), strides=[1, [1, 2, 2], [2, 2, 2]], deep_supervision=True
+    )
+    assert model.size_multiples == (2, 4, 4) and model.size_multiple == 4
+    outputs = model.train()(torch.randn(2, 1, 6, 12, 8))
+    assert [tuple(o.shape[2:]) for o in outputs] == [(6, 12, 8), (6, 6, 4)]
+    assert model.eval()(torch.randn(1, 1, 6, 12, 8)).shape == (1, 1, 6, 12, 8)
+    with pytest.raises(ValueError, match=r"multiples of \(2, 4, 4\)"):
+        model(torch.randn(1, 1, 6, 10, 8))
+
+
+def test_bad_strides_are_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="strides needs 3 entries"):
+        ResEncUNet(spatial_dims=3, features=(4, 8, 16), strides=[1, 2])
+    with pytest.raises(ConfigError, match="the first all 1"):
+        ResEncUNet(spatial_dims=2, features=(4, 8), strides=[2, 2])
+    with pytest.raises(ConfigError, match=r"values in \{1, 2\}"):
+        ResEncUNet(spatial_dims=2, features=(4, 8), strides=[1, [3, 1]])
+
+
+def test_training_cost_follows_per_axis_strides() -> None:
+    uniform = training_cost([16, 32, 32], 1, 1, 2, (4, 8, 16), (0, 1, 1))
+    in_plane = training_cost([16, 32, 32], 1, 1, 2, (4, 8, 16), (0, 1, 1), strides=[1, [1, 2, 2], [1, 2, 2]])
+    # the deeper stages keep twice the voxels when depth is not pooled: more FLOPs and memory
+    assert in_plane.flops > uniform.flops and in_plane.activation_elements > uniform.activation_elements
+    assert in_plane.parameters < uniform.parameters  # 1×2×2 transposed kernels instead of 2×2×2
+    # the analytic FLOPs (forward = a third of a step) match torch's count for per-axis strides too
+    model = ResEncUNet(
+        spatial_dims=3,
+        out_channels=2,
+        features=(4, 8, 16),
+        blocks=(0, 1, 1),
+        strides=[1, [1, 2, 2], [1, 2, 2]],
+        deep_supervision=False,
+    )
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, 1, 16, 32, 32))
+    estimate = training_cost(
+        [16, 32, 32],
+        1,
+        1,
+        2,
+        (4, 8, 16),
+        (0, 1, 1),
+        deep_supervision=False,
+        strides=[1, [1, 2, 2], [1, 2, 2]],
+    )
+    assert estimate.flops / 3 == pytest.approx(counter.get_total_flops(), rel=0.02)

@@ -17,17 +17,17 @@ from medseg.errors import ConfigError
 from medseg.models.resenc_unet import default_features, training_cost
 from medseg.plan import (
     Budget,
+    Network,
     Plan,
-    choose_dims,
-    choose_normalization,
-    choose_target_spacing,
-    estimated_memory,
+    Topology,
     load_plan,
     make_plan,
-    network_depth,
+    normalization_rule,
     plan_to_config,
     planned_blocks,
-    round_patch,
+    spatial_dims_rule,
+    target_spacing_rule,
+    topology_rule,
     write_plan,
 )
 
@@ -72,41 +72,69 @@ def _volume_fingerprint(
 
 
 def test_dims_rules() -> None:
-    assert choose_dims(_fingerprint())[0] == 2
-    assert "2D images" in choose_dims(_fingerprint())[1]
+    assert spatial_dims_rule(_fingerprint()).value == 2
+    assert "2D images" in spatial_dims_rule(_fingerprint()).reason
     anisotropic = _volume_fingerprint((5.0, 1.0, 1.0), (30, 256, 256))
-    dims, reason = choose_dims(anisotropic)
-    assert dims == 2 and "anisotropic" in reason
-    assert choose_dims(_volume_fingerprint((1.5, 1.0, 1.0), (128, 128, 128)))[0] == 3
+    decision = spatial_dims_rule(anisotropic)
+    assert decision.value == 2 and "anisotropic" in decision.reason
+    assert spatial_dims_rule(_volume_fingerprint((1.5, 1.0, 1.0), (128, 128, 128))).value == 3
 
 
 def test_target_spacing_is_the_median_and_p10_for_a_coarse_3d_axis() -> None:
-    assert choose_target_spacing(_fingerprint())[0] == [1.0, 1.0]
+    assert target_spacing_rule(_fingerprint()).value == [1.0, 1.0]
     coarse = _volume_fingerprint((4.0, 1.0, 1.0), (30, 256, 256))
-    spacing, reason = choose_target_spacing(coarse)
-    assert spacing == pytest.approx([3.6, 1.0, 1.0]) and "10th percentile" in reason
+    decision = target_spacing_rule(coarse)
+    assert decision.value == pytest.approx([3.6, 1.0, 1.0]) and "10th percentile" in decision.reason
 
 
 def test_ct_normalisation_clips_to_foreground_percentiles_then_zscores() -> None:
-    schemes, reason = choose_normalization(_fingerprint(modality="ct"))
-    assert schemes == [{"scheme": "ct", "clip": [-100.0, 300.0], "mean": 40.0, "std": 10.0}]
-    assert "CT" in reason
+    decision = normalization_rule(_fingerprint(modality="ct"))
+    assert decision.value == [{"scheme": "ct", "clip": [-100.0, 300.0], "mean": 40.0, "std": 10.0}]
+    assert "CT" in decision.reason
     with pytest.raises(ConfigError, match="channel 0 has none"):
-        choose_normalization(_fingerprint(modality="ct", intensity_foreground=(None,)))
+        normalization_rule(_fingerprint(modality="ct", intensity_foreground=(None,)))
 
 
 @pytest.mark.parametrize("modality", ["mr", "us", None])
 def test_mr_us_and_unknown_are_zscored_per_image(modality: str | None) -> None:
-    schemes, _ = choose_normalization(_fingerprint(modality=modality, n_channels=2))
+    schemes = normalization_rule(_fingerprint(modality=modality, n_channels=2)).value
     assert schemes == [{"scheme": "zscore_per_image"}] * 2
 
 
+def _stages(shape: list[float], spacing: list[float] | None = None) -> int:
+    return topology_rule(shape, spacing or [1.0] * len(shape)).value.n_stages
+
+
 def test_depth_keeps_4_voxel_maps_and_the_patch_rounds_up() -> None:
-    assert network_depth([256, 256], 2) == 7  # 256 / 2^6 = 4
-    assert network_depth([64, 48], 2) == 4  # 48 / 2^3 = 6 ≥ 4, 48 / 2^4 = 3 < 4
-    assert network_depth([1024, 1024], 2) == 7  # capped
-    assert network_depth([512, 512, 512], 3) == 6
-    assert round_patch([100, 64], 4) == [104, 64]
+    assert _stages([256, 256]) == 7  # 256 / 2^6 = 4
+    assert _stages([1024, 1024]) == 7  # capped
+    assert _stages([512, 512, 512]) == 6
+    topology = topology_rule([100, 64], [1.0, 1.0]).value
+    assert topology.round_patch([100, 64]) == [112, 64]  # 4 poolings of each axis: multiples of 16
+    assert Topology(((1, 1), (2, 2), (2, 2))).round_patch([100, 64]) == [100, 64]
+
+
+def test_pooling_is_per_axis_for_small_or_coarse_axes() -> None:
+    # 48 keeps ≥ 4 voxels after 3 poolings, 64 after 4: the fourth pooling skips the short axis
+    small = topology_rule([64, 48], [1.0, 1.0])
+    assert small.value.strides == ((1, 1), (2, 2), (2, 2), (2, 2), (2, 1))
+    assert small.value.size_multiples == (16, 8) and "skip" in small.reason
+    # 3 mm slices, 0.75 mm pixels: the slice axis waits until the in-plane spacing is within 2×
+    coarse = topology_rule([40, 256, 256], [3.0, 0.75, 0.75]).value
+    assert coarse.strides[1] == (1, 2, 2) and coarse.strides[2] == (2, 2, 2)
+    # an axis too small to pool at all still gets the one pooling a U-Net needs
+    assert topology_rule([6, 6], [1.0, 1.0]).value.strides == ((1, 1), (2, 2))
+
+
+def test_per_axis_plan_builds_a_network_that_takes_its_patch() -> None:
+    fp = _volume_fingerprint((3.0, 0.75, 0.75), (40, 160, 160))
+    plan = make_plan(
+        fp, Budget(memory_bytes=8 * GIB, minutes=60, device="cuda", step_seconds=0.2), spatial_dims=3
+    )
+    options = plan.model["options"]
+    assert "strides" in options and options["strides"][1] == [1, 2, 2]
+    model = models.build(plan.model["name"], **options)
+    assert all(p % m == 0 for p, m in zip(plan.patch_size, model.size_multiples, strict=True))
 
 
 def test_batch_size_grows_with_memory() -> None:
@@ -118,8 +146,8 @@ def test_batch_size_grows_with_memory() -> None:
     assert batches[0] < batches[1] < batches[2]
     plan = make_plan(fp, Budget(memory_bytes=2 * GIB, minutes=60, device="cuda", step_seconds=0.1))
     assert plan.estimated_memory_bytes <= 0.8 * 2 * GIB
-    n_stages = len(plan.model["options"]["features"])
-    next_batch = estimated_memory(plan.patch_size, plan.batch_size + 1, n_stages, 32, 1, 1, "cuda")
+    topology = topology_rule([256.0, 256.0], [1.0, 1.0]).value
+    next_batch = Network(plan.patch_size, topology, 32, plan.batch_size + 1, 1, 1).memory_bytes("cuda")
     assert next_batch > 0.8 * 2 * GIB  # the largest batch that fits
 
 

@@ -84,6 +84,8 @@ class AugmentConfig:
     rotate_deg: float = 15.0
     scale: float = 0.05
     flip: bool = True
+    # spatial axes mirrored (each with probability prob) when flip is on; null = the last axis (x)
+    flip_axes: list[int] | None = None
     intensity_scale: float = 0.1
     intensity_shift: float = 0.1
 
@@ -125,6 +127,9 @@ class TrainConfig:
     # to its end value exactly when it is spent and training stops there (mid-epoch if need be)
     max_time_minutes: float | None = None
     val_every: int | str = 1  # every k-th epoch, or "auto" (≤ 10 % of the time); the last always
+    # validation cases scored during training (a fixed subset spread over the sorted case ids, so
+    # a pass fits its share of a budget); null = all. Evaluation afterwards scores every case.
+    val_cases: int | None = None
     # which validated epoch is best.pt: "best" (highest val Dice), "ema" (highest moving average
     # of the val Dice, decay ema_decay), "last" (the latest: the annealed end of a budget run)
     checkpoint_selection: str = "best"
@@ -169,7 +174,9 @@ class InferenceConfig:
     sw_overlap: float = 0.5
     sw_mode: str = "gaussian"  # "gaussian" | "constant"
     sw_batch_size: int = 1
-    tta_flips: bool = False  # average the predictions of the mirrored inputs (2D and 3D)
+    # average the predictions of the mirrored inputs (2D and 3D): true = every combination of
+    # axes; or a list of the flips to add, as spatial axes (e.g. [[2], [1, 2]]; the identity is implied)
+    tta_flips: bool | list[list[int]] = False
     stitch_device: str | None = None  # e.g. "cpu" when the whole volume does not fit the GPU
     # spatial axes the uncertainty flip TTA may mirror (medseg.engine.uncertainty): null = all
     # axes of the model input (2D: H, W; 3D: D, H, W); e.g. [1, 2] = in-plane only for a 3D model

@@ -11,8 +11,10 @@ list of :class:`~medseg.data.sample.Sample`:
 * **intensity** per channel, over foreground voxels (the target mask, as nnU-Net: CT clipping
   uses these) and over whole images: mean, std, 0.5 and 99.5 percentiles, min, max. Each sample
   contributes at most ``max_voxels_per_sample`` voxels (a seeded random subset beyond that);
-* **classes**: per foreground class, the share of voxels, the share of cases containing it, and
-  its connected objects (count per case, median size in voxels and in mm² / mm³);
+* **classes**: per foreground class, the share of voxels, the share of cases containing it, its
+  connected objects (count per case, median size in voxels and in mm² / mm³), and where it lies:
+  the mean over cases of its centroid as a fraction of each axis (0 = first voxel, 1 = last);
+  with the data set's label names and label values when the source gives them;
 * **empty slices**: the share of 2D slices (of volumes along D, or 2D images) with no foreground.
 
 Cases are samples grouped by ``case_id`` (a volume, or the slices of one patient).
@@ -66,6 +68,8 @@ class ClassStats:
     objects_per_case: float
     object_size_voxels_median: float
     object_size_physical_median: float
+    # mean over the cases containing it of the class centroid / the axis length, per spatial axis
+    centroid_relative: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,10 @@ class Fingerprint:
     classes: tuple[ClassStats, ...]
     empty_slice_share: float
     n_voxels_total: int
+    # names of classes 0..K-1 (background first) and the label value of each class index, when
+    # the source gives them (dataset.json, the folder source's labels)
+    label_names: tuple[str, ...] | None = None
+    class_values: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists, floats, ints, None); nested stats become dicts."""
@@ -110,7 +118,13 @@ class Fingerprint:
             None if v is None else IntensityStats(**v) for v in fields["intensity_foreground"]
         )
         fields["intensity_image"] = tuple(IntensityStats(**v) for v in fields["intensity_image"])
-        fields["classes"] = tuple(ClassStats(**v) for v in fields["classes"])
+        fields["classes"] = tuple(
+            ClassStats(**{**v, "centroid_relative": tuple(v.get("centroid_relative", ()))})
+            for v in fields["classes"]
+        )
+        for key in ("label_names", "class_values"):
+            if fields.get(key) is not None:
+                fields[key] = tuple(fields[key])
         return cls(**fields)
 
 
@@ -121,15 +135,33 @@ def _foreground_labels(samples: Sequence[Sample]) -> tuple[int | None, list[int]
     return num_classes, [1] if num_classes is None else list(range(1, int(num_classes)))
 
 
+#: Channel names (dataset.json of nnU-Net and the Decathlon) → modality. MR sequences count as MR.
+CHANNEL_MODALITIES = {
+    "ct": "ct",
+    **dict.fromkeys(
+        ("mr", "mri", "t1", "t1w", "t1gd", "t1c", "t2", "t2w", "flair", "adc", "dwi", "pd", "hbv", "swi"),
+        "mr",
+    ),
+    **dict.fromkeys(("us", "ultrasound"), "us"),
+    **dict.fromkeys(("pet", "pt"), "pet"),
+}
+
+
+def channel_modality(names: Sequence[str]) -> str | None:
+    """The modality of channels named ``names`` (``ct``, ``mr``, ``us``, ``pet``), or None when
+    a name is unknown or the channels mix modalities."""
+    found = {CHANNEL_MODALITIES.get(str(n).strip().lower()) for n in names}
+    return found.pop() if len(found) == 1 and None not in found else None
+
+
 def _sample_modality(sample: Sample) -> str | None:
-    """``meta["modality"]`` (DICOM), else ``ct`` when every channel is named CT (nnU-Net's and the
-    Decathlon's dataset.json name the channels; nnU-Net normalises "CT" channels as CT)."""
+    """``meta["modality"]`` (DICOM), else the modality the channel names give (nnU-Net's and the
+    Decathlon's dataset.json name them: "CT", "MRI", "T2", "FLAIR"; nnU-Net normalises "CT"
+    channels as CT)."""
     if "modality" in sample.meta:
         return str(sample.meta["modality"]).lower()
     names = sample.meta.get("channel_names")
-    if names and all(str(n).lower() == "ct" for n in names):
-        return "ct"
-    return None
+    return channel_modality(names) if names else None
 
 
 def _modality(samples: Sequence[Sample], modality: str | None) -> str | None:
@@ -179,6 +211,7 @@ def compute_fingerprint(
     objects: dict[int, list[int]] = {c: [] for c in labels}
     objects_physical: dict[int, list[float]] = {c: [] for c in labels}
     cases_with: dict[int, set[str]] = defaultdict(set)
+    centroids: dict[int, list[np.ndarray]] = {c: [] for c in labels}
     empty_slices = n_slices = total_voxels = 0
     for sample in samples:
         mask = sample.target_mask if sample.masks else np.zeros(sample.spatial_shape, np.uint8)
@@ -195,6 +228,8 @@ def compute_fingerprint(
             class_voxels[label] += count
             if count:
                 cases_with[label].add(sample.case_id)
+                extent = np.maximum(np.asarray(region.shape, np.float64) - 1, 1)
+                centroids[label].append(np.asarray(ndimage.center_of_mass(region)) / extent)
                 components, n = ndimage.label(region)
                 sizes = np.bincount(components.ravel())[1:]
                 objects[label].extend(int(v) for v in sizes)
@@ -216,6 +251,9 @@ def compute_fingerprint(
             objects_per_case=len(objects[label]) / n_cases,
             object_size_voxels_median=float(np.median(objects[label])) if objects[label] else 0.0,
             object_size_physical_median=float(np.median(objects_physical[label])) if objects[label] else 0.0,
+            centroid_relative=tuple(float(v) for v in np.mean(centroids[label], axis=0))
+            if centroids[label]
+            else (),
         )
         for label in labels
     )
@@ -237,4 +275,14 @@ def compute_fingerprint(
         classes=classes,
         empty_slice_share=empty_slices / n_slices,
         n_voxels_total=int(total_voxels),
+        label_names=_common_meta(samples, "label_names", str),
+        class_values=_common_meta(samples, "class_values", int),
     )
+
+
+def _common_meta(samples: Sequence[Sample], key: str, kind: type) -> tuple[Any, ...] | None:
+    """``meta[key]`` (a sequence) shared by every sample that has it; None if none has it."""
+    found = {tuple(kind(v) for v in s.meta[key]) for s in samples if s.meta.get(key) is not None}
+    if len(found) > 1:
+        raise DataError(f"samples disagree on meta[{key!r}]: {sorted(found)}; fingerprint one task at a time")
+    return found.pop() if found else None

@@ -62,9 +62,26 @@ def load_splits(cfg: DataConfig) -> DataSplits:
     return DataSplits(train=train, val=val, test=test, train_cases=train_ids, val_cases=val_ids)
 
 
+def validation_subset(samples: list[Sample], n_cases: int | None) -> list[Sample]:
+    """The samples of ``n_cases`` cases spread evenly over the sorted case ids (all when ``None``).
+
+    The same cases every time (a fixed subset keeps successive validation scores comparable).
+    """
+    cases = sorted({s.case_id for s in samples})
+    if n_cases is None or n_cases >= len(cases):
+        return samples
+    if n_cases < 1:
+        raise ConfigError(f"train.val_cases must be null or ≥ 1, got {n_cases}")
+    step = len(cases) / n_cases
+    keep = {cases[int(i * step)] for i in range(n_cases)}
+    return [s for s in samples if s.case_id in keep]
+
+
 def build_datasets(cfg: Config, splits: DataSplits) -> tuple[Dataset, Dataset]:
-    """Training and validation datasets of ``cfg.data.spatial_dims`` (see the module docstring)."""
+    """Training and validation datasets of ``cfg.data.spatial_dims`` (see the module docstring);
+    the validation set holds ``cfg.train.val_cases`` cases (:func:`validation_subset`)."""
     data = cfg.data
+    val_samples = validation_subset(splits.val, cfg.train.val_cases)
     num_classes = check_num_classes(data.num_classes, data.spatial_dims)
     if data.spatial_dims == 3:
         if data.patch_size is None:
@@ -81,7 +98,7 @@ def build_datasets(cfg: Config, splits: DataSplits) -> tuple[Dataset, Dataset]:
             num_classes=num_classes,
         )
         val_set = VolumeDataset(
-            splits.val,
+            val_samples,
             data.in_channels,
             data.intensity,
             annotators=train_set.annotators,
@@ -94,7 +111,7 @@ def build_datasets(cfg: Config, splits: DataSplits) -> tuple[Dataset, Dataset]:
     # The augmentation needs the annotator keys, which the dataset finds while loading.
     train_2d.augment = augment_transform(train_2d.annotators, 2, cfg.augment)
     val_2d = SegmentationDataset(
-        splits.val, data.image_size, data.in_channels, data.intensity, annotators=train_2d.annotators
+        val_samples, data.image_size, data.in_channels, data.intensity, annotators=train_2d.annotators
     )
     return train_2d, val_2d
 

@@ -27,6 +27,7 @@ from monai.transforms import (
 from torch import Tensor
 
 from medseg.config import AugmentConfig, check_intensity_windows
+from medseg.errors import ConfigError
 
 INTENSITY_MODES = ("zscore", "minmax", "none")
 
@@ -131,7 +132,8 @@ def augment_transform(
     ``anisotropic``: then it rotates in-plane only (about the z axis; MONAI's first rotation angle
     turns the ``H×W`` plane) and scales only ``H`` and ``W``. A volume whose slices are much
     thicker than its pixels would otherwise be interpolated across slices it never resolved. The
-    flip mirrors the last (``x``) axis, as in 2D. ``label_keys`` (e.g. an instance label volume)
+    flip mirrors the last (``x``) axis, as in 2D, or each of ``cfg.flip_axes`` independently.
+    ``label_keys`` (e.g. an instance label volume)
     move with the masks, by nearest neighbour.
     """
     masks = [mask_key(a) for a in annotators]
@@ -160,7 +162,11 @@ def augment_transform(
         )
     )
     if cfg.flip:
-        steps.append(RandFlipd(keys=keys, prob=cfg.prob, spatial_axis=spatial_dims - 1))
+        axes = [spatial_dims - 1] if cfg.flip_axes is None else [int(a) for a in cfg.flip_axes]
+        if any(not 0 <= a < spatial_dims for a in axes):
+            raise ConfigError(f"augment.flip_axes must be spatial axes 0..{spatial_dims - 1}, got {axes}")
+        # one independent mirror per axis (nnU-Net): every combination occurs
+        steps.extend(RandFlipd(keys=keys, prob=cfg.prob, spatial_axis=axis) for axis in axes)
     if cfg.intensity_scale > 0:
         steps.append(RandScaleIntensityd(keys="image", factors=cfg.intensity_scale, prob=cfg.prob))
     if cfg.intensity_shift > 0:

@@ -24,10 +24,10 @@ in ``meta["instance"]`` (``D×H×W`` integers, 0 = background), the item also ha
 * **Whole volumes** (``patch_size=None``): one item per volume, as it is, for sliding-window
   validation with batch size 1.
 * **Multi-class** (``num_classes`` = K ≥ 2): the masks are class indices 0..K−1 (``"target"`` holds
-  them as floats, ``B×1×spatial`` after collation, the class-index target of the ``ce`` and
-  ``dice`` losses); patches are centred on any non-background voxel and augmented by nearest
-  neighbour like binary masks. A sample whose ``meta["num_classes"]`` is set (e.g. the ``folder``
-  source with ``labels``) needs the same ``num_classes``; its ``meta["class_values"]`` (class index
+  them as floats, ``B×1×spatial`` after collation, the class-index target of the ``dice_ce``
+  loss); patches are augmented by nearest neighbour like binary masks; a foreground patch draws
+  its class uniformly among the classes present in the volume, then a voxel of it. A sample whose
+  ``meta["num_classes"]`` is set (e.g. the ``folder`` source with ``labels``) needs the same ``num_classes``; its ``meta["class_values"]`` (class index
   → label value) is kept as :attr:`VolumeDataset.class_values`.
 """
 
@@ -63,21 +63,27 @@ def pad_to_size(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
 def sample_patch_start(
     shape: Sequence[int],
     patch_size: Sequence[int],
-    foreground: np.ndarray,
+    foreground: np.ndarray | Sequence[np.ndarray],
     foreground_ratio: float,
     rng: np.random.Generator,
 ) -> tuple[int, ...]:
     """Start corner of a patch: centred on a foreground voxel with probability ``foreground_ratio``.
 
     ``foreground`` holds flat (C-order) indices of the foreground voxels of a volume of ``shape``
-    (every axis ≥ the patch). A centred patch is shifted to fit inside the volume, which keeps the
-    chosen voxel inside it; otherwise the start is uniform over the positions that fit.
+    (every axis ≥ the patch), or one such array per foreground class: then the class is drawn
+    uniformly among the classes present, and the voxel within it, so a rare class is centred as
+    often as a common one (nnU-Net samples classes alike). A centred patch is shifted to fit inside
+    the volume, which keeps the chosen voxel inside it; otherwise the start is uniform over the
+    positions that fit.
     """
     shape = tuple(int(s) for s in shape)
     patch = tuple(int(p) for p in patch_size)
     if any(p > s for p, s in zip(patch, shape, strict=True)):
         raise ValueError(f"patch {patch} does not fit the volume {shape}: pad the volume first")
     on_foreground = rng.random() < foreground_ratio  # drawn always, so the stream never shifts
+    if not isinstance(foreground, np.ndarray):
+        present = [f for f in foreground if f.size]
+        foreground = present[int(rng.integers(len(present)))] if on_foreground and present else np.empty(0)
     if on_foreground and foreground.size:
         centre = np.unravel_index(int(foreground[rng.integers(foreground.size)]), shape)
         return tuple(
@@ -217,7 +223,10 @@ class VolumeDataset(Dataset):
             "image": np.ascontiguousarray(image, dtype=np.float32),
             "masks": masks,
             "instance": instance,
-            "foreground": np.flatnonzero(masks[0]),
+            # per foreground class for a multi-class target (each class is centred alike)
+            "foreground": np.flatnonzero(masks[0])
+            if self.num_classes is None
+            else [np.flatnonzero(masks[0] == c) for c in range(1, self.num_classes)],
             "spacing": torch.tensor(sample.spacing, dtype=torch.float32),
             "case_id": sample.case_id,
             "annotator_present": present,

@@ -29,12 +29,14 @@ from rich.console import Console
 
 from medseg.config import DataConfig, SplitConfig, save_config
 from medseg.data.fingerprint import Fingerprint, compute_fingerprint
-from medseg.data.loading import load_splits
+from medseg.data.loading import DataSplits, load_splits
+from medseg.engine.dims_trial import TRIAL_SHARE, choose_by_trial, run_dims_trial, trial_applies
 from medseg.engine.evaluate import EvaluationResult, evaluate_checkpoint
 from medseg.engine.inference import resolve_device
 from medseg.engine.train import TrainResult, train
 from medseg.errors import ConfigError
 from medseg.plan import Budget, Plan, make_plan, plan_to_config, write_plan
+from medseg.plan.timing import StepTimer
 from medseg.report.figures import save_training_curves
 
 
@@ -89,14 +91,23 @@ def plan_for(
     device: torch.device,
     memory_bytes: int | None = None,
     data: DataConfig | None = None,
+    n_validation_cases: int | None = None,
+    timed: bool = True,
+    spatial_dims: int | None = None,
 ) -> Plan:
-    """The plan of ``fingerprint`` for ``minutes`` on ``device`` (its free memory unless given)."""
+    """The plan of ``fingerprint`` for ``minutes`` on ``device`` (its free memory unless given).
+
+    ``timed``: the step time of each candidate network comes from a few real steps on ``device``
+    (:class:`~medseg.plan.timing.StepTimer`), else from a FLOP estimate. ``spatial_dims`` forces 2D
+    or 3D.
+    """
     budget = Budget(
-        memory_bytes=memory_bytes or available_memory_bytes(device),
+        memory_bytes=available_memory_bytes(device) if memory_bytes is None else memory_bytes,
         minutes=minutes,
         device="cuda" if device.type == "cuda" else "cpu",
+        step_timer=StepTimer(device) if timed else None,
     )
-    plan = make_plan(fingerprint, budget)
+    plan = make_plan(fingerprint, budget, spatial_dims=spatial_dims, n_validation_cases=n_validation_cases)
     if data is not None:
         plan.data = {
             "source": data.source,
@@ -108,6 +119,24 @@ def plan_for(
             },
         }
     return plan
+
+
+def fingerprint_source(data: DataConfig, modality: str | None = None) -> tuple[DataSplits, Fingerprint]:
+    """Load ``data``, split it, and fingerprint its training cases (``modality`` overrides the
+    source's: DICOM, nnU-Net and Decathlon files name it; image folders do not)."""
+    splits = load_splits(data)
+    return splits, compute_fingerprint(splits.train, modality=modality)
+
+
+def _announce(
+    plan: Plan, fingerprint: Fingerprint, seconds: float, minutes: float, device: str, console: Console
+) -> None:
+    console.print(
+        f"[bold]medseg plan[/]: {fingerprint.n_cases} training cases planned in {seconds:.0f} s → "
+        f"{plan.spatial_dims}D, patch {'×'.join(map(str, plan.patch_size))}, batch {plan.batch_size}, "
+        f"widths {plan.model['options']['features']}, ~{plan.total_steps} steps in {minutes:g} min "
+        f"on {device}"
+    )
 
 
 def plan_source(
@@ -127,16 +156,9 @@ def plan_source(
     console = console or Console()
     torch_device = resolve_device(device)
     start = time.perf_counter()
-    splits = load_splits(data)
-    fingerprint = compute_fingerprint(splits.train, modality=modality)
-    plan = plan_for(fingerprint, minutes, torch_device, memory_bytes, data)
-    console.print(
-        f"[bold]medseg plan[/]: {fingerprint.n_cases} training cases fingerprinted in "
-        f"{time.perf_counter() - start:.0f} s → {plan.spatial_dims}D, patch "
-        f"{'×'.join(map(str, plan.patch_size))}, batch {plan.batch_size}, "
-        f"widths {plan.model['options']['features']}, ~{plan.total_steps} steps in {minutes:g} min "
-        f"on {torch_device.type}"
-    )
+    splits, fingerprint = fingerprint_source(data, modality)
+    plan = plan_for(fingerprint, minutes, torch_device, memory_bytes, data, len(splits.val_cases))
+    _announce(plan, fingerprint, time.perf_counter() - start, minutes, torch_device.type, console)
     if out is not None:
         write_plan(plan, out)
         console.print(f"wrote {out}")
@@ -171,8 +193,11 @@ def fit(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = data_config(source, options, val_fraction, seed)
-    plan = plan_source(data, minutes, device, memory_bytes, out / "plan.yaml", console, modality)
-    cfg = plan_to_config(plan, out, minutes=minutes, device=device, seed=seed)
+    plan, minutes_left = _plan_with_trial(
+        data, minutes, device, memory_bytes, modality, out, seed, console, config_overrides or []
+    )
+    write_plan(plan, out / "plan.yaml")
+    cfg = plan_to_config(plan, out, minutes=minutes_left, device=device, seed=seed)
     if config_overrides:
         cfg = apply_overrides(cfg, config_overrides)
     cfg.train.progress = progress
@@ -207,3 +232,38 @@ def fit(
         f"predict with: medseg predict {out / 'best.pt'} INPUT"
     )
     return FitResult(out, plan, result, evaluation, train_minutes)
+
+
+def _plan_with_trial(
+    data: DataConfig,
+    minutes: float,
+    device: str,
+    memory_bytes: int | None,
+    modality: str | None,
+    out: Path,
+    seed: int,
+    console: Console,
+    overrides: list[str],
+) -> tuple[Plan, float]:
+    """The rule's plan, or the winner of a 2D/3D trial when the budget allows one
+    (:mod:`medseg.engine.dims_trial`); and the minutes left to train it."""
+    torch_device = resolve_device(device)
+    start = time.perf_counter()
+    splits, fingerprint = fingerprint_source(data, modality)
+    n_val = len(splits.val_cases)
+    plan = plan_for(fingerprint, minutes, torch_device, memory_bytes, data, n_val)
+    _announce(plan, fingerprint, time.perf_counter() - start, minutes, torch_device.type, console)
+    skip = trial_applies(fingerprint, minutes)
+    if skip is not None:
+        plan.reasons["dims_trial"] = skip
+        return plan, minutes
+    trial_minutes = TRIAL_SHARE * minutes
+    other = plan_for(
+        fingerprint, minutes, torch_device, memory_bytes, data, n_val, spatial_dims=5 - plan.spatial_dims
+    )
+    scores = run_dims_trial([plan, other], trial_minutes, out, device, seed, console, overrides)
+    chosen = choose_by_trial(plan, other, scores)
+    chosen.reasons["dims_trial"] = (
+        f"both trained {trial_minutes:.2g} min ({TRIAL_SHARE:.0%} of the budget each) on the same split"
+    )
+    return chosen, minutes - 2 * trial_minutes

@@ -267,7 +267,8 @@ class SlidingWindow:
     overlap: float = 0.5
     mode: str = "gaussian"
     sw_batch_size: int = 1
-    tta_flips: bool = False
+    # True: every combination of axes; or the flips (spatial axes) to add to the identity
+    tta_flips: bool | tuple[tuple[int, ...], ...] = False
     stitch_device: str | None = None
 
 
@@ -286,7 +287,11 @@ def sliding_window_from_config(cfg: Config) -> SlidingWindow | None:
         overlap=float(icfg.sw_overlap),
         mode=icfg.sw_mode,
         sw_batch_size=int(icfg.sw_batch_size),
-        tta_flips=bool(icfg.tta_flips),
+        tta_flips=(
+            icfg.tta_flips
+            if isinstance(icfg.tta_flips, bool)
+            else tuple(tuple(int(a) for a in axes) for axes in icfg.tta_flips)
+        ),
         stitch_device=icfg.stitch_device,
     )
 

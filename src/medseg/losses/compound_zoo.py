@@ -252,3 +252,25 @@ def dice_bce(
         dice={"squared": squared, "smooth": smooth, "batch_dice": batch_dice},
         bce={"pos_weight": pos_weight},
     )
+
+
+@LOSSES.register("dice_ce")
+def dice_ce(
+    dice_weight: float = 1.0,
+    ce_weight: float = 1.0,
+    smooth: float = 1e-5,
+    batch_dice: bool = True,
+    include_background: bool = False,
+    class_weights: list[float] | None = None,
+) -> CompoundLoss:
+    """dice_weight · soft Dice + ce_weight · CE over K softmax classes (nnU-Net's multi-class loss).
+
+    The target is ``B×1×spatial`` class indices. The Dice is pooled over the batch (``batch_dice``)
+    and leaves the background out (``include_background``), as nnU-Net's ``DC_and_CE_loss``; the CE
+    counts every class. With one logit channel it is Dice + BCE on the sigmoid.
+    """
+    return combine(
+        {"dice": dice_weight, "ce": ce_weight},
+        dice={"smooth": smooth, "batch_dice": batch_dice, "include_background": include_background},
+        ce={"class_weights": class_weights},
+    )

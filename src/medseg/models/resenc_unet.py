@@ -7,6 +7,8 @@ arXiv:2404.09556), which buys more accuracy per FLOP than the plain U-Net:
   largest maps), then one stage per resolution, each a stack of residual basic blocks
   (He et al. 2016); the first block of every stage after the first halves the resolution with a
   stride-2 convolution (learned, unlike max-pooling). Blocks per stage default to 1, 2, 2, 3, 3, ...
+  ``strides`` may halve some axes only (nnU-Net's per-axis pooling: an axis that is already small
+  or coarse is not pooled), e.g. ``[[1, 1, 1], [1, 2, 2], [2, 2, 2]]``;
 * **decoder**: light, one transposed convolution and one conv–norm–act per stage;
 * instance norm (affine) and leaky ReLU (slope 0.01) everywhere, as nnU-Net;
 * **deep supervision on by default**: a 1×1 head on every decoder stage below full resolution; in
@@ -28,8 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError
-from medseg.models.base import SegmentationModel
-from medseg.models.blocks import check_unet_input, conv_layer, norm_layer, transpose_conv_layer
+from medseg.models.base import SegmentationModel, check_spatial_input
+from medseg.models.blocks import conv_layer, norm_layer, transpose_conv_layer
 from medseg.models.registry import MODELS
 
 #: Width cap. nnU-Net caps 3D at 320 and 2D at 512; we cap 2D at 320 too, because in 2D every
@@ -52,10 +54,13 @@ def default_blocks(n_stages: int) -> tuple[int, ...]:
     return tuple(1 if s == 0 else 2 if s < 3 else 3 for s in range(n_stages))
 
 
+Stride = int | tuple[int, ...]
+
+
 class ConvNormAct(nn.Sequential):
     """Conv (k=3, padding 1, no bias) → instance norm → leaky ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, spatial_dims: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, spatial_dims: int, stride: Stride = 1) -> None:
         super().__init__(
             conv_layer(spatial_dims)(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
             norm_layer("instance", spatial_dims, out_channels),
@@ -69,9 +74,10 @@ class ResidualBlock(nn.Module):
     With ``stride`` 2 or a change of width the shortcut is a strided 1×1 conv + norm (projection).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, spatial_dims: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, spatial_dims: int, stride: Stride = 1) -> None:
         super().__init__()
         conv = conv_layer(spatial_dims)
+        strided = stride != 1 and stride != (1,) * spatial_dims
         self.body = nn.Sequential(
             ConvNormAct(in_channels, out_channels, spatial_dims, stride),
             conv(out_channels, out_channels, 3, padding=1, bias=False),
@@ -82,7 +88,7 @@ class ResidualBlock(nn.Module):
                 conv(in_channels, out_channels, 1, stride=stride, bias=False),
                 norm_layer("instance", spatial_dims, out_channels),
             )
-            if stride != 1 or in_channels != out_channels
+            if strided or in_channels != out_channels
             else nn.Identity()
         )
         self.act = nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True)
@@ -95,17 +101,22 @@ class ResidualEncoder(nn.Module):
     """Stem, then one stage of residual blocks per resolution; returns every stage's output."""
 
     def __init__(
-        self, in_channels: int, features: Sequence[int], blocks: Sequence[int], spatial_dims: int
+        self,
+        in_channels: int,
+        features: Sequence[int],
+        blocks: Sequence[int],
+        spatial_dims: int,
+        strides: Sequence[tuple[int, ...]],
     ) -> None:
         super().__init__()
         self.stem = ConvNormAct(in_channels, features[0], spatial_dims)
         self.stages = nn.ModuleList()
         previous = features[0]
-        for s, (width, n_blocks) in enumerate(zip(features, blocks, strict=True)):
+        for width, n_blocks, stride in zip(features, blocks, strides, strict=True):
             if n_blocks == 0:  # stage 0 only: the stem alone works at full resolution (cheapest)
                 self.stages.append(nn.Identity())
                 continue
-            stage = [ResidualBlock(previous, width, spatial_dims, stride=1 if s == 0 else 2)]
+            stage = [ResidualBlock(previous, width, spatial_dims, stride=stride)]
             stage += [ResidualBlock(width, width, spatial_dims) for _ in range(n_blocks - 1)]
             self.stages.append(nn.Sequential(*stage))
             previous = width
@@ -121,11 +132,15 @@ class ResidualEncoder(nn.Module):
 
 
 class LightDecoderStage(nn.Module):
-    """Transposed conv 2× to the skip's width, concatenate the skip, one conv–norm–act."""
+    """Transposed conv (×``stride`` per axis) to the skip's width, concatenate the skip, one conv–norm–act."""
 
-    def __init__(self, in_channels: int, skip_channels: int, spatial_dims: int) -> None:
+    def __init__(
+        self, in_channels: int, skip_channels: int, spatial_dims: int, stride: tuple[int, ...]
+    ) -> None:
         super().__init__()
-        self.up = transpose_conv_layer(spatial_dims)(in_channels, skip_channels, 2, stride=2, bias=False)
+        self.up = transpose_conv_layer(spatial_dims)(
+            in_channels, skip_channels, stride, stride=stride, bias=False
+        )
         self.conv = ConvNormAct(2 * skip_channels, skip_channels, spatial_dims)
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
@@ -148,9 +163,12 @@ class ResEncUNet(SegmentationModel):
         n_stages: number of resolutions (used when ``features`` is not given); default 5.
         blocks: residual blocks per encoder stage (default :func:`default_blocks`).
         deep_supervision: auxiliary 1×1 heads below full resolution (on by default).
+        strides: per stage, the downsampling of each spatial axis (1 or 2; an int for all axes);
+            stage 0 is 1. Default: 2 along every axis at every stage after the first.
 
-    Input contract (:class:`~medseg.models.base.SegmentationModel`): ``size_multiple`` =
-    2^(stages − 1), ``mask_channel`` 0, ``num_classes`` set by ``build_from_config``.
+    Input contract (:class:`~medseg.models.base.SegmentationModel`): each spatial size must be a
+    multiple of the product of its axis' strides (:attr:`size_multiples`; ``size_multiple`` is the
+    largest), ``mask_channel`` 0, ``num_classes`` set by ``build_from_config``.
     """
 
     def __init__(
@@ -162,19 +180,21 @@ class ResEncUNet(SegmentationModel):
         n_stages: int | None = None,
         blocks: Sequence[int] | None = None,
         deep_supervision: bool = True,
+        strides: Sequence[Sequence[int] | int] | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         self.features = _resolve_features(features, n_stages, spatial_dims)
         self.blocks = _resolve_blocks(blocks, len(self.features))
+        self.strides = resolve_strides(strides, len(self.features), spatial_dims)
         if in_channels <= 0 or out_channels <= 0:
             raise ConfigError(f"channel counts must be positive: in={in_channels}, out={out_channels}")
         self.spatial_dims = spatial_dims
         self.deep_supervision = deep_supervision
-        self.encoder = ResidualEncoder(in_channels, self.features, self.blocks, spatial_dims)
+        self.encoder = ResidualEncoder(in_channels, self.features, self.blocks, spatial_dims, self.strides)
         self.decoder = nn.ModuleList(
-            LightDecoderStage(self.features[i + 1], self.features[i], spatial_dims)
+            LightDecoderStage(self.features[i + 1], self.features[i], spatial_dims, self.strides[i + 1])
             for i in reversed(range(len(self.features) - 1))
         )
         conv = conv_layer(spatial_dims)
@@ -190,13 +210,24 @@ class ResEncUNet(SegmentationModel):
         )
 
     @property
+    def size_multiples(self) -> tuple[int, ...]:
+        """Per spatial axis, the product of its strides: each input size must be a multiple of it."""
+        return tuple(math.prod(stride[a] for stride in self.strides) for a in range(self.spatial_dims))
+
+    @property
     def size_multiple(self) -> int:
-        """Every spatial size of the input must be a multiple of this (one halving per stage)."""
-        return 2 ** (len(self.features) - 1)
+        """A size that every axis divides (2^(stages − 1) with the default strides)."""
+        return max(self.size_multiples)
 
     def check_input(self, x: Tensor) -> None:
         """Raise ``ValueError`` for a wrong rank or a spatial size the strided convs cannot halve."""
-        check_unet_input(x, "ResEncUNet", self.spatial_dims, len(self.features))
+        check_spatial_input(x, "ResEncUNet", self.spatial_dims)
+        spatial = tuple(x.shape[2:])
+        if any(s % m for s, m in zip(spatial, self.size_multiples, strict=True)):
+            raise ValueError(
+                f"ResEncUNet with strides {[list(s) for s in self.strides]} needs spatial sizes that are "
+                f"multiples of {self.size_multiples}; got spatial shape {spatial}. Pad or crop the input."
+            )
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         """Logits, or ``[main, aux_1/2, aux_1/4, ...]`` when training with deep supervision."""
@@ -226,6 +257,27 @@ def _resolve_features(
     if n_stages is not None and n_stages != len(widths):
         raise ConfigError(f"n_stages={n_stages} but features has {len(widths)} entries: {widths}")
     return widths
+
+
+def resolve_strides(
+    strides: Sequence[Sequence[int] | int] | None, n_stages: int, spatial_dims: int
+) -> tuple[tuple[int, ...], ...]:
+    """Per-stage, per-axis strides: stage 0 is all 1, every other stage 1 or 2 per axis."""
+    if strides is None:
+        return ((1,) * spatial_dims,) + ((2,) * spatial_dims,) * (n_stages - 1)
+    resolved = tuple(
+        (int(s),) * spatial_dims if isinstance(s, (int, float)) else tuple(int(v) for v in s) for s in strides
+    )
+    if (
+        len(resolved) != n_stages
+        or any(len(s) != spatial_dims or any(v not in (1, 2) for v in s) for s in resolved)
+        or resolved[0] != (1,) * spatial_dims
+    ):
+        raise ConfigError(
+            f"strides needs {n_stages} entries of {spatial_dims} values in {{1, 2}}, the first all 1; "
+            f"got {[list(s) for s in resolved]}"
+        )
+    return resolved
 
 
 def _resolve_blocks(blocks: Sequence[int] | None, n_stages: int) -> tuple[int, ...]:
@@ -265,6 +317,7 @@ def training_cost(
     features: Sequence[int] | None = None,
     blocks: Sequence[int] | None = None,
     deep_supervision: bool = True,
+    strides: Sequence[Sequence[int] | int] | None = None,
 ) -> TrainingCost:
     """Analytic cost of one training step of :class:`ResEncUNet` at ``patch_size`` (2D or 3D).
 
@@ -278,7 +331,10 @@ def training_cost(
     widths = _resolve_features(features, None, spatial_dims)
     counts = _resolve_blocks(blocks, len(widths))
     k3 = 3**spatial_dims
-    voxels = [math.prod(patch_size) / 2 ** (spatial_dims * s) for s in range(len(widths))]
+    per_stage = resolve_strides(strides, len(widths), spatial_dims)
+    voxels = [float(math.prod(patch_size))]
+    for stride in per_stage[1:]:
+        voxels.append(voxels[-1] / math.prod(stride))
     elements = 0.0
     macs = 0.0
     params = 0
@@ -305,12 +361,12 @@ def training_cost(
             cin = previous if b == 0 else width
             conv(cin, width, k3, voxels[s])
             conv(width, width, k3, voxels[s])
-            if cin != width or (b == 0 and s > 0):
+            if cin != width or (b == 0 and math.prod(per_stage[s]) > 1):
                 conv(cin, width, 1, voxels[s])
             elements += width * voxels[s]  # the residual sum
         previous = width
     for s in reversed(range(len(widths) - 1)):
-        up_kernel = 2**spatial_dims
+        up_kernel = math.prod(per_stage[s + 1])
         conv(widths[s + 1], widths[s], up_kernel, voxels[s], kept=1, transposed=True, per_channel=0)
         elements += 2 * widths[s] * voxels[s]  # the concatenation
         conv(2 * widths[s], widths[s], k3, voxels[s])
