@@ -301,26 +301,26 @@ class DicomwebServer:
         return [series_from_json(item) for item in found]
 
     def retrieve_series(self, series: RemoteSeries, folder: str | Path) -> list[Path]:
-        """Write the series' instances into ``folder`` as ``<SOPInstanceUID>.dcm`` (WADO-RS); a
-        :class:`DicomwebError` when fewer arrive than QIDO-RS announced."""
+        """Write the series' instances into ``folder`` as ``<SOPInstanceUID>.dcm`` (WADO-RS, one
+        instance in memory at a time); a :class:`DicomwebError` when fewer arrive than QIDO-RS
+        announced."""
         folder = Path(folder)
-        datasets = self._call(
-            f"retrieving series {series.series_uid}",
-            self._client.retrieve_series,
-            series.study_uid,
-            series.series_uid,
-        )
-        if series.n_instances is not None and len(datasets) < series.n_instances:
+
+        def write_each() -> list[Path]:
+            paths = []
+            for ds in self._client.iter_series(series.study_uid, series.series_uid):
+                path = folder / f"{ds.SOPInstanceUID}.dcm"
+                with atomic_write(path, "wb") as handle:
+                    ds.save_as(handle, enforce_file_format=True)
+                paths.append(path)
+            return paths
+
+        paths = self._call(f"retrieving series {series.series_uid}", write_each)
+        if series.n_instances is not None and len(paths) < series.n_instances:
             raise DicomwebError(
-                f"{self.url}: retrieved {len(datasets)} of the {series.n_instances} instances of series "
+                f"{self.url}: retrieved {len(paths)} of the {series.n_instances} instances of series "
                 f"{series.series_uid}"
             )
-        paths = []
-        for ds in datasets:
-            path = folder / f"{ds.SOPInstanceUID}.dcm"
-            with atomic_write(path, "wb") as handle:
-                ds.save_as(handle, enforce_file_format=True)
-            paths.append(path)
         return paths
 
     def series_metadata(self, study_uid: str, series_uid: str) -> list[Any]:
