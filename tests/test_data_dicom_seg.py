@@ -13,14 +13,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import medseg
 from medseg.cli import app
 from medseg.config import load_config
 from medseg.data.dicom import read_dicom_series, write_dicom_series
 from medseg.data.dicom_seg import (
+    SegAlgorithm,
     SegmentSpec,
     check_output_format,
     default_codes,
     read_dicom_seg,
+    referenced_series_uids,
+    seg_algorithm_of,
     segment_specs,
     write_dicom_seg,
     write_prediction,
@@ -29,6 +33,7 @@ from medseg.engine.checkpoint import save_checkpoint
 from medseg.engine.predict import predict_files
 from medseg.errors import DataError
 from medseg.models import build_from_config
+from medseg.provenance import file_sha256
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -154,3 +159,87 @@ def test_predict_dicom_series_to_dicom_seg(series: tuple[np.ndarray, dict], tmp_
         ["predict", str(checkpoint), str(tmp_path / "ct"), "--format", "rt", "--out", str(tmp_path / "x")],
     )
     assert bad.exit_code == 2 and "output format must be one of" in bad.output
+
+
+def test_the_seg_records_the_model_that_made_it(series: tuple[np.ndarray, dict], tmp_path: Path) -> None:
+    volume, meta = series
+    mask = np.zeros(volume.shape, np.uint8)
+    mask[1:3, 2:6, 2:6] = 1
+    algorithm = SegAlgorithm("unet", "ab" * 32, "0.1.0")
+    path = write_dicom_seg(mask, meta["files"], tmp_path / "seg.dcm", [SegmentSpec(1, "prostate")], algorithm)
+    seg = pydicom.dcmread(path)
+    assert seg_algorithm_of(seg) == algorithm
+    identification = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert identification.AlgorithmName == "unet" and identification.AlgorithmVersion == "ab" * 32
+    assert identification.AlgorithmSource == "medseg 0.1.0"
+    assert seg.SeriesDescription == "medseg unet abababababab"
+    assert seg.ContentDescription == "unet sha256 abababababab" and seg.SoftwareVersions == "0.1.0"
+    assert referenced_series_uids(seg) == [meta["series_uid"]]
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically
+    unnamed = pydicom.dcmread(write_dicom_seg(mask, meta["files"], tmp_path / "u.dcm"))
+    assert seg_algorithm_of(unnamed).checkpoint_sha256 == "unknown"  # type: ignore[union-attr]
+    assert seg_algorithm_of(pydicom.Dataset()) is None and referenced_series_uids(pydicom.Dataset()) == []
+
+
+def test_a_multiclass_mask_has_one_segment_per_class(series: tuple[np.ndarray, dict], tmp_path: Path) -> None:
+    """A synthetic 3-class volume (label values 0, 3, 8): one segment per foreground class, named
+    after the label names, or ``class i`` without them; class 2 is absent from the mask and still
+    gets its (empty) segment."""
+    volume, meta = series
+    mask = np.zeros(volume.shape, np.uint8)
+    mask[1:4, 2:8, 2:6] = 3
+    mask[2, 9:11, 7:9] = 8
+    names = ["background", "liver", "liver tumour"]
+    path = write_prediction(mask, meta, tmp_path, "named", "dicom-seg", names, None, [0, 3, 8])
+    back, segments = read_dicom_seg(path, meta["sop_instance_uids"])
+    assert [s.name for s in segments] == ["liver", "liver tumour"]
+    assert segments[1].category == ("49755003", "SCT", "Morphologically Abnormal Structure")
+    expected = np.zeros_like(mask)
+    expected[mask == 3], expected[mask == 8] = 1, 2
+    np.testing.assert_array_equal(back, expected)
+    unnamed = write_prediction(mask, meta, tmp_path, "unnamed", "dicom-seg", None, None, [0, 3, 8])
+    assert [s.name for s in read_dicom_seg(unnamed, meta["sop_instance_uids"])[1]] == ["class 1", "class 2"]
+    only_liver = np.where(mask == 8, 0, mask)
+    empty_class = write_prediction(only_liver, meta, tmp_path, "empty", "dicom-seg", names, None, [0, 3, 8])
+    back, segments = read_dicom_seg(empty_class, meta["sop_instance_uids"])
+    assert len(segments) == 2 and set(np.unique(back).tolist()) == {0, 1}
+
+
+def test_predict_names_multiclass_segments_after_the_checkpoint(
+    series: tuple[np.ndarray, dict], tmp_path: Path
+) -> None:
+    """A 3D 3-class checkpoint whose state carries the training data's ``class_values`` and
+    ``label_names`` (the config has none): the SEG's segments bear those names and decode to the
+    label map a NIfTI prediction writes; the SEG records the checkpoint's SHA-256."""
+    _, meta = series
+    cfg = load_config(
+        None,
+        [
+            "data.spatial_dims=3",
+            "data.num_classes=3",
+            "data.patch_size=[4, 8, 8]",
+            "model.name=unet",
+            "model.options={features: [4, 8]}",
+        ],
+    )
+    model = build_from_config(cfg)
+    state = {
+        "model": model.state_dict(),
+        "config": cfg.to_dict(),
+        "class_values": [0, 3, 8],
+        "label_names": ["background", "kidney", "kidney lesion"],
+    }
+    checkpoint = save_checkpoint(state, tmp_path / "m.pt")
+    (seg_item,) = predict_files(
+        checkpoint, [tmp_path / "ct"], tmp_path / "seg", device="cpu", output_format="dicom-seg"
+    )
+    (nifti_item,) = predict_files(checkpoint, [tmp_path / "ct"], tmp_path / "nii", device="cpu")
+    seg = pydicom.dcmread(seg_item.mask)
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["kidney", "kidney lesion"]
+    assert seg_algorithm_of(seg) == SegAlgorithm("unet", file_sha256(checkpoint), medseg.__version__)
+    import nibabel as nib
+
+    label_map = np.asarray(nib.load(nifti_item.mask).dataobj).transpose(2, 1, 0)
+    assert set(np.unique(label_map).tolist()) <= {0, 3, 8}
+    back, _ = read_dicom_seg(seg_item.mask, meta["sop_instance_uids"])
+    np.testing.assert_array_equal(np.asarray([0, 3, 8])[back], label_map)

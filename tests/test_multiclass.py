@@ -135,6 +135,22 @@ def test_volume_dataset_needs_the_matching_num_classes(label_folder: Path) -> No
     assert VolumeDataset([binary], 1, num_classes=2).class_values is None  # {0, 1}: two classes
 
 
+def test_volume_dataset_keeps_the_common_label_names() -> None:
+    """``label_names`` (class index → name) come from the samples' meta when they agree."""
+    mask = np.zeros((4, 8, 8))
+    mask[1, 2:4, 2:4] = 2
+
+    def sample(names: list[str] | None) -> Sample:
+        meta = {"num_classes": 3, **({"label_names": names} if names else {})}
+        return Sample(np.zeros((1, 4, 8, 8)), {"expert": mask.copy()}, "expert", (1, 1, 1), "z", meta=meta)
+
+    names = ["background", "kidney", "tumour"]
+    assert VolumeDataset([sample(names), sample(None)], 1, num_classes=3).label_names == names
+    assert VolumeDataset([sample(None)], 1, num_classes=3).label_names is None
+    disagree = [sample(names), sample(["background", "a", "b"])]
+    assert VolumeDataset(disagree, 1, num_classes=3).label_names is None
+
+
 # ---------------------------------------------------------------- model building
 def test_model_out_channels_follow_num_classes(tmp_path: Path) -> None:
     common = ["data.spatial_dims=3", "data.patch_size=[8, 16, 16]", "model.options={features: [4, 8]}"]
@@ -282,6 +298,7 @@ def test_multiclass_3d_training_evaluation_and_prediction(label_folder: Path, tm
     assert all(0.0 <= h["val_dice"] <= 1.0 for h in result.history)
     state = load_checkpoint(result.last_checkpoint)
     assert state["class_values"] == [0, 3, 5]
+    assert state["label_names"] is None  # the folder source names no labels: segments are "class i"
     model, stored = load_model(result.last_checkpoint)
     assert stored.data.num_classes == 3 and model.num_classes == 3
 

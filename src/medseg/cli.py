@@ -325,6 +325,14 @@ def predict(
         str,
         typer.Option("--format", help="mask format: 'auto' (the input's; NIfTI for DICOM) or 'dicom-seg'"),
     ] = "auto",
+    dicomweb: Annotated[
+        str | None, typer.Option(help="DICOMweb base URL of a PACS: segment --study there, store the SEG")
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="with --dicomweb: the StudyInstanceUID")] = None,
+    series: Annotated[str | None, typer.Option(help="with --dicomweb: only this SeriesInstanceUID")] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="with --dicomweb: write the SEG to --out, store nothing")
+    ] = False,
 ) -> None:
     """Segment images or volumes; masks keep the input geometry (NIfTI affine preserved).
 
@@ -338,8 +346,16 @@ def predict(
 
     Promptable models (MedSAM, LiteMedSAM) take boxes: `--model litemedsam --checkpoint W --box
     x0,y0,x1,y1 image.png`, or a medseg checkpoint of a fine-tuned one followed by inputs and boxes.
+
+    `--dicomweb URL --study UID` segments a study's image series on a PACS and stores each DICOM-SEG
+    back (docs/pacs.md; credentials from MEDSEG_DICOMWEB_USER/PASSWORD, MEDSEG_DICOMWEB_TOKEN or
+    netrc).
     """
     import numpy as np
+
+    if dicomweb is not None or study is not None or series is not None or dry_run:
+        _predict_dicomweb(args, dicomweb, study, series, dry_run, out, device)
+        return
 
     from medseg.engine.predict import predict_files
     from medseg.export.runtime import load_predictor
@@ -393,6 +409,86 @@ def predict(
             console.print(f"{source} → {target}")
     except MedsegError as exc:
         _fail(exc)
+
+
+def _predict_dicomweb(
+    args: list[Path],
+    url: str | None,
+    study: str | None,
+    series: str | None,
+    dry_run: bool,
+    out: Path,
+    device: str,
+) -> None:
+    """``medseg predict CHECKPOINT --dicomweb URL --study UID``: one summary line per series."""
+    from medseg.data.dicomweb import DicomwebServer
+    from medseg.engine.pacs import load_pacs_model, predict_study
+
+    if url is None or study is None:
+        raise ConfigError("--study, --series and --dry-run go with --dicomweb URL --study UID")
+    if len(args) != 1:
+        raise ConfigError("with --dicomweb give only the CHECKPOINT: the images come from the server")
+    model = load_pacs_model(args[0], device)
+    outcomes = predict_study(DicomwebServer(url), model, study, out, series, dry_run, log=_log)
+    failed = [o for o in outcomes if o.error is not None]
+    if failed:
+        more = f" (and {len(failed) - 1} more series failed)" if len(failed) > 1 else ""
+        raise MedsegError(f"{failed[0].error}{more}")
+
+
+def _log(line: str) -> None:
+    console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def watch(
+    checkpoint: Annotated[Path, typer.Argument(help="medseg checkpoint (or ONNX export)")],
+    dicomweb: Annotated[str, typer.Option(help="DICOMweb base URL of the PACS")],
+    modality: Annotated[str | None, typer.Option(help="only series of this modality (CT, MR, ...)")] = None,
+    series_description: Annotated[
+        str | None, typer.Option(help="only series whose description matches (* and ? wildcards)")
+    ] = None,
+    body_part: Annotated[str | None, typer.Option(help="only series of this BodyPartExamined")] = None,
+    once: Annotated[bool, typer.Option(help="one pass, then exit (cron jobs)")] = False,
+    poll: Annotated[float, typer.Option(help="seconds between two searches")] = 60.0,
+    retry: Annotated[
+        float, typer.Option(help="seconds before a failed series is tried again (doubles)")
+    ] = 30.0,
+    out: Annotated[Path, typer.Option(help="where each series' SEG and report.json are kept")] = Path(
+        "runs/watch"
+    ),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+) -> None:
+    """Segment every new series on a PACS that matches the filters, once, and store its DICOM-SEG.
+
+    A series that already has a SEG from this checkpoint is skipped (the server is asked, so a
+    restart repeats nothing); a failed series is retried later, the others go on; Ctrl-C stops.
+    Credentials: MEDSEG_DICOMWEB_USER/PASSWORD, MEDSEG_DICOMWEB_TOKEN or netrc (docs/pacs.md).
+    """
+    from medseg.data.dicomweb import DicomwebServer
+    from medseg.engine.pacs import SeriesFilter, load_pacs_model
+    from medseg.engine.pacs import watch as watch_series
+
+    if poll <= 0 or retry <= 0:
+        _fail(ValueError(f"--poll and --retry must be positive seconds, got {poll} and {retry}"))
+    model = load_pacs_model(checkpoint, device)
+    server = DicomwebServer(dicomweb)
+    summary = watch_series(
+        server,
+        model,
+        SeriesFilter(modality, series_description, body_part),
+        out,
+        once=once,
+        poll_seconds=poll,
+        retry_seconds=retry,
+        log=_log,
+    )
+    if once and summary.failed:
+        _fail(
+            MedsegError(
+                f"{summary.failed} series failed in this pass (see above); the next pass retries them"
+            )
+        )
 
 
 @app.command()

@@ -7,6 +7,12 @@ a category and a type. By default they come from the label's name: the type is t
 concept of that name when pydicom's code dictionary has one (``prostate`` → SCT 41216001), else
 "Tissue" (85756007); the category is "Tissue", or "Morphologically Abnormal Structure" for a
 lesion, tumour or neoplasm. A :class:`SegmentSpec` sets them explicitly.
+
+The object says which model made it (:class:`SegAlgorithm`): every segment's
+AlgorithmIdentificationSequence has the model name (AlgorithmName), the checkpoint's SHA-256
+(AlgorithmVersion, so a PACS can tell two checkpoints' SEGs apart), ``medseg <version>``
+(AlgorithmSource) and all three as AlgorithmParameters; SeriesDescription and ContentDescription
+repeat the model name and the first 12 hex digits of the hash.
 """
 
 from __future__ import annotations
@@ -19,8 +25,73 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import DataError
+from medseg.io_utils import atomic_write
 
 _ABNORMAL = ("lesion", "tumor", "tumour", "neoplasm", "mass", "nodule", "metastasis")
+
+
+@dataclass(frozen=True)
+class SegAlgorithm:
+    """The model that made a segmentation: its name, the checkpoint's SHA-256 and medseg's version."""
+
+    model_name: str
+    checkpoint_sha256: str
+    medseg_version: str
+
+    def parameters(self) -> dict[str, str]:
+        return {
+            "model": self.model_name,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "medseg_version": self.medseg_version,
+        }
+
+    def short_hash(self) -> str:
+        return self.checkpoint_sha256[:12]
+
+    def series_description(self) -> str:
+        """``medseg <model> <hash[:12]>``, cut to the 64 characters of a DICOM LO value."""
+        return f"medseg {self.model_name} {self.short_hash()}"[:64]
+
+
+def checkpoint_algorithm(checkpoint: str | Path, model_name: str) -> SegAlgorithm:
+    """The :class:`SegAlgorithm` of a checkpoint file (its SHA-256) and the running medseg."""
+    from medseg import __version__
+    from medseg.provenance import file_sha256
+
+    return SegAlgorithm(str(model_name), file_sha256(checkpoint), str(__version__))
+
+
+def unknown_algorithm() -> SegAlgorithm:
+    """The identity of a SEG written without a checkpoint (tests, direct calls)."""
+    from medseg import __version__
+
+    return SegAlgorithm("medseg", "unknown", str(__version__))
+
+
+def seg_algorithm_of(dataset: Any) -> SegAlgorithm | None:
+    """The :class:`SegAlgorithm` a medseg DICOM-SEG records (its first segment's
+    AlgorithmIdentificationSequence), or None for a SEG without one."""
+    for segment in dataset.get("SegmentSequence", []) or []:
+        for item in segment.get("SegmentationAlgorithmIdentificationSequence", []) or []:
+            version = str(item.get("AlgorithmVersion", ""))
+            params = dict(
+                part.split("=", 1)
+                for part in str(item.get("AlgorithmParameters", "")).split(",")
+                if "=" in part
+            )
+            return SegAlgorithm(
+                str(item.get("AlgorithmName", "")),
+                params.get("checkpoint_sha256", version),
+                params.get("medseg_version", ""),
+            )
+    return None
+
+
+def referenced_series_uids(dataset: Any) -> list[str]:
+    """The SeriesInstanceUIDs a DICOM-SEG's ReferencedSeriesSequence names (its source images)."""
+    return [
+        str(item.get("SeriesInstanceUID", "")) for item in dataset.get("ReferencedSeriesSequence", []) or []
+    ]
 
 
 @dataclass(frozen=True)
@@ -99,9 +170,7 @@ def write_dicom_seg(
     source_files: Sequence[str | Path],
     path: str | Path,
     segments: Sequence[SegmentSpec] | None = None,
-    algorithm: str = "medseg",
-    algorithm_version: str = "0",
-    series_description: str = "medseg segmentation",
+    algorithm: SegAlgorithm | None = None,
 ) -> Path:
     """Write a label map as a binary DICOM-SEG that references the series in ``source_files``.
 
@@ -109,16 +178,16 @@ def write_dicom_seg(
         mask_zyx: ``D×H×W`` integer labels (0 = background), slice z on ``source_files[z]`` (the
             slice order of :func:`~medseg.data.dicom.read_dicom_series`'s ``meta["files"]``).
         source_files: the series' files, one per slice.
-        path: the ``.dcm`` file to write.
+        path: the ``.dcm`` file to write (atomically: a reader never sees half a SEG).
         segments: one per foreground label (:func:`segment_specs`); default: every label present.
+        algorithm: the model that made the mask, recorded in the SEG (module docstring).
     """
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
 
-    from medseg import __version__
-
     path = Path(path)
+    algorithm = algorithm or unknown_algorithm()
     mask = np.asarray(mask_zyx)
     if mask.ndim != 3 or mask.shape[0] != len(source_files):
         raise DataError(
@@ -135,7 +204,11 @@ def write_dicom_seg(
     labels = np.zeros(mask.shape, np.uint16)
     descriptions = []
     identification = hd.AlgorithmIdentificationSequence(
-        name=algorithm, family=codes.cid7162.ArtificialIntelligence, version=algorithm_version
+        name=algorithm.model_name[:64],
+        family=codes.cid7162.ArtificialIntelligence,
+        version=algorithm.checkpoint_sha256[:64],
+        source=f"medseg {algorithm.medseg_version}"[:64],
+        parameters=algorithm.parameters(),
     )
     for number, spec in enumerate(segments, start=1):
         labels[mask == spec.label] = number
@@ -164,14 +237,16 @@ def write_dicom_seg(
         sop_instance_uid=hd.UID(),
         instance_number=1,
         manufacturer="medseg",
-        manufacturer_model_name=algorithm,
-        software_versions=str(__version__),
+        manufacturer_model_name=algorithm.model_name[:64],
+        software_versions=algorithm.medseg_version,
         device_serial_number="0",
-        series_description=series_description,
+        series_description=algorithm.series_description(),
+        content_description=f"{algorithm.model_name} sha256 {algorithm.short_hash()}"[:64],
+        content_label="MEDSEG",
         omit_empty_frames=False,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(path)
+    with atomic_write(path, "wb") as handle:
+        seg.save_as(handle)
     return path
 
 
@@ -229,12 +304,15 @@ def write_prediction(
     label_names: Sequence[str] | None = None,
     segments: Sequence[Mapping[str, Any]] | None = None,
     class_values: Sequence[int] | None = None,
+    algorithm: SegAlgorithm | None = None,
 ) -> Path:
     """A predicted mask of a DICOM series: ``<stem>_seg.dcm`` (DICOM-SEG) for ``dicom-seg``, else
     ``<stem>_mask.nii.gz`` on the series' grid.
 
-    ``label_names`` are indexed by class (``class_values[i]`` is class i's value in ``mask``; a
-    binary mask has values 0/1); ``segments`` override them (:func:`segment_specs`).
+    One segment per foreground class, also for a class the mask does not hold. ``label_names``
+    are indexed by class (``class_values[i]`` is class i's value in ``mask``; a binary mask has
+    values 0/1); a class without a name is ``class i``; ``segments`` override them
+    (:func:`segment_specs`). ``algorithm`` is recorded in the SEG.
     """
     from medseg.data.io import write_volume
 
@@ -244,9 +322,10 @@ def write_prediction(
         return write_volume(out / f"{stem}_mask.nii.gz", mask, meta)
     if meta.get("format") != "dicom" or not meta.get("files"):
         raise DataError("--format dicom-seg needs a DICOM series as input", meta.get("path"))
-    values = list(class_values) if class_values is not None else [0, 1]
-    names = None
-    if label_names is not None:
-        names = {int(v): str(n) for v, n in zip(values, label_names, strict=False)}
-    specs = segment_specs([v for v in values if v != 0], names, segments)
-    return write_dicom_seg(mask, meta["files"], out / f"{stem}_seg.dcm", specs)
+    values = [int(v) for v in class_values] if class_values is not None else [0, 1]
+    names = list(label_names or [])
+    by_value = {
+        v: str(names[i]) if i < len(names) and names[i] else f"class {i}" for i, v in enumerate(values)
+    }
+    specs = segment_specs([v for v in values if v != 0], by_value, segments)
+    return write_dicom_seg(mask, meta["files"], out / f"{stem}_seg.dcm", specs, algorithm)

@@ -27,8 +27,10 @@ in ``meta["instance"]`` (``D×H×W`` integers, 0 = background), the item also ha
   them as floats, ``B×1×spatial`` after collation, the class-index target of the ``dice_ce``
   loss); patches are augmented by nearest neighbour like binary masks; a foreground patch draws
   its class uniformly among the classes present in the volume, then a voxel of it. A sample whose
-  ``meta["num_classes"]`` is set (e.g. the ``folder`` source with ``labels``) needs the same ``num_classes``; its ``meta["class_values"]`` (class index
-  → label value) is kept as :attr:`VolumeDataset.class_values`.
+  ``meta["num_classes"]`` is set (e.g. the ``folder`` source with ``labels``) needs the same
+  ``num_classes``; its ``meta["class_values"]`` (class index → label value) is kept as
+  :attr:`VolumeDataset.class_values`, and their common ``meta["label_names"]`` as
+  :attr:`VolumeDataset.label_names`.
 """
 
 from __future__ import annotations
@@ -116,6 +118,13 @@ def _class_values(samples: Sequence[Sample]) -> list[int] | None:
     return [int(v) for v in found.pop()] if found else None
 
 
+def _label_names(samples: Sequence[Sample]) -> list[str] | None:
+    """The samples' common ``meta["label_names"]`` (class index → name); None when none has them or
+    they disagree (names only label outputs, so a disagreement is no reason to stop training)."""
+    found = {tuple(s.meta["label_names"]) for s in samples if s.meta.get("label_names") is not None}
+    return [str(n) for n in found.pop()] if len(found) == 1 else None
+
+
 def _to_tensor(value: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     tensor = value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(np.asarray(value))
     if dtype == torch.int64:
@@ -183,6 +192,7 @@ class VolumeDataset(Dataset):
         self.annotators = list(annotators) if annotators is not None else all_annotators(samples)
         self.num_classes = None if num_classes is None else int(num_classes)
         self.class_values = _class_values(samples) if num_classes is not None else None
+        self.label_names = _label_names(samples) if num_classes is not None else None
         self.patch_size = None if patch_size is None else tuple(int(p) for p in patch_size)
         self.foreground_ratio = float(foreground_ratio)
         self.samples_per_volume = int(samples_per_volume) if patch_size is not None else 1

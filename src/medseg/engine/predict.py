@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medseg.data.dicom import is_dicom_series_dir
-from medseg.data.dicom_seg import check_output_format, write_prediction
+from medseg.data.dicom_seg import check_output_format, checkpoint_algorithm, write_prediction
 from medseg.data.io import (
     IMAGE_2D_EXTS,
     ITK_EXTS,
@@ -190,8 +190,10 @@ def predict_files(
     A DICOM series (a folder of slices, :mod:`medseg.data.dicom`) gets its mask as NIfTI on the
     series' grid, or, with ``output_format="dicom-seg"``, as a DICOM Segmentation that references
     the series (:mod:`medseg.data.dicom_seg`; segment names from ``data.label_names`` /
-    ``data.segments``). ``measurements.csv`` next to the masks has each mask's volume (mL) or area
-    (mm²), longest in-plane diameter and component count (:mod:`medseg.metrics.measurements`).
+    ``data.segments``, else the training data's ``label_names`` the checkpoint carries; the SEG
+    records the model name, the checkpoint's SHA-256 and medseg's version). ``measurements.csv``
+    next to the masks has each mask's volume (mL) or area (mm²), longest in-plane diameter and
+    component count (:mod:`medseg.metrics.measurements`).
     """
     check_output_format(output_format)
     torch_device = resolve_device(device)
@@ -200,6 +202,8 @@ def predict_files(
     thr = cfg.eval.threshold if threshold is None else threshold
     num_classes = model.num_classes
     class_values = state.get("class_values")  # class index → label value (multi-class)
+    label_names = cfg.data.label_names or state.get("label_names")  # the training data's names
+    algorithm = checkpoint_algorithm(checkpoint, cfg.model.name) if output_format == "dicom-seg" else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = _expand_inputs(inputs)
@@ -270,9 +274,10 @@ def predict_files(
                 where,
                 base.name,
                 output_format,
-                cfg.data.label_names,
+                label_names,
                 cfg.data.segments,
                 class_values,
+                algorithm,
             )
             if save_probabilities:
                 prob_path = out / f"{base}_prob{_output_extension(path, 'prob')}"

@@ -236,6 +236,7 @@ def checkpoint_state(
     class_values = getattr(train_set, "class_values", None)
     if class_values is not None:  # multi-class: class index → label value, for prediction
         state["class_values"] = class_values
+        state["label_names"] = getattr(train_set, "label_names", None)  # DICOM-SEG segment names
     return state
 
 
