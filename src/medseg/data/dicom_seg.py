@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import DataError
+from medseg.io_utils import atomic_path
 
 _ABNORMAL = ("lesion", "tumor", "tumour", "neoplasm", "mass", "nodule", "metastasis")
 
@@ -170,8 +171,8 @@ def write_dicom_seg(
         series_description=series_description,
         omit_empty_frames=False,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(path)
+    with atomic_path(path) as tmp:
+        seg.save_as(tmp)
     return path
 
 
