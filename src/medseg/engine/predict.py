@@ -48,12 +48,18 @@ from medseg.engine.inference import (
     resolve_device,
     sliding_window_from_config,
 )
-from medseg.engine.output_paths import check_not_overwriting, output_bases
+from medseg.engine.output_paths import (
+    MEASUREMENTS_FILE,
+    append_measurements,
+    check_not_overwriting,
+    output_bases,
+)
 from medseg.engine.uncertainty import UncertaintyOptions, predict_sample_uncertainty, write_uncertainty_maps
 from medseg.errors import DataError
 from medseg.export.runtime import load_predictor
 from medseg.metrics.measurements import measurement_rows
 from medseg.models import SegmentationModel
+from medseg.output_dirs import make_dir
 from medseg.report.figures import save_overlay
 
 
@@ -200,8 +206,7 @@ def predict_files(
     thr = cfg.eval.threshold if threshold is None else threshold
     num_classes = model.num_classes
     class_values = state.get("class_values")  # class index → label value (multi-class)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(Path(out_dir), "--out")
     paths = _expand_inputs(inputs)
     if not paths:
         raise DataError("no input images found", ", ".join(str(p) for p in inputs))
@@ -297,7 +302,7 @@ def predict_files(
             shown = mask if num_classes is None else (mask != 0).astype(np.uint8)
             save_overlay(image, None, shown, overlay_path, spacing=spacing, title=stem)
         results.append(PredictedFile(path, mask_path, prob_path, overlay_path, map_paths))
-    pd.DataFrame(measured).to_csv(out / "measurements.csv", index=False, float_format="%.6f")
+    append_measurements(out / MEASUREMENTS_FILE, pd.DataFrame(measured))
     return results
 
 
