@@ -65,6 +65,7 @@ import yaml
 from medseg.config import Config, config_from_dict
 from medseg.data.fingerprint import Fingerprint
 from medseg.errors import ConfigError
+from medseg.io_utils import write_text_atomic
 from medseg.models.resenc_unet import default_blocks, default_features, training_cost
 
 ANISOTROPY_2D = 3.0
@@ -114,9 +115,11 @@ class Budget:
             raise ConfigError(
                 f"budget device must be one of {sorted(DEFAULT_THROUGHPUT)}, got '{self.device}'"
             )
-        if self.memory_bytes <= 0 or self.minutes <= 0:
+        if not self.memory_bytes > 0:  # in the units a user gives: GiB, minutes
+            raise ConfigError(f"the memory budget must be positive, got {self.memory_bytes / 2**30:g} GiB")
+        if not (math.isfinite(self.minutes) and self.minutes > 0):
             raise ConfigError(
-                f"budget memory and minutes must be positive, got {self.memory_bytes}, {self.minutes}"
+                f"the time budget must be a positive, finite number of minutes, got {self.minutes}"
             )
         if not 0 <= self.validation_share < 1:
             raise ConfigError(f"validation_share must be in [0, 1), got {self.validation_share}")
@@ -588,11 +591,10 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def write_plan(plan: Plan, path: str | Path) -> Path:
     """Write ``plan`` as plain, editable YAML (keys in declaration order, ``reasons`` last)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = "# medseg plan: edit any value; `reasons` explains each choice (medseg.plan).\n"
-    path.write_text(header + yaml.safe_dump(plan.to_dict(), sort_keys=False, allow_unicode=True))
-    return path
+    return write_text_atomic(
+        path, header + yaml.safe_dump(plan.to_dict(), sort_keys=False, allow_unicode=True)
+    )
 
 
 def load_plan(path: str | Path) -> Plan:

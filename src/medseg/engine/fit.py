@@ -30,10 +30,18 @@ from rich.console import Console
 from medseg.config import DataConfig, SplitConfig, save_config
 from medseg.data.fingerprint import Fingerprint, compute_fingerprint
 from medseg.data.loading import load_splits
+from medseg.engine.budget_checks import (
+    check_memory_bytes,
+    check_minutes,
+    check_plan_affordable,
+    check_trainable_shape,
+    memory_error,
+)
 from medseg.engine.evaluate import EvaluationResult, evaluate_checkpoint
 from medseg.engine.inference import resolve_device
 from medseg.engine.train import TrainResult, train
 from medseg.errors import ConfigError
+from medseg.output_dirs import prepare_output_dir
 from medseg.plan import Budget, Plan, make_plan, plan_to_config, write_plan
 from medseg.report.figures import save_training_curves
 
@@ -91,12 +99,21 @@ def plan_for(
     data: DataConfig | None = None,
 ) -> Plan:
     """The plan of ``fingerprint`` for ``minutes`` on ``device`` (its free memory unless given)."""
+    check_minutes(minutes)
     budget = Budget(
-        memory_bytes=memory_bytes or available_memory_bytes(device),
+        memory_bytes=available_memory_bytes(device)
+        if memory_bytes is None
+        else check_memory_bytes(memory_bytes),
         minutes=minutes,
         device="cuda" if device.type == "cuda" else "cpu",
     )
-    plan = make_plan(fingerprint, budget)
+    try:
+        plan = make_plan(fingerprint, budget)
+    except ConfigError as exc:
+        if "memory budget" not in str(exc):
+            raise
+        raise memory_error(exc, memory_bytes, budget.device) from exc
+    check_plan_affordable(plan, minutes)
     if data is not None:
         plan.data = {
             "source": data.source,
@@ -127,8 +144,11 @@ def plan_source(
     console = console or Console()
     torch_device = resolve_device(device)
     start = time.perf_counter()
+    check_minutes(minutes)
+    check_memory_bytes(memory_bytes)
     splits = load_splits(data)
     fingerprint = compute_fingerprint(splits.train, modality=modality)
+    check_trainable_shape(fingerprint, str(data.options.get("root") or data.source))
     plan = plan_for(fingerprint, minutes, torch_device, memory_bytes, data)
     console.print(
         f"[bold]medseg plan[/]: {fingerprint.n_cases} training cases fingerprinted in "
@@ -156,21 +176,21 @@ def fit(
     console: Console | None = None,
     config_overrides: list[str] | None = None,
     modality: str | None = None,
+    overwrite: bool = False,
 ) -> FitResult:
     """Plan, train for ``minutes``, validate and report into ``out`` (see the module docstring).
 
     ``config_overrides`` (``key=value``, as ``medseg train --set``) edit the planned config;
-    ``modality`` as in :func:`plan_source`.
+    ``modality`` as in :func:`plan_source`. An existing non-empty ``out`` is an error unless
+    ``overwrite``, which replaces it as a whole (:func:`~medseg.output_dirs.prepare_output_dir`).
     """
     from medseg.config import apply_overrides
     from medseg.report.html import build_report
 
-    if minutes <= 0:
-        raise ConfigError(f"--minutes must be positive, got {minutes}")
+    check_minutes(minutes)
     console = console or Console()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     data = data_config(source, options, val_fraction, seed)
+    out = prepare_output_dir(out, "--out", overwrite, "medseg fit")
     plan = plan_source(data, minutes, device, memory_bytes, out / "plan.yaml", console, modality)
     cfg = plan_to_config(plan, out, minutes=minutes, device=device, seed=seed)
     if config_overrides:
