@@ -57,6 +57,7 @@ from medseg.engine.output_paths import (
 from medseg.engine.uncertainty import UncertaintyOptions, predict_sample_uncertainty, write_uncertainty_maps
 from medseg.errors import DataError
 from medseg.export.runtime import load_predictor
+from medseg.io_utils import atomic_write
 from medseg.metrics.measurements import measurement_rows
 from medseg.models import SegmentationModel
 from medseg.output_dirs import make_dir
@@ -291,7 +292,8 @@ def predict_files(
             write_image(mask_path, mask * 255)
             if save_probabilities:
                 prob_path = out / f"{base}_prob.npy"
-                np.save(prob_path, probs.astype(np.float32))
+                with atomic_write(prob_path, "wb") as handle:
+                    np.save(handle, probs.astype(np.float32))
         map_paths = None
         if maps is not None:
             suffix = _output_extension(path, "mask")  # a DICOM series folder has none: NIfTI
