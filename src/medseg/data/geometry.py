@@ -97,17 +97,18 @@ def geometry_mismatch(pred: Geometry, gt: Geometry) -> list[str]:
 
 
 def check_label_geometry(
-    image: Geometry, image_path: str | Path, label: Geometry, label_path: str | Path
+    image: Geometry, image_path: str | Path, label: Geometry, label_path: str | Path, what: str = "label"
 ) -> None:
-    """A source's label file must lie on its image's grid (shape, spacing, origin, direction, with
-    :func:`geometry_mismatch`'s tolerances): else a :class:`DataError` naming both files and both
-    geometries. A mask drawn on another grid would be trained on the wrong voxels."""
+    """A source's label file (or another channel of the image: ``what``) must lie on its image's
+    grid (shape, spacing, origin, direction, with :func:`geometry_mismatch`'s tolerances): else a
+    :class:`DataError` naming both files and both geometries. A mask drawn on another grid would be
+    trained on the wrong voxels."""
     differ = geometry_mismatch(label, image)
     if differ:
         raise DataError(
-            f"label and image are on different grids ({', '.join(differ)} differ): label "
+            f"{what} and image are on different grids ({', '.join(differ)} differ): {what} "
             f"{label_path}: {label.describe()}; image {image_path}: {image.describe()}. Resample "
-            "the label onto the image grid (nearest neighbour), or pair the right files",
+            f"the {what} onto the image grid (nearest neighbour for labels), or pair the right files",
             label_path,
         )
 

@@ -237,7 +237,7 @@ class NnUNetSource(Source):
         grid = image_geometry(image.shape[1:], reads[0][2])
         for path, (array, _, channel_meta) in zip(paths[1:], reads[1:], strict=True):
             if not two_d:  # every channel on the first channel's grid
-                check_label_geometry(grid, paths[0], geometry_of(array, channel_meta), path)
+                check_label_geometry(grid, paths[0], geometry_of(array, channel_meta), path, "channel")
         if image.shape[0] != len(self.channels):
             raise DataError(
                 f"case {case_id!r} has {image.shape[0]} channel(s), dataset.json names {len(self.channels)}",
