@@ -429,3 +429,4 @@ def test_spacing_values_read_text_like_the_spacing_option() -> None:
         spacing_values("a,b", "r")
     with pytest.raises(DataError, match=r"one value per axis \(2\)"):
         parse_spacing([0.5], 2, "r")
+    assert sources.build("phantom", n_patients=1, spacing="1,0.3,0.3").spacing == (1.0, 0.3, 0.3)

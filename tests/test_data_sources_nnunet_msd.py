@@ -347,6 +347,7 @@ def test_export_dicom_refuses_a_non_empty_folder_and_replaces_its_own(tmp_path: 
 def test_nnunet_channels_must_share_the_first_channels_grid(tmp_path: Path) -> None:
     root = tmp_path / "Dataset006_Grid"
     _nnunet_dataset(root, {"background": 0, "liver": 1})
-    _nifti(root / "imagesTr" / "liver_001_0001.nii.gz", np.zeros((6, 5, 4), np.float32), zooms=(0.4, 0.7, 3.0))
+    finer = (0.4, 0.7, 3.0)  # x spacing differs from the first channel's 0.8
+    _nifti(root / "imagesTr" / "liver_001_0001.nii.gz", np.zeros((6, 5, 4), np.float32), zooms=finer)
     with pytest.raises(DataError, match=r"liver_001_0001\.nii\.gz: channel and image are on different grids"):
         build("nnunet", root=str(root)).load_case("liver_001")
