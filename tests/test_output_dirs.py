@@ -10,6 +10,7 @@ import pytest
 from medseg.errors import ConfigError, DataError
 from medseg.output_dirs import (
     MARKER,
+    check_output_dir,
     check_output_file,
     check_writable_dir,
     clear_dir,
@@ -103,3 +104,13 @@ def test_clear_dir_keeps_the_folder(tmp_path: Path) -> None:
     (tmp_path / "d.txt").write_text("y")
     clear_dir(tmp_path)
     assert tmp_path.is_dir() and not any(tmp_path.iterdir())
+
+
+def test_check_output_dir_creates_nothing(tmp_path: Path) -> None:
+    assert check_output_dir(tmp_path / "a" / "b", "--out") == tmp_path / "a" / "b"
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "f").write_text("a file")
+    with pytest.raises(ConfigError, match=r"^--out .*f: is a file, not a folder"):
+        check_output_dir(tmp_path / "f", "--out")
+    with pytest.raises(ConfigError, match=r"^--out .*f/sub: .*f is a file, not a folder"):
+        check_output_dir(tmp_path / "f" / "sub", "--out")

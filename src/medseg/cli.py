@@ -214,13 +214,13 @@ def evaluate(
     from medseg.config import EvalConfig
     from medseg.engine.demo import results_table
     from medseg.engine.evaluate import evaluate_checkpoint, evaluate_files, write_evaluation
-    from medseg.output_dirs import make_dir
+    from medseg.output_dirs import check_output_dir
 
     if hd95 not in ("pooled", "max"):
         _fail(ValueError(f"--hd95 must be 'pooled' or 'max', got '{hd95}'"))
     cfg = EvalConfig(hd95_mode=hd95, nsd_tolerance_mm=nsd_tol)
     try:
-        make_dir(out, "--out")
+        check_output_dir(out, "--out")
         if mirror is not None and checkpoint is None:
             _fail(ConfigError("--mirror/--no-mirror apply to a checkpoint"))
         if format_ not in ("medseg", "cvpr24"):

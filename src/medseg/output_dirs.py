@@ -55,6 +55,20 @@ def make_dir(path: Path, option: str) -> Path:
     return path
 
 
+def check_output_dir(path: str | Path, option: str = "--out") -> Path:
+    """An output folder that can be made later: not a file, and its nearest existing folder
+    writable. Nothing is created (a command that fails on its inputs leaves no empty folder)."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == path else f"{existing} "
+        raise ConfigError(f"{option} {path}: {where}is a file, not a folder; name a folder")
+    check_writable_dir(existing, option)
+    return path
+
+
 def clear_dir(path: Path) -> None:
     """Remove everything inside ``path`` (the folder itself stays)."""
     for entry in path.iterdir():
