@@ -1,4 +1,4 @@
-"""The bad-input catalogue (issue 17): small files written by hand, the CLI run on them, the outcome.
+"""The bad-input catalogue (issues 17 and 25): small files written by hand, the CLI run on them, the outcome.
 
 Every case is a row of :data:`CASES`: a function that writes its files and returns the command
 line, and the expected outcome:
@@ -6,18 +6,28 @@ line, and the expected outcome:
 * ``error``: exit code 2 and a one-line message matching ``expect`` (it names the file and says
   the problem), no traceback;
 * ``score``: exit code 0 and ``check`` confirms the number (a hand-computed value, or the
-  documented value of the policy).
+  documented value of the policy);
+* ``warn``: as ``score``, and a ``warning:`` line matching ``expect`` (a result that is right but
+  probably not what was meant).
+
+A case may also have ``keep``: the files that must survive the command (earlier results, no
+0-byte output); and ``skip``: the reason it cannot run on this machine (no root for a tmpfs).
 
 Each run is classified as a clear error, a correct result, a silent wrong result (exit 0 with a
-wrong or unchecked number, or exit 0 where an error was expected) or a traceback; the catalogue
-must have no silent wrong result and no traceback. ``python tests/test_bad_inputs.py`` (or
-``pytest tests/test_bad_inputs.py -s``) prints the counts.
+wrong or unchecked number, or exit 0 where an error was expected), a lost file (``keep`` fails),
+an internal error (exit 1), an unclear error or a traceback; the catalogue must have none of the
+last five. ``python tests/test_bad_inputs.py`` (or ``pytest tests/test_bad_inputs.py -s``) prints
+the table (each case's message) and the counts.
 """
 
 from __future__ import annotations
 
 import datetime
+import gzip
+import json
+import os
 import re
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -108,17 +118,26 @@ def dice_is(expected: float) -> Callable[[Path, Result], bool]:
 class Case:
     name: str
     make: Callable[[Path], list[str]]  # writes the files, returns the CLI arguments
-    outcome: str  # "error" or "score"
-    expect: str = ""  # error: regex the message must match (file name and problem)
-    check: Callable[[Path, Result], bool] | None = None  # score: the number is right
+    outcome: str  # "error", "score" or "warn"
+    expect: str = ""  # error / warn: regex the message must match (file name and problem)
+    check: Callable[[Path, Result], bool] | None = None  # score / warn: the number is right
+    keep: Callable[[Path], bool] | None = None  # the files that must survive the command
+    skip: Callable[[Path], str | None] | None = None  # why the case cannot run here (or None)
 
 
 CASES: list[Case] = []
 
 
-def case(name: str, outcome: str, expect: str = "", check: Callable[[Path, Result], bool] | None = None):  # noqa: ANN201
+def case(  # noqa: ANN201
+    name: str,
+    outcome: str,
+    expect: str = "",
+    check: Callable[[Path, Result], bool] | None = None,
+    keep: Callable[[Path], bool] | None = None,
+    skip: Callable[[Path], str | None] | None = None,
+):
     def register(make: Callable[[Path], list[str]]) -> Callable[[Path], list[str]]:
-        CASES.append(Case(name, make, outcome, expect, check))
+        CASES.append(Case(name, make, outcome, expect, check, keep, skip))
         return make
 
     return register
@@ -921,29 +940,719 @@ def _(tmp: Path) -> list[str]:
     return ["train", "--resume", "--out", str(tmp / "empty"), "--no-progress"]
 
 
+# 8. data sources: the reader contract (every source × every bad label: tests/test_source_contract.py)
+def _msd_root(
+    tmp: Path,
+    label: np.ndarray | None = None,
+    labels: object = None,
+    image_geometry: dict | None = None,
+    label_geometry: dict | None = None,
+) -> Path:
+    """A one-case Decathlon task: 16×16×4 MR volume, its label (default: the cube, 0/1)."""
+    root = tmp / "Task99_Test"
+    image = np.random.default_rng(0).normal(100, 20, size=(4, 16, 16)).astype(np.float32)
+    nii(root / "imagesTr" / "case_001.nii.gz", image, **(image_geometry or {}))
+    nii(root / "labelsTr" / "case_001.nii.gz", cube() if label is None else label, **(label_geometry or {}))
+    spec = {
+        "modality": {"0": "MRI"},
+        "labels": {"0": "background", "1": "organ"} if labels is None else labels,
+        "numTraining": 1,
+        "training": [{"image": "./imagesTr/case_001.nii.gz", "label": "./labelsTr/case_001.nii.gz"}],
+    }
+    (root / "dataset.json").write_text(json.dumps(spec))
+    return root
+
+
+def _nnunet_root(
+    tmp: Path, labels: object = None, label_geometry: dict | None = None, **spec_extra: object
+) -> Path:
+    """A one-case nnU-Net v2 data set (one MR channel, labels background/organ)."""
+    root = tmp / "Dataset099_Test"
+    image = np.random.default_rng(0).normal(100, 20, size=(4, 16, 16)).astype(np.float32)
+    nii(root / "imagesTr" / "case_001_0000.nii.gz", image)
+    nii(root / "labelsTr" / "case_001.nii.gz", cube(), **(label_geometry or {}))
+    spec = {
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "organ": 1} if labels is None else labels,
+        "numTraining": 1,
+        "file_ending": ".nii.gz",
+        **spec_extra,
+    }
+    (root / "dataset.json").write_text(json.dumps(spec))
+    return root
+
+
+def inspect_args(source: str, root: Path, *options: str) -> list[str]:
+    return ["data", "inspect", "--source", source, "--root", str(root), *options]
+
+
+def _float_cube(value: float) -> np.ndarray:
+    return cube().astype(np.float32) * np.float32(value)
+
+
+@case(
+    "msd label with values {0, 0.5}", "error", r"case_001\.nii\.gz: mask holds non-integer values \{0, 0\.5\}"
+)
+def _(tmp: Path) -> list[str]:
+    return inspect_args("msd", _msd_root(tmp, _float_cube(0.5)))
+
+
+@case(
+    "msd label with values {0, 1.5}", "error", r"case_001\.nii\.gz: mask holds non-integer values \{0, 1\.5\}"
+)
+def _(tmp: Path) -> list[str]:
+    return inspect_args("msd", _msd_root(tmp, _float_cube(1.5)))
+
+
+@case(
+    "msd label map stored as float32 with values 0/1/2 (Hippocampus)",
+    "score",
+    check=lambda tmp, result: "1/1 cases" in result.output,
+)
+def _(tmp: Path) -> list[str]:
+    label = cube().astype(np.float32)
+    label[1:3, 12:15, 2:5] = 2
+    labels = {"0": "background", "1": "anterior", "2": "posterior"}
+    return inspect_args("msd", _msd_root(tmp, label, labels))
+
+
+@case("msd image with a zero pixdim", "error", r"case_001\.nii\.gz: missing or invalid voxel spacing")
+def _(tmp: Path) -> list[str]:
+    root = _msd_root(tmp)
+    path = root / "imagesTr" / "case_001.nii.gz"
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[80:92] = np.zeros(3, "<f4").tobytes()  # pixdim[1:4] of the NIfTI-1 header
+    path.write_bytes(gzip.compress(bytes(raw)))
+    return inspect_args("msd", root)
+
+
+@case(
+    "msd label at another spacing than its image",
+    "error",
+    r"labelsTr/case_001\.nii\.gz: label and image are on different grids \(spacing differ\).*"
+    r"imagesTr/case_001\.nii\.gz",
+)
+def _(tmp: Path) -> list[str]:
+    return inspect_args("msd", _msd_root(tmp, label_geometry={"spacing_xyz": (0.5, 0.5, 2.0)}))
+
+
+@case("msd dataset.json label key 1.7", "error", r"dataset\.json: label 'organ' has the value '1\.7'")
+def _(tmp: Path) -> list[str]:
+    return inspect_args("msd", _msd_root(tmp, labels={"0": "background", "1.7": "organ"}))
+
+
+@case(
+    "msd dataset.json labels as a list",
+    "error",
+    r"dataset\.json: dataset\.json key 'labels' must be a mapping",
+)
+def _(tmp: Path) -> list[str]:
+    return inspect_args("msd", _msd_root(tmp, labels=["background", "organ"]))
+
+
+@case("nnunet dataset.json label value 1.7", "error", r"dataset\.json: label 'organ' has the value 1\.7")
+def _(tmp: Path) -> list[str]:
+    return inspect_args("nnunet", _nnunet_root(tmp, labels={"background": 0, "organ": 1.7}))
+
+
+@case(
+    "nnunet dataset.json labels as a list",
+    "error",
+    r"dataset\.json: dataset\.json key 'labels' must be a mapping",
+)
+def _(tmp: Path) -> list[str]:
+    return inspect_args("nnunet", _nnunet_root(tmp, labels=["background", "organ"]))
+
+
+@case(
+    "nnunet dataset.json channel_names as a list",
+    "error",
+    r"dataset\.json: dataset\.json key 'channel_names' must be a mapping",
+)
+def _(tmp: Path) -> list[str]:
+    return inspect_args("nnunet", _nnunet_root(tmp, channel_names=["MRI"]))
+
+
+@case(
+    "nnunet label 50 mm away from its image",
+    "error",
+    r"labelsTr/case_001\.nii\.gz: label and image are on different grids \(origin differ\).*"
+    r"imagesTr/case_001_0000\.nii\.gz",
+)
+def _(tmp: Path) -> list[str]:
+    return inspect_args("nnunet", _nnunet_root(tmp, label_geometry={"origin": (50.0, 0.0, 0.0)}))
+
+
+@case(
+    "nnunet label at another spacing than its image",
+    "error",
+    r"case_001\.nii\.gz: label and image are on different grids \(spacing differ\)",
+)
+def _(tmp: Path) -> list[str]:
+    return inspect_args("nnunet", _nnunet_root(tmp, label_geometry={"spacing_xyz": (0.5, 0.5, 2.0)}))
+
+
+@case(
+    "nnunet dataset.json numTraining 5 with 1 case found",
+    "warn",
+    r"warning: .*dataset\.json: numTraining says 5 cases but 1 were found",
+    check=lambda tmp, result: "1/1 cases" in result.output,
+)
+def _(tmp: Path) -> list[str]:
+    root = _nnunet_root(tmp)
+    spec = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**spec, "numTraining": 5}))
+    return inspect_args("nnunet", root)
+
+
+# 9. options, checked where they are parsed
+def _phantom_plan(*extra: str) -> list[str]:
+    return ["plan", "--source", "phantom", "-o", "n_patients=3", "-o", "shape=[4,32,32]", *extra]
+
+
+for command, text in (("plan", "inf"), ("plan", "nan"), ("fit", "inf"), ("train", "inf"), ("train", "-1")):
+
+    @case(
+        f"{command} --minutes {text}",
+        "error",
+        rf"--minutes {text}: expected a positive, finite number of minutes",
+    )
+    def _(tmp: Path, command: str = command, text: str = text) -> list[str]:
+        if command == "train":
+            return ["train", "--minutes", text, "--out", str(tmp / "run"), "--no-progress"]
+        if command == "fit":
+            return ["fit", "--source", "phantom", "--minutes", text, "--out", str(tmp / "fit")]
+        return _phantom_plan("--minutes", text, "--out", str(tmp / "plan.yaml"))
+
+
+@case("plan --memory-gb 0", "error", r"--memory-gb 0: expected a positive, finite number of GiB")
+def _(tmp: Path) -> list[str]:
+    return _phantom_plan("--memory-gb", "0", "--out", str(tmp / "plan.yaml"))
+
+
+@case(
+    "plan --memory-gb 1e-05 (no batch fits)",
+    "error",
+    r"--memory-gb 1e-05: the memory budget \(0\.00 GiB\) does not fit",
+)
+def _(tmp: Path) -> list[str]:
+    return _phantom_plan("--memory-gb", "0.00001", "--device", "cpu", "--out", str(tmp / "plan.yaml"))
+
+
+@case(
+    "plan --minutes 1e-06 (not a single step)",
+    "error",
+    r"--minutes 1e-06: the budget leaves .* s for training.*not a single step fits; give at least --minutes",
+)
+def _(tmp: Path) -> list[str]:
+    return _phantom_plan("--minutes", "0.000001", "--device", "cpu", "--out", str(tmp / "plan.yaml"))
+
+
+@case("plan --device tpu", "error", r"--device tpu: not a device medseg can use; expected auto, cpu, cuda")
+def _(tmp: Path) -> list[str]:
+    return _phantom_plan("--device", "tpu", "--out", str(tmp / "plan.yaml"))
+
+
+@case("predict --device tpu", "error", r"--device tpu: not a device medseg can use")
+def _(tmp: Path) -> list[str]:
+    png(tmp / "img.png", (square() * 100).astype(np.uint8))
+    return [
+        "predict",
+        str(tmp / "model.pt"),
+        str(tmp / "img.png"),
+        "--device",
+        "tpu",
+        "--out",
+        str(tmp / "o"),
+    ]
+
+
+def _no_gpu(tmp: Path) -> str | None:
+    import torch
+
+    return "this machine has a CUDA GPU: --device cuda is valid here" if torch.cuda.is_available() else None
+
+
+@case(
+    "evaluate --device cuda without a GPU", "error", r"--device cuda: no CUDA GPU is available", skip=_no_gpu
+)
+def _(tmp: Path) -> list[str]:
+    return ["evaluate", str(tmp / "model.pt"), "--device", "cuda", "--out", str(tmp / "eval")]
+
+
+@case(
+    "plan with an unknown -o option",
+    "error",
+    r"unknown option 'nosuch' for the phantom source .*its options are: root, n_patients, seed, shape",
+)
+def _(tmp: Path) -> list[str]:
+    return _phantom_plan("-o", "nosuch=1", "--out", str(tmp / "plan.yaml"))
+
+
+@case("plan --source msd without --root", "error", r"the msd source needs its data folder: give --root PATH")
+def _(tmp: Path) -> list[str]:
+    return ["plan", "--source", "msd", "--out", str(tmp / "plan.yaml")]
+
+
+@case("data inspect --source nnunet without --root", "error", r"the nnunet source needs its data folder")
+def _(tmp: Path) -> list[str]:
+    return ["data", "inspect", "--source", "nnunet"]
+
+
+@case(
+    "data inspect -o spacing=0.5,0.5 (as --spacing takes it)",
+    "score",
+    check=lambda t, r: "0.5×0.5" in r.output,
+)
+def _(tmp: Path) -> list[str]:
+    return [
+        "data",
+        "inspect",
+        "--source",
+        "folder",
+        "--root",
+        str(_folder_root(tmp)),
+        "-o",
+        "spacing=0.5,0.5",
+    ]
+
+
+@case(
+    "data inspect -o masks=*_lab.nii.gz (a glob is not YAML)",
+    "score",
+    check=lambda t, r: "1/1 cases" in r.output,
+)
+def _(tmp: Path) -> list[str]:
+    nii(tmp / "root" / "a_img.nii.gz", cube().astype(np.float32))
+    nii(tmp / "root" / "a_lab.nii.gz", cube())
+    return inspect_args("folder", tmp / "root", "-o", "images=*_img.nii.gz", "-o", "masks=*_lab.nii.gz")
+
+
+@case("plan on 2×2×1 volumes", "error", r"root: the images are 1×2×2 voxels \(median\): too small to train")
+def _(tmp: Path) -> list[str]:
+    for i in range(4):
+        nii(tmp / "root" / f"c{i}_img.nii.gz", np.ones((1, 2, 2), np.float32), spacing_xyz=(1.0, 1.0, 1.0))
+        nii(tmp / "root" / f"c{i}_lab.nii.gz", np.eye(2, dtype=np.uint8)[None], spacing_xyz=(1.0, 1.0, 1.0))
+    return [
+        "plan",
+        "--source",
+        "folder",
+        "--root",
+        str(tmp / "root"),
+        "-o",
+        "images=*_img.nii.gz",
+        "-o",
+        "masks=*_lab.nii.gz",
+        "--out",
+        str(tmp / "plan.yaml"),
+    ]
+
+
+def _honoured_minutes(tmp: Path, result: Result) -> bool:
+    import yaml
+
+    stored = yaml.safe_load((tmp / "run" / "config.yaml").read_text())
+    history = pd.read_csv(tmp / "run" / "history.csv")
+    return stored["train"]["max_time_minutes"] == pytest.approx(0.02) and len(history) < 200
+
+
+@case("train CONFIG --minutes 0.02 without --plan", "score", check=_honoured_minutes)
+def _(tmp: Path) -> list[str]:
+    config = tmp / "c.yaml"
+    config.write_text(
+        "data:\n  options: {n_patients: 3, seed: 0, shape: [4, 32, 32]}\n  image_size: [32, 32]\n"
+        "model:\n  options: {features: [4, 8]}\n"
+        "train:\n  epochs: 200\n  batch_size: 4\n  tensorboard: false\n"
+    )
+    return ["train", str(config), "--minutes", "0.02", "--out", str(tmp / "run"), "--no-progress"]
+
+
+# 10. outputs: written atomically, never replaced silently, replaced as a whole on purpose
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _unchanged(folder_name: str) -> Callable[[Path], bool]:
+    """``keep``: the files of ``tmp/folder_name`` as the case's ``make`` left them (see SNAPSHOTS)."""
+
+    def keep(tmp: Path) -> bool:
+        return _files(tmp / folder_name) == SNAPSHOTS.get(str(tmp / folder_name))
+
+    return keep
+
+
+SNAPSHOTS: dict[str, dict[str, bytes]] = {}
+
+
+def _snapshot(folder: Path) -> None:
+    SNAPSHOTS[str(folder)] = _files(folder)
+
+
+def _both_measured(tmp: Path, result: Result) -> bool:
+    table = pd.read_csv(tmp / "out" / "measurements.csv")
+    return {"a_mask", "b_mask"} <= {f"{c}_mask" for c in table["case"].astype(str)} and (
+        tmp / "out" / "a_mask.png"
+    ).is_file()
+
+
+@case("predict twice into one --out keeps the first run's measurements", "score", check=_both_measured)
+def _(tmp: Path) -> list[str]:
+    ckpt = _random_checkpoint(tmp)
+    png(tmp / "a.png", (square() * 100).astype(np.uint8))
+    png(tmp / "b.png", (square(3) * 100).astype(np.uint8))
+    first = runner.invoke(app, ["predict", str(ckpt), str(tmp / "a.png"), "--out", str(tmp / "out")])
+    assert first.exit_code == 0, first.output
+    return ["predict", str(ckpt), str(tmp / "b.png"), "--out", str(tmp / "out")]
+
+
+@case("predict --out naming an existing file", "error", r"--out .*taken: is a file, not a folder")
+def _(tmp: Path) -> list[str]:
+    png(tmp / "img.png", (square() * 100).astype(np.uint8))
+    (tmp / "taken").write_text("a file")
+    return ["predict", str(_random_checkpoint(tmp)), str(tmp / "img.png"), "--out", str(tmp / "taken")]
+
+
+@case("evaluate --out naming an existing file", "error", r"--out .*taken: is a file, not a folder")
+def _(tmp: Path) -> list[str]:
+    (tmp / "taken").write_text("a file")
+    return _gt_pred_nii(tmp, cube(1))[:-2] + ["--out", str(tmp / "taken")]
+
+
+CLEANUPS: dict[str, list[Callable[[], None]]] = {}
+
+
+def _read_only_folder(tmp: Path) -> Path:
+    """An empty folder nobody may write to: a read-only tmpfs as root, else mode 0o555."""
+    folder = tmp / "readonly"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        CLEANUPS.setdefault(str(tmp), []).append(lambda: folder.chmod(0o755))
+        return folder
+    _mount_tmpfs(tmp, folder, "ro,size=64k")
+    return folder
+
+
+def _mount_tmpfs(tmp: Path, folder: Path, options: str) -> None:
+    """Mount a tmpfs at ``folder`` (root only), unmounted when the case ends (lazily: a failed
+    write's traceback may still hold a file open there)."""
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=True)
+    CLEANUPS.setdefault(str(tmp), []).append(
+        lambda: subprocess.run(["umount", "-l", str(folder)], check=False)
+    )
+
+
+def _can_make_read_only(tmp: Path) -> str | None:
+    if os.geteuid() != 0:
+        return None
+    probe = tmp / "probe"
+    probe.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(probe)], capture_output=True
+    )
+    if done.returncode != 0:
+        return (
+            f"running as root and mount is refused here ({done.stderr.decode().strip()}): no read-only folder"
+        )
+    subprocess.run(["umount", str(probe)], check=False)
+    return None
+
+
+@case(
+    "predict into a read-only --out",
+    "error",
+    r"readonly: --out folder (is on a read-only file system|is not writable \(permission denied\))",
+    skip=_can_make_read_only,
+)
+def _(tmp: Path) -> list[str]:
+    png(tmp / "img.png", (square() * 100).astype(np.uint8))
+    return [
+        "predict",
+        str(_random_checkpoint(tmp)),
+        str(tmp / "img.png"),
+        "--out",
+        str(_read_only_folder(tmp)),
+    ]
+
+
+def _earlier_run(tmp: Path) -> Path:
+    """A folder with earlier results (a medseg run's files and one of the user's)."""
+    run = tmp / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"earlier weights")
+    (run / "plan.yaml").write_text("earlier: plan\n")
+    (run / "notes.txt").write_text("the user's notes\n")
+    _snapshot(run)
+    return run
+
+
+@case(
+    "fit into an existing non-empty folder",
+    "error",
+    r"run: the --out folder exists and is not empty; pass --overwrite",
+    keep=_unchanged("run"),
+)
+def _(tmp: Path) -> list[str]:
+    return ["fit", "--source", "phantom", "--minutes", "0.1", "--out", str(_earlier_run(tmp))]
+
+
+@case(
+    "train --out into an existing non-empty folder",
+    "error",
+    r"run: the --out folder exists and is not empty; pass --overwrite",
+    keep=_unchanged("run"),
+)
+def _(tmp: Path) -> list[str]:
+    return ["train", "--out", str(_earlier_run(tmp)), "--no-progress"]
+
+
+@case(
+    "train --overwrite on a folder medseg did not make",
+    "error",
+    r"run: --overwrite empties only a folder that medseg made",
+    keep=_unchanged("run"),
+)
+def _(tmp: Path) -> list[str]:
+    return ["train", "--out", str(_earlier_run(tmp)), "--overwrite", "--no-progress"]
+
+
+def _replaced_whole(tmp: Path, result: Result) -> bool:
+    run = tmp / "run"
+    return (run / "best.pt").is_file() and not (run / "stale_metrics.csv").exists()
+
+
+@case("train --overwrite replaces an earlier run as a whole", "score", check=_replaced_whole)
+def _(tmp: Path) -> list[str]:
+    args = ["train", *[a for s in TINY for a in ("--set", s)], "--out", str(tmp / "run"), "--no-progress"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    (tmp / "run" / "stale_metrics.csv").write_text("case,dice\nold,1.0\n")
+    return [*args, "--overwrite"]
+
+
+def _evaluation(tmp: Path) -> Path:
+    result = runner.invoke(app, _gt_pred_nii(tmp, cube(1)))
+    assert result.exit_code == 0, result.output
+    return tmp / "eval"
+
+
+@case(
+    "report twice into one file",
+    "error",
+    r"report\.html: -o file exists; pass --overwrite",
+    keep=lambda tmp: (tmp / "out" / "report.html").read_text() == "the first report",
+)
+def _(tmp: Path) -> list[str]:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "report.html").write_text("the first report")
+    return ["report", str(_evaluation(tmp)), "-o", str(tmp / "out" / "report.html")]
+
+
+@case(
+    "report --overwrite replaces the file",
+    "score",
+    check=lambda tmp, result: "<html" in (tmp / "out" / "report.html").read_text().lower(),
+)
+def _(tmp: Path) -> list[str]:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "report.html").write_text("the first report")
+    return ["report", str(_evaluation(tmp)), "-o", str(tmp / "out" / "report.html"), "--overwrite"]
+
+
+def _export_args(tmp: Path, n_patients: int, name: str = "first", *extra: str) -> list[str]:
+    return [
+        "data",
+        "export",
+        "--to",
+        "nnunet",
+        "--source",
+        "phantom",
+        "--option",
+        f"n_patients={n_patients}",
+        "--option",
+        "shape=[4,16,16]",
+        "-o",
+        str(tmp / "raw"),
+        "--name",
+        name,
+        *extra,
+    ]
+
+
+def _one_case_left(tmp: Path, result: Result) -> bool:
+    (folder,) = (tmp / "raw").glob("Dataset501_*")
+    spec = json.loads((folder / "dataset.json").read_text())
+    return spec["numTraining"] == 1 and len(list((folder / "labelsTr").iterdir())) == 1
+
+
+@case("data export --to nnunet --overwrite from a smaller source", "score", check=_one_case_left)
+def _(tmp: Path) -> list[str]:
+    first = runner.invoke(app, _export_args(tmp, 5))
+    assert first.exit_code == 0, first.output
+    return _export_args(tmp, 1, "first", "--overwrite")
+
+
+@case(
+    "data export --to nnunet: another --name with the same id",
+    "error",
+    r"raw: dataset id 501 is taken by \['Dataset501_first'\]",
+    keep=_unchanged("raw"),
+)
+def _(tmp: Path) -> list[str]:
+    first = runner.invoke(app, _export_args(tmp, 2))
+    assert first.exit_code == 0, first.output
+    _snapshot(tmp / "raw")
+    return _export_args(tmp, 1, "second")
+
+
+@case(
+    "data export --to nnunet --overwrite: another --name with the same id",
+    "score",
+    check=lambda tmp, result: [p.name for p in (tmp / "raw").iterdir()] == ["Dataset501_second"],
+)
+def _(tmp: Path) -> list[str]:
+    first = runner.invoke(app, _export_args(tmp, 2))
+    assert first.exit_code == 0, first.output
+    return _export_args(tmp, 1, "second", "--overwrite")
+
+
+@case(
+    "data export --to dicom into a non-empty folder",
+    "error",
+    r"dicom: the --out folder exists and is not empty; pass --overwrite",
+    keep=_unchanged("dicom"),
+)
+def _(tmp: Path) -> list[str]:
+    (tmp / "dicom").mkdir()
+    (tmp / "dicom" / "notes.txt").write_text("keep me")
+    _snapshot(tmp / "dicom")
+    return [
+        "data",
+        "export",
+        "--to",
+        "dicom",
+        "--source",
+        "phantom",
+        "--option",
+        "n_patients=1",
+        "--option",
+        "shape=[4,16,16]",
+        "-o",
+        str(tmp / "dicom"),
+    ]
+
+
+# 11. warnings: valid input that is probably not what was meant
+@case(
+    "evaluate --label 7 with a label in neither file",
+    "warn",
+    r"warning: label 7 occurs in no prediction .* and no ground truth .*Dice 1",
+    check=dice_is(1.0),
+)
+def _(tmp: Path) -> list[str]:
+    gt, pred = _multi_label()
+    return evaluate_args(
+        nii(tmp / "pred.nii.gz", pred), nii(tmp / "gt.nii.gz", gt), tmp / "eval", "--label", "7"
+    )
+
+
+@case(
+    "evaluate a NIfTI pair at 500 mm spacing",
+    "warn",
+    r"warning: .*gt\.nii\.gz: voxel spacing \(500, 500, 500\) mm is above 100 mm per voxel",
+    check=dice_is(dice(cube(1), cube())),
+)
+def _(tmp: Path) -> list[str]:
+    return _gt_pred_nii_at(tmp, (500.0, 500.0, 500.0))
+
+
+@case(
+    "evaluate a NIfTI pair at 0.0001 mm spacing",
+    "warn",
+    r"warning: .*gt\.nii\.gz: voxel spacing \(0\.0001, 0\.0001, 0\.0001\) mm is below 1 µm per voxel",
+    check=dice_is(dice(cube(1), cube())),
+)
+def _(tmp: Path) -> list[str]:
+    return _gt_pred_nii_at(tmp, (1e-4, 1e-4, 1e-4))
+
+
+def _gt_pred_nii_at(tmp: Path, spacing_xyz: tuple[float, float, float]) -> list[str]:
+    gt = nii(tmp / "gt.nii.gz", cube(), spacing_xyz=spacing_xyz)
+    pred = nii(tmp / "pred.nii.gz", cube(1), spacing_xyz=spacing_xyz)
+    return evaluate_args(pred, gt, tmp / "eval")
+
+
+# 12. a full disk (a 256 kB tmpfs, as root): an error naming the file, and no 0-byte output left
+def _full_disk(tmp: Path) -> str | None:
+    return _can_make_read_only(tmp) or (None if os.geteuid() == 0 else "a tmpfs needs root to mount")
+
+
+def _no_zero_byte_files(tmp: Path) -> bool:
+    return not [p for p in (tmp / "full").rglob("*") if p.is_file() and p.stat().st_size == 0]
+
+
+@case(
+    "predict a volume into a full disk",
+    "error",
+    r"full/.*: cannot write \(no space left on device\)",
+    keep=_no_zero_byte_files,
+    skip=_full_disk,
+)
+def _(tmp: Path) -> list[str]:
+    folder = tmp / "full"
+    folder.mkdir()
+    _mount_tmpfs(tmp, folder, "size=256k")
+    big = np.random.default_rng(0).normal(size=(8, 128, 128)).astype(np.float32)  # 512 kB, incompressible
+    image = nii(tmp / "scan.nii", big)
+    return ["predict", str(_random_checkpoint(tmp)), str(image), "--probs", "--out", str(folder)]
+
+
 # --- running and counting -------------------------------------------------------------------
 
 
+VERDICTS = (
+    "clear_error",
+    "correct",
+    "silent_wrong",
+    "lost_file",
+    "internal_error",
+    "traceback",
+    "unclear_error",
+)
+
+
 def classify(case: Case, tmp: Path, result: Result) -> str:
-    """``clear_error``, ``correct``, ``unclear_error``, ``silent_wrong`` or ``traceback``."""
+    """One of :data:`VERDICTS`: a lost file outranks every other outcome."""
     crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
+    if case.keep is not None and not case.keep(tmp):
+        return "lost_file"
     if crashed or "Traceback" in result.output:
         return "traceback"
-    if result.exit_code == 0:
-        if case.outcome == "score" and case.check is not None and case.check(tmp, result):
-            return "correct"
-        return "silent_wrong"
     one_line = " ".join(result.output.split())
+    if result.exit_code == 0:
+        checked = case.outcome in ("score", "warn") and case.check is not None and case.check(tmp, result)
+        warned = case.outcome == "score" or re.search(case.expect, one_line)
+        return "correct" if checked and warned else "silent_wrong"
+    if result.exit_code == 1 and "internal error" in result.output:
+        return "internal_error"
     if result.exit_code == 2 and case.outcome == "error" and re.search(case.expect, one_line):
         return "clear_error"
     return "unclear_error"
 
 
-def run_case(case: Case, tmp: Path) -> tuple[str, Result]:
+def run_case(case: Case, tmp: Path) -> tuple[str, Result | str]:
+    """The verdict and the CLI result, or ``"skipped"`` and the reason."""
     tmp.mkdir(parents=True, exist_ok=True)
-    args = case.make(tmp)
-    result = runner.invoke(app, args)
-    return classify(case, tmp, result), result
+    reason = case.skip(tmp) if case.skip is not None else None
+    if reason:
+        return "skipped", reason
+    try:
+        args = case.make(tmp)
+        result = runner.invoke(app, args)
+        return classify(case, tmp, result), result
+    finally:
+        for cleanup in CLEANUPS.pop(str(tmp), []):
+            cleanup()
 
 
 COUNTS: Counter[str] = Counter()
@@ -961,14 +1670,24 @@ def summary_line(counts: Counter[str]) -> str:
     return (
         f"bad-input catalogue: {total} cases, {counts['clear_error']} clear errors (exit 2, file and "
         f"problem named), {counts['correct']} correct results, {counts['silent_wrong']} silent wrong "
-        f"results, {counts['traceback']} tracebacks, {counts['unclear_error']} unclear errors"
+        f"results, {counts['lost_file']} lost files, {counts['internal_error']} internal errors, "
+        f"{counts['traceback']} tracebacks, {counts['unclear_error']} unclear errors, "
+        f"{counts['skipped']} skipped"
     )
+
+
+def message(result: Result | str) -> str:
+    """A case's output on one line (or the reason it was skipped)."""
+    return result if isinstance(result, str) else " ".join(result.output.split())
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(case: Case, tmp_path: Path) -> None:
     verdict, result = run_case(case, tmp_path)
     COUNTS[verdict] += 1
+    if verdict == "skipped":
+        pytest.skip(str(result))
+    assert isinstance(result, Result)
     expected = "clear_error" if case.outcome == "error" else "correct"
     assert verdict == expected, f"{case.name}: {verdict} (exit {result.exit_code})\n{result.output}"
 
@@ -1009,6 +1728,40 @@ def test_catalogue_covers_the_issue() -> None:
         "--label 2",
         "--labels all",
         "--resample-pred",
+        # the newer commands and the places where output is written
+        "msd label with values {0, 0.5}",
+        "msd label with values {0, 1.5}",
+        "label value 1.7",
+        "labels as a list",
+        "channel_names as a list",
+        "zero pixdim",
+        "50 mm away",
+        "at another spacing",
+        "--memory-gb 0",
+        "--minutes 0.02 without --plan",
+        "--overwrite from a smaller source",
+        "another --name with the same id",
+        "--label 7 with a label in neither file",
+        "predict twice into one --out",
+        "fit into an existing non-empty folder",
+        "train --out into an existing non-empty folder",
+        "report twice",
+        "--minutes inf",
+        "--minutes nan",
+        "--device tpu",
+        "--device cuda without a GPU",
+        "read-only --out",
+        "--out naming an existing file",
+        "full disk",
+        "--memory-gb 1e-05",
+        "not a single step",
+        "without --root",
+        "unknown -o option",
+        "2×2×1",
+        "-o spacing=0.5,0.5",
+        "500 mm spacing",
+        "0.0001 mm spacing",
+        "numTraining",
     ):
         assert needle in names, needle
 
@@ -1017,11 +1770,14 @@ if __name__ == "__main__":  # python tests/test_bad_inputs.py: the table and the
     import tempfile
 
     counts: Counter[str] = Counter()
+    print("| case | expected | verdict | exit | message |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as root:
         for i, c in enumerate(CASES):
             verdict, res = run_case(c, Path(root) / f"case{i}")
             counts[verdict] += 1
-            first = " ".join(res.output.split())[:150]
-            print(f"| {c.name} | {c.outcome} | {verdict} | exit {res.exit_code} | {first} |")
+            code = "-" if isinstance(res, str) else res.exit_code
+            text = message(res)[:220].replace("|", "\\|")
+            print(f"| {c.name} | {c.outcome} | {verdict} | {code} | {text} |", flush=True)
     print(summary_line(counts))
-    sys.exit(0 if counts["silent_wrong"] == counts["traceback"] == counts["unclear_error"] == 0 else 1)
+    bad = ("silent_wrong", "lost_file", "internal_error", "traceback", "unclear_error")
+    sys.exit(1 if any(counts[v] for v in bad) else 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +13,17 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from medseg.cli import app
-from medseg.cli_errors import error_message, parse_spacing_option, report_error
-from medseg.errors import ConfigError, DataError
+from medseg.cli_errors import (
+    MAX_WARNINGS,
+    WarningPrinter,
+    device_option,
+    error_message,
+    is_user_os_error,
+    parse_spacing_option,
+    positive_number,
+    report_error,
+)
+from medseg.errors import ConfigError, DataError, DataWarning
 
 runner = CliRunner()
 
@@ -25,6 +36,8 @@ def test_parse_spacing_option() -> None:
             parse_spacing_option(bad)
     with pytest.raises(ConfigError, match=r"^-o spacing '0': "):
         parse_spacing_option("0", option="-o spacing")
+    with pytest.warns(DataWarning, match=r"--spacing: spacing \(500, 500\) mm is above 100 mm"):
+        assert parse_spacing_option("500,500") == (500.0, 500.0)
 
 
 def test_error_message_and_exit_codes() -> None:
@@ -63,3 +76,64 @@ def test_error_escaping_a_command_is_caught(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--set", "train.epohcs=2", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "unknown key(s) ['epohcs'] in train" in result.output
     assert "Traceback" not in result.output
+
+
+def test_os_errors_of_the_machine_are_user_errors_naming_the_path() -> None:
+    console = Console(record=True, width=200, soft_wrap=True)
+    denied = PermissionError(errno.EACCES, "Permission denied", "/data/out/metrics.csv")
+    assert is_user_os_error(denied) and report_error(denied, console) == 2
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/out/mask.nii.gz")
+    assert report_error(full, console) == 2
+    assert report_error(NotADirectoryError(errno.ENOTDIR, "Not a directory", "/data/f/x"), console) == 2
+    assert not is_user_os_error(OSError(errno.EIO, "Input/output error")) and not is_user_os_error(
+        ValueError()
+    )
+    text = console.export_text()
+    assert "error: /data/out/metrics.csv: permission denied" in text
+    assert "error: /data/out/mask.nii.gz: no space left on device" in text
+    assert "error: /data/f/x: not a directory" in text
+
+
+def test_positive_number_and_device_callbacks() -> None:
+    minutes = positive_number("--minutes", "minutes")
+    assert minutes(2.5) == 2.5 and minutes(None) is None
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(
+            ConfigError, match=r"^--minutes .*: expected a positive, finite number of minutes"
+        ):
+            minutes(bad)
+    assert device_option("cpu") == "cpu" and device_option("auto") == "auto"
+    with pytest.raises(ConfigError, match=r"^--device tpu: not a device medseg can use"):
+        device_option("tpu")
+
+
+def test_warning_printer_prints_each_data_warning_once() -> None:
+    console = Console(record=True, width=200, soft_wrap=True)
+    others: list[str] = []
+    printer = WarningPrinter(lambda message, *args, **kwargs: others.append(str(message)), console)
+    for text in ("a.nii: odd spacing", "a.nii: odd spacing", *(f"w{i}" for i in range(MAX_WARNINGS + 2))):
+        printer(text, DataWarning, "x.py", 1)
+    printer("a library's warning", UserWarning, "x.py", 1)
+    printer.close()
+    lines = console.export_text().splitlines()
+    assert lines[0] == "warning: a.nii: odd spacing" and len(lines) == MAX_WARNINGS + 1
+    assert lines[-1] == "warning: … and 3 more warnings not shown"
+    assert others == ["a library's warning"]
+
+
+def test_a_data_warning_in_a_command_is_a_warning_line(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    mask = np.zeros((4, 8, 8), np.uint8)
+    mask[1:3, 2:6, 2:6] = 1
+    for name in ("p", "g"):
+        nib.save(
+            nib.Nifti1Image(mask.T, np.diag([500.0, 500.0, 500.0, 1.0])), str(tmp_path / f"{name}.nii.gz")
+        )
+    args = ["evaluate", "--pred", str(tmp_path / "p.nii.gz"), "--gt", str(tmp_path / "g.nii.gz")]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: " in result.output
+        and "g.nii.gz: voxel spacing (500, 500, 500) mm is above 100 mm" in result.output
+    )

@@ -12,13 +12,15 @@ from PIL import Image
 
 from medseg.data.geometry import (
     Geometry,
+    check_label_geometry,
     check_same_geometry,
+    geometry_from,
     geometry_mismatch,
     geometry_of,
     resample_to_reference,
 )
 from medseg.data.io import read_image
-from medseg.data.pairs import read_mask_pair
+from medseg.data.pairs import read_label_on_image, read_mask_pair
 from medseg.errors import DataError
 
 
@@ -124,3 +126,44 @@ def test_read_mask_pair_checks_or_resamples_geometry(tmp_path: Path) -> None:
         read_mask_pair(far, gt_path)
     shifted = read_mask_pair(far, gt_path, resample_pred=True)
     assert shifted.resampled and shifted.pairs[0].pred.sum() == 0  # 100 mm away: nothing overlaps
+
+
+def test_geometry_from_a_spatial_shape_and_dicom_meta() -> None:
+    meta = {
+        "format": "dicom",
+        "origin": (1.0, 2.0, 3.0),
+        "direction": tuple(np.eye(3).ravel()),
+        "spacing_xyz": (0.5, 0.5, 2.0),
+    }
+    geometry = geometry_from((4, 8, 8), meta)
+    assert (
+        geometry.shape == (4, 8, 8)
+        and geometry.origin == (1.0, 2.0, 3.0)
+        and geometry.spacing_xyz == (0.5, 0.5, 2.0)
+    )
+    assert geometry_from((8, 8), {"format": "2d"}) == Geometry((8, 8))
+
+
+def test_check_label_geometry_names_the_label_and_the_image() -> None:
+    image = Geometry((4, 6, 6), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    check_label_geometry(image, "img.nii.gz", image, "lab.nii.gz")
+    moved = Geometry((4, 6, 6), (1.0, 1.0, 2.0), (-50.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    with pytest.raises(
+        DataError, match=r"^lab\.nii\.gz: label and image are on different grids \(origin differ\)"
+    ) as e:
+        check_label_geometry(image, "img.nii.gz", moved, "lab.nii.gz")
+    assert "image img.nii.gz: shape (4, 6, 6)" in str(e.value) and "origin (-50, 0, 0)" in str(e.value)
+
+
+def test_read_label_on_image_applies_the_policy_and_the_grid(tmp_path: Path) -> None:
+    image_path = _nii(tmp_path / "img.nii.gz", _cube().astype(np.float32))
+    array, _, meta = read_image(image_path)
+    grid = geometry_of(array, meta)
+    labels, label_meta = read_label_on_image(_nii(tmp_path / "lab.nii.gz", _cube() * 3), image_path, grid)
+    assert labels.max() == 3 and label_meta["format"] == "nifti"
+    with pytest.raises(DataError, match=r"lab2\.nii\.gz: mask holds non-integer values"):
+        read_label_on_image(_nii(tmp_path / "lab2.nii.gz", _cube() * np.float32(0.5)), image_path, grid)
+    with pytest.raises(
+        DataError, match=r"lab3\.nii\.gz: label and image are on different grids \(spacing differ\)"
+    ):
+        read_label_on_image(_nii(tmp_path / "lab3.nii.gz", _cube(), zooms=(0.5, 0.5, 2.0)), image_path, grid)

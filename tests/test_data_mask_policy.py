@@ -12,6 +12,7 @@ from PIL import Image
 from medseg.data.mask_policy import (
     binary_mask,
     check_label_values,
+    class_index_map,
     format_values,
     label_values,
     read_binary_mask,
@@ -140,3 +141,22 @@ def test_real_mask_files_pass_the_policy(shared_data: Path) -> None:
     for path in files:
         mask = read_mask_2d(path)
         assert set(np.unique(mask)) <= {0, 1}, path
+
+
+def test_class_index_map() -> None:
+    labels = np.array([[0, 1, 7], [8, 9, 7]])
+    classes = class_index_map(labels, "m.nrrd", [0, 7, 8], others="background")
+    assert classes.dtype == np.uint8 and classes.tolist() == [[0, 0, 1], [2, 0, 1]]
+    with pytest.raises(
+        DataError, match=r"m\.nrrd: label values \[1, 9\] are not in dataset\.json labels \[0, 7, 8\]"
+    ):
+        class_index_map(labels, "m.nrrd", [0, 7, 8], where="dataset.json labels")
+    assert class_index_map(np.array([0.0, 2.0, 1.0]), "f.nii", [0, 1, 2]).tolist() == [
+        0,
+        2,
+        1,
+    ]  # integral floats
+    with pytest.raises(DataError, match=r"f\.nii: mask holds non-integer values \{0, 1\.5\}"):
+        class_index_map(np.array([0.0, 1.5]), "f.nii", [0, 1])
+    with pytest.raises(ValueError, match="others must be"):
+        class_index_map(labels, "m.nrrd", [0, 7], others="drop")

@@ -14,7 +14,7 @@ from PIL import Image
 from medseg.data import sources
 from medseg.data.io import write_image
 from medseg.data.phantom import generate_phantom_case, write_phantom_microus
-from medseg.errors import DataError
+from medseg.errors import ConfigError, DataError
 
 SPACING_XYZ = (0.5, 0.4, 2.0)  # NIfTI zooms (x, y, z) → medseg spacing (2.0, 0.4, 0.5)
 
@@ -402,3 +402,31 @@ def test_real_volumes_3d_folder(shared_data: Path) -> None:
     )
     with pytest.raises(DataError, match=r"several labels \{0, 1, 7, 8, 9\}.*label: any"):
         strict.load_all()
+
+
+def test_source_options_are_checked_against_the_constructor() -> None:
+    assert list(sources.source_options("phantom"))[:3] == ["root", "n_patients", "seed"]
+    sources.check_source_options("phantom", {"n_patients": 2})
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown option 'n_patient' for the phantom source .*its options are: root, n_patients",
+    ):
+        sources.build("phantom", n_patient=2)
+    with pytest.raises(ConfigError, match=r"unknown options 'a', 'b' for the msd source"):
+        sources.check_source_options("msd", {"root": "x", "a": 1, "b": 2})
+    with pytest.raises(ConfigError, match=r"the lgg source needs its data folder: give --root PATH"):
+        sources.build("lgg")
+    with pytest.raises(KeyError, match=r"unknown data source 'nosuch'"):
+        sources.build("nosuch")
+
+
+def test_spacing_values_read_text_like_the_spacing_option() -> None:
+    from medseg.data.sources._common import parse_spacing, spacing_values
+
+    assert spacing_values("0.5,0.25", "r") == (0.5, 0.25) and spacing_values(2, "r") == (2.0,)
+    assert parse_spacing("0.5, 0.5", 2, "r") == (0.5, 0.5) and parse_spacing(0.3, 2, "r") == (0.3, 0.3)
+    with pytest.raises(DataError, match=r"r: spacing option must be positive numbers in mm, got 'a,b'"):
+        spacing_values("a,b", "r")
+    with pytest.raises(DataError, match=r"one value per axis \(2\)"):
+        parse_spacing([0.5], 2, "r")
+    assert sources.build("phantom", n_patients=1, spacing="1,0.3,0.3").spacing == (1.0, 0.3, 0.3)

@@ -15,14 +15,21 @@ from typer.testing import CliRunner
 from medseg.cli import app
 from medseg.data.export_nnunet import (
     case_identifiers,
+    check_export_target,
     dataset_folder_name,
     export_nnunet,
     export_nnunet_samples,
 )
 from medseg.data.sources import build
 from medseg.data.sources.msd import read_nifti_channels
-from medseg.data.sources.nnunet import parse_nnunet_labels, read_dataset_json, stack_channels
-from medseg.errors import DataError
+from medseg.data.sources.nnunet import (
+    dataset_json_mask,
+    label_value,
+    parse_nnunet_labels,
+    read_dataset_json,
+    stack_channels,
+)
+from medseg.errors import DataError, DataWarning
 
 ZOOMS = (0.8, 0.7, 3.0)  # x, y, z mm
 
@@ -88,7 +95,10 @@ def test_nnunet_source_errors(tmp_path: Path) -> None:
         build("nnunet", root=str(root)).case_ids()
     (root / "labelsTr" / "liver_002.nii.gz").unlink()
     (root / "imagesTr" / "liver_001_0000.nii.gz").unlink()
-    with pytest.raises(DataError, match="case 'liver_002' has no label file"):
+    with (
+        pytest.raises(DataError, match="case 'liver_002' has no label file"),
+        pytest.warns(DataWarning, match="numTraining says 3 cases but 2 were found"),
+    ):
         build("nnunet", root=str(root)).load_case("liver_002")
     with pytest.raises(DataError, match="region-based label 'tumor'"):
         parse_nnunet_labels({"background": 0, "tumor": [1, 2]}, root)
@@ -257,3 +267,87 @@ def test_export_keeps_a_subjects_images_apart_and_the_cli(tmp_path: Path) -> Non
         app, ["data", "export", "--to", "msd", "--source", "hc18", "-o", str(tmp_path / "x")]
     )
     assert bad.exit_code == 2 and "--to must be 'nnunet' or 'dicom'" in bad.output
+
+
+def test_dataset_json_types_and_label_values_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"channel_names": ["CT"], "labels": {}, "file_ending": ".nii.gz"}))
+    with pytest.raises(
+        DataError, match=r"dataset\.json: dataset\.json key 'channel_names' must be a mapping"
+    ):
+        read_dataset_json(path, ("channel_names",), {"channel_names": dict})
+    path.write_text("[1, 2]")
+    with pytest.raises(DataError, match=r"dataset\.json: dataset\.json must hold a mapping"):
+        read_dataset_json(path, ())
+    assert (
+        label_value(2, "x", path) == 2
+        and label_value("3", "x", path) == 3
+        and label_value(1.0, "x", path) == 1
+    )
+    for bad in (1.7, "1.7", True, None, "one"):
+        with pytest.raises(DataError, match=r"dataset\.json: label 'tumor' has the value"):
+            label_value(bad, "tumor", path)
+    with pytest.raises(DataError, match=r"dataset\.json: dataset\.json 'labels' must map each label name"):
+        parse_nnunet_labels(["background", "tumor"], path)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match=r"labels 'a' and 'b' share the value 1"):
+        parse_nnunet_labels({"background": 0, "a": 1, "b": 1}, path)
+
+
+def test_dataset_json_mask_by_the_policy(tmp_path: Path) -> None:
+    spec = tmp_path / "dataset.json"
+    declared = {0: "background", 1: "liver", 2: "tumor"}
+    labels = np.array([[0, 1], [2, 2]], np.float32)  # stored as float32, integral values
+    classes, meta = dataset_json_mask(labels, tmp_path / "l.nii.gz", declared, None, spec)
+    assert (
+        classes.tolist() == [[0, 1], [2, 2]]
+        and meta["num_classes"] == 3
+        and meta["class_values"] == [0, 1, 2]
+    )
+    tumor, meta = dataset_json_mask(labels, tmp_path / "l.nii.gz", declared, 2, spec)
+    assert tumor.tolist() == [[0, 0], [1, 1]] and meta["label_names"] == ["background", "tumor"]
+    with pytest.raises(DataError, match=r"l\.nii\.gz: label values \[3\] are not in .*dataset\.json labels"):
+        dataset_json_mask(np.array([0, 3]), tmp_path / "l.nii.gz", declared, None, spec)
+
+
+def test_export_refuses_a_second_folder_with_the_same_id(tmp_path: Path) -> None:
+    phantom = build("phantom", n_patients=2, seed=0, shape=(4, 16, 16))
+    export_nnunet(phantom, tmp_path, 501, "first")
+    assert check_export_target(tmp_path, 502, "x", overwrite=False) == (tmp_path / "Dataset502_x", [])
+    with pytest.raises(DataError, match=r"dataset id 501 is taken by \['Dataset501_first'\]"):
+        export_nnunet(phantom, tmp_path, 501, "second")
+    folder = export_nnunet(
+        build("phantom", n_patients=1, seed=0, shape=(4, 16, 16)), tmp_path, 501, "second", overwrite=True
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["Dataset501_second"]
+    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 1
+    assert len(list((folder / "imagesTr").iterdir())) == 1
+
+
+def test_export_dicom_refuses_a_non_empty_folder_and_replaces_its_own(tmp_path: Path) -> None:
+    from medseg.data.export_dicom import export_dicom
+    from medseg.output_dirs import MARKER
+
+    phantom = build("phantom", n_patients=2, seed=0, shape=(4, 16, 16))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(DataError, match=r"mine: the --out folder exists and is not empty"):
+        export_dicom(phantom, tmp_path / "mine")
+    with pytest.raises(DataError, match=r"--overwrite replaces only a folder that medseg made"):
+        export_dicom(phantom, tmp_path / "mine", overwrite=True)
+    folders = export_dicom(phantom, tmp_path / "dicom")
+    assert [f.name for f in folders] == phantom.case_ids() and (tmp_path / "dicom" / MARKER).is_file()
+    export_dicom(
+        build("phantom", n_patients=1, seed=0, shape=(4, 16, 16)), tmp_path / "dicom", overwrite=True
+    )
+    assert sorted(p.name for p in (tmp_path / "dicom").iterdir()) == sorted(
+        [MARKER, "phantom_00", "phantom_00_mask.nii.gz"]
+    )
+
+
+def test_nnunet_channels_must_share_the_first_channels_grid(tmp_path: Path) -> None:
+    root = tmp_path / "Dataset006_Grid"
+    _nnunet_dataset(root, {"background": 0, "liver": 1})
+    finer = (0.4, 0.7, 3.0)  # x spacing differs from the first channel's 0.8
+    _nifti(root / "imagesTr" / "liver_001_0001.nii.gz", np.zeros((6, 5, 4), np.float32), zooms=finer)
+    with pytest.raises(DataError, match=r"liver_001_0001\.nii\.gz: channel and image are on different grids"):
+        build("nnunet", root=str(root)).load_case("liver_001")

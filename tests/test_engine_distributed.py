@@ -265,6 +265,11 @@ def test_launcher_environment_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         ddp.init_distributed(torch.device("cpu"))
     with pytest.raises(ConfigError, match="cuda:LOCAL_RANK"):
         ddp.rank_device("cuda:1")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="train.device cuda: no CUDA GPU is available"):
+            ddp.rank_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the mapping, GPU or not
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert ddp.rank_device("cuda") == torch.device("cuda", 1)
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(ConfigError, match="not an integer"):
@@ -355,3 +360,20 @@ def test_2d_augmentation_is_keyed_by_epoch_seed_and_index() -> None:
     torch.testing.assert_close(after_others, alone, rtol=0, atol=0)
     ds.set_epoch_seed(6)
     assert not torch.equal(ds[2]["image"], alone)
+
+
+def test_check_device_names_the_option_and_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ddp.check_device("cpu") == torch.device("cpu") and ddp.check_device(" CPU ") == torch.device("cpu")
+    assert ddp.check_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ConfigError, match=r"^--device tpu: not a device medseg can use; expected auto, cpu"):
+        ddp.check_device("tpu", "--device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"^train\.device cuda:0: no CUDA GPU is available"):
+        ddp.check_device("cuda:0", "train.device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert ddp.check_device("cuda") == torch.device("cuda")
+    with pytest.raises(
+        ConfigError, match=r"device cuda:3: this machine has 1 CUDA GPU\(s\), cuda:0 to cuda:0"
+    ):
+        ddp.check_device("cuda:3")

@@ -99,7 +99,7 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["plan", "--device", "cpu"])
     assert result.exit_code == 2 and "CONFIG file or --source" in result.output
     result = runner.invoke(app, ["fit", "--source", "phantom", "--minutes", "0", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "--minutes must be positive" in result.output
+    assert result.exit_code == 2 and "--minutes 0: expected a positive" in result.output
     result = runner.invoke(app, ["fit", "--source", "nope", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "nope" in result.output
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from medseg.engine.output_paths import check_not_overwriting, output_bases
+from medseg.engine.output_paths import append_measurements, check_not_overwriting, output_bases
 from medseg.errors import DataError
 
 
@@ -54,3 +55,25 @@ def test_check_not_overwriting(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"already exists \(and 1 more\)"):
         check_not_overwriting([old, new], overwrite=False)
     check_not_overwriting([old, new], overwrite=True)
+
+
+def test_append_measurements_keeps_earlier_rows(tmp_path: Path) -> None:
+    path = tmp_path / "measurements.csv"
+    append_measurements(path, pd.DataFrame({"case": ["a", "b"], "volume_ml_pred": [1.0, 2.0]}))
+    append_measurements(path, pd.DataFrame({"case": ["c"], "volume_ml_pred": [3.0]}))
+    # b predicted again (--overwrite): its row is replaced, not repeated
+    append_measurements(path, pd.DataFrame({"case": ["b"], "volume_ml_pred": [2.5]}))
+    table = pd.read_csv(path)
+    assert table["case"].tolist() == ["a", "c", "b"] and table["volume_ml_pred"].tolist() == [1.0, 3.0, 2.5]
+
+
+def test_append_measurements_beside_a_file_it_cannot_read(tmp_path: Path) -> None:
+    path = tmp_path / "measurements.csv"
+    path.write_text("the user's own notes, not a table of cases\n")
+    written = append_measurements(path, pd.DataFrame({"case": ["a"], "volume_ml_pred": [1.0]}))
+    assert written == tmp_path / "measurements_2.csv" and pd.read_csv(written)["case"].tolist() == ["a"]
+    assert path.read_text() == "the user's own notes, not a table of cases\n"
+    (tmp_path / "empty.csv").write_bytes(b"")  # a 0-byte file (an interrupted write) holds nothing
+    assert (
+        append_measurements(tmp_path / "empty.csv", pd.DataFrame({"case": ["a"]})) == tmp_path / "empty.csv"
+    )

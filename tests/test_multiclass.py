@@ -380,11 +380,14 @@ def test_planned_3d_recipe_learns_every_class(label_folder: Path, tmp_path: Path
 def test_foreground_patches_draw_each_class_alike() -> None:
     shape, patch = (4, 40, 40), (4, 8, 8)
     rare = np.array([np.ravel_multi_index((2, 2, 2), shape)])  # one voxel of class 2
-    common = np.array(  # 1600 voxels of class 1[np.ravel_multi_index((z, 20 + y, 20 + x), shape) for z in range(4) for y in range(20) for x in range(20)])
+    corner = np.zeros(shape, bool)
+    corner[:, 20:, 20:] = True
+    common = np.flatnonzero(corner)  # 1600 voxels of class 1, far from the rare one
     rng = np.random.default_rng(0)
     starts = [sample_patch_start(shape, patch, [common, rare], 1.0, rng) for _ in range(2000)]
     near_rare = np.mean([s[1] == 0 and s[2] == 0 for s in starts])
     assert 0.45 < near_rare < 0.55  # half the foreground patches hold the single rare voxel
     # a class absent from the volume is skipped; none present: a uniform patch
     assert sample_patch_start(shape, patch, [np.empty(0, np.int64), rare], 1.0, rng)[1:] == (0, 0)
-    sample_patch_start(shape, patch, [np.empty(0, np.int64)], 1.0, rng)
+    start = sample_patch_start(shape, patch, [np.empty(0, np.int64)], 1.0, rng)
+    assert all(0 <= b <= s - p for b, s, p in zip(start, shape, patch, strict=True))

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.cli_errors import UserErrorGroup, parse_spacing_option
+from medseg.cli_errors import UserErrorGroup, device_option, parse_spacing_option, positive_number
 from medseg.errors import ConfigError, MedsegError
 
 # Each command imports what it runs inside its function: `medseg --help` and a mistyped option
@@ -41,6 +41,10 @@ def _fail(exc: Exception) -> None:
     raise exc
 
 
+MINUTES = positive_number("--minutes", "minutes")
+MEMORY_GB = positive_number("--memory-gb", "GiB", " (leave it out to use the free memory)")
+
+
 def _parse_options(options: list[str] | None) -> dict:
     from medseg.config import parse_override
 
@@ -60,8 +64,14 @@ def train(
         Path | None, typer.Option("--plan", help="start from a plan.yaml (medseg plan) instead of a config")
     ] = None,
     minutes: Annotated[
-        float | None, typer.Option(help="with --plan: training budget (default: the plan's)")
+        float | None,
+        typer.Option(
+            help="training budget in minutes (default: the plan's, or the config's)", callback=MINUTES
+        ),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace an existing non-empty output folder as a whole")
+    ] = False,
 ) -> None:
     """Train a model from a YAML config or a plan; writes best.pt, last.pt, history.csv, curves.png.
 
@@ -70,8 +80,10 @@ def train(
     """
     from medseg.config import load_config
     from medseg.config_validation import check_registry_names
+    from medseg.engine.budget_checks import with_minutes
     from medseg.engine.distributed import is_main_process
     from medseg.engine.train import train as run_train
+    from medseg.output_dirs import prepare_output_dir
     from medseg.report.figures import save_training_curves
 
     try:
@@ -81,11 +93,15 @@ def train(
             cfg = _config_from_plan(plan_file, out, minutes, set_ or [])
         else:
             cfg = load_config(config, set_)
+            if minutes is not None:
+                cfg = with_minutes(cfg, minutes)
         if out is not None:
             cfg.output_dir = str(out)
         allowed: set[str] = set()
         if resume:
             cfg, allowed = _resume_config(config, cfg, set_ or [])
+        elif is_main_process():
+            prepare_output_dir(cfg.output_dir, "--out", overwrite, "medseg train")
         cfg.train.progress = progress
         check_registry_names(cfg)
         result = run_train(cfg, resume=resume, console=console, allowed_changes=sorted(allowed))
@@ -104,9 +120,13 @@ def _config_from_plan(
     plan_file: Path, out: Path | None, minutes: float | None, overrides: list[str]
 ) -> Config:
     from medseg.config import apply_overrides
+    from medseg.engine.budget_checks import check_plan_affordable
     from medseg.plan import load_plan, plan_to_config
 
-    cfg = plan_to_config(load_plan(plan_file), out or Path("runs/plan"), minutes=minutes)
+    plan = load_plan(plan_file)
+    if minutes is not None:
+        check_plan_affordable(plan, minutes)
+    cfg = plan_to_config(plan, out or Path("runs/plan"), minutes=minutes)
     return apply_overrides(cfg, overrides) if overrides else cfg
 
 
@@ -143,7 +163,7 @@ def evaluate(
     spacing: Annotated[str | None, typer.Option(help="mm per axis for PNG/TIFF, e.g. '0.5,0.5'")] = None,
     hd95: Annotated[str, typer.Option(help="'pooled' (medpy, the papers) or 'max' (MONAI)")] = "pooled",
     nsd_tol: Annotated[float, typer.Option("--nsd-tol", help="NSD tolerance in mm")] = 1.0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda", callback=device_option)] = "auto",
     instances: Annotated[
         bool, typer.Option(help="--pred/--gt are instance-label volumes: COCO-style AP-50/AP-75/mAP")
     ] = False,
@@ -194,11 +214,13 @@ def evaluate(
     from medseg.config import EvalConfig
     from medseg.engine.demo import results_table
     from medseg.engine.evaluate import evaluate_checkpoint, evaluate_files, write_evaluation
+    from medseg.output_dirs import check_output_dir
 
     if hd95 not in ("pooled", "max"):
         _fail(ValueError(f"--hd95 must be 'pooled' or 'max', got '{hd95}'"))
     cfg = EvalConfig(hd95_mode=hd95, nsd_tolerance_mm=nsd_tol)
     try:
+        check_output_dir(out, "--out")
         if mirror is not None and checkpoint is None:
             _fail(ConfigError("--mirror/--no-mirror apply to a checkpoint"))
         if format_ not in ("medseg", "cvpr24"):
@@ -298,7 +320,7 @@ def predict(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/predictions"),
     probs: Annotated[bool, typer.Option(help="also write probability maps")] = False,
     overlays: Annotated[bool, typer.Option(help="also write overlay PNGs")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda", callback=device_option)] = "auto",
     model: Annotated[
         str | None, typer.Option(help="a promptable model from official weights: medsam or litemedsam")
     ] = None,
@@ -339,7 +361,8 @@ def predict(
     Outputs never overwrite each other (inputs sharing a name keep their relative folders) nor
     earlier outputs in OUT (pass --overwrite to replace them). A DICOM series is a folder of
     slices; `--format dicom-seg` writes a DICOM Segmentation that references it.
-    `measurements.csv` lists each mask's volume (mL), diameter (mm) and components.
+    `measurements.csv` lists each mask's volume (mL), diameter (mm) and components; a later
+    predict into the same OUT adds its rows to it.
 
     `--uncertainty` writes float maps next to each mask: volumes in the input's format and
     geometry, 2D images as `.npy` arrays in the image's pixel grid.
@@ -547,10 +570,12 @@ def report(
     ] = None,
     tie: Annotated[float, typer.Option(help="compare: |Δ| counted as a tie")] = 1e-3,
     seed: Annotated[int, typer.Option(help="seed of the bootstrap CI and the strip-plot jitter")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="replace the HTML file if it exists")] = False,
 ) -> None:
     """A self-contained HTML report of a run or evaluation (provenance, summary, cases, overlays)."""
     import shlex
 
+    from medseg.output_dirs import check_output_file
     from medseg.report.html import build_report
 
     dirs = [run_dir, *(compare_dirs or [])]
@@ -558,6 +583,7 @@ def report(
         [str(run_dir), *[a for d in compare_dirs or [] for a in ("--compare", str(d))], "-o", str(out)]
     )
     try:
+        check_output_file(out, "-o", overwrite)
         path = build_report(
             dirs,
             out,
@@ -619,10 +645,15 @@ def plan(
     option: Annotated[
         list[str] | None, typer.Option("--option", "-o", help="source option key=value")
     ] = None,
-    minutes: Annotated[float, typer.Option(help="wall-clock training budget")] = 15.0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda: the device the plan is for")] = "auto",
+    minutes: Annotated[float, typer.Option(help="wall-clock training budget", callback=MINUTES)] = 15.0,
+    device: Annotated[
+        str, typer.Option(help="auto, cpu, cuda: the device the plan is for", callback=device_option)
+    ] = "auto",
     memory_gb: Annotated[
-        float | None, typer.Option(help="memory budget (default: free device memory, or available RAM)")
+        float | None,
+        typer.Option(
+            help="memory budget (default: free device memory, or available RAM)", callback=MEMORY_GB
+        ),
     ] = None,
     out: Annotated[Path, typer.Option(help="the plan file to write")] = Path("plan.yaml"),
     modality: Annotated[
@@ -632,8 +663,10 @@ def plan(
     """Fingerprint a data set's training cases and write an editable plan (plan.yaml) with reasons."""
     from medseg.config import load_config
     from medseg.engine.fit import data_config, plan_source
+    from medseg.output_dirs import check_output_file
 
     try:
+        check_output_file(out, "--out", overwrite=True)  # a plan is rewritten on purpose
         if (config is None) == (source is None):
             raise ConfigError("give either a CONFIG file or --source (with --root / -o options)")
         data = (
@@ -641,7 +674,7 @@ def plan(
             if config is not None
             else data_config(source, _source_options(root, option))  # type: ignore[arg-type]
         )
-        memory = None if memory_gb is None else int(memory_gb * 2**30)
+        memory = None if memory_gb is None else max(1, int(memory_gb * 2**30))
         plan_source(data, minutes, device, memory, out, console, modality)
     except (MedsegError, KeyError, TypeError) as exc:
         _fail(exc)
@@ -654,11 +687,13 @@ def fit(
     option: Annotated[
         list[str] | None, typer.Option("--option", "-o", help="source option key=value")
     ] = None,
-    minutes: Annotated[float, typer.Option(help="wall-clock training budget (validation included)")] = 15.0,
+    minutes: Annotated[
+        float, typer.Option(help="wall-clock training budget (validation included)", callback=MINUTES)
+    ] = 15.0,
     out: Annotated[Path, typer.Option(help="output folder: plan.yaml, best.pt, report.html")] = Path(
         "runs/fit"
     ),
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda", callback=device_option)] = "auto",
     seed: Annotated[int, typer.Option(help="seed of the patient split and of training")] = 0,
     val_fraction: Annotated[float, typer.Option(help="share of the patients kept for validation")] = 0.2,
     set_: Annotated[
@@ -668,6 +703,9 @@ def fit(
     modality: Annotated[
         str | None, typer.Option(help="ct, mr, us, ... when the files do not say (ct: a fixed HU window)")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace an existing non-empty OUT folder as a whole")
+    ] = False,
 ) -> None:
     """Plan → train for --minutes → validate → OUT/report.html; OUT/best.pt is for medseg predict."""
     from medseg.engine.fit import fit as run_fit
@@ -685,6 +723,7 @@ def fit(
             console=console,
             config_overrides=set_,
             modality=modality,
+            overwrite=overwrite,
         )
     except (MedsegError, KeyError, TypeError) as exc:
         _fail(exc)
@@ -807,7 +846,9 @@ def data_export(
     option: Annotated[list[str] | None, typer.Option("--option", help="source option key=value")] = None,
     dataset_id: Annotated[int, typer.Option(help="nnU-Net dataset id (1..999)")] = 501,
     name: Annotated[str, typer.Option(help="dataset name (DatasetXXX_<name>)")] = "medseg",
-    overwrite: Annotated[bool, typer.Option(help="write into an existing, non-empty dataset folder")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace an existing data set folder (or one with the same id) as a whole")
+    ] = False,
 ) -> None:
     """Write a data source in another tool's layout: nnU-Net v2 (imagesTr, labelsTr, dataset.json),
     or DICOM (one CT-like series folder per volume, the mask as NIfTI beside it)."""
@@ -822,7 +863,7 @@ def data_export(
         if root is not None:
             options["root"] = str(root)
         if to == "dicom":
-            folders = export_dicom(build(source, **options), out)
+            folders = export_dicom(build(source, **options), out, overwrite=overwrite)
             console.print(f"wrote {len(folders)} DICOM series to {out}")
             return
         folder = export_nnunet(build(source, **options), out, dataset_id, name, overwrite=overwrite)

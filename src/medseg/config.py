@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from medseg.errors import ConfigError
-from medseg.io_utils import read_yaml_mapping
+from medseg.io_utils import read_yaml_mapping, write_text_atomic
 
 
 @dataclass
@@ -348,7 +348,10 @@ def parse_override(override: str) -> tuple[str, Any]:
         raise ConfigError(f"override '{override}' has an empty key")
     if raw.strip().lower() == "none":  # YAML spells it null; accept the Python spelling too
         return key, None
-    value = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:  # not YAML (a glob such as *_img.nii.gz): the text as it is
+        value = raw.strip()
     if isinstance(value, str) and _FLOAT.match(value.strip()):
         value = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
     return key, value
@@ -383,7 +386,8 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write ``config`` as YAML, atomically."""
+    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def config_diff(config: Config, reference: Config | None = None) -> dict[str, Any]:

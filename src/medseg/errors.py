@@ -20,3 +20,9 @@ class DataError(MedsegError, ValueError):
 
 class ConfigError(MedsegError, ValueError):
     """An invalid configuration value or override."""
+
+
+class DataWarning(UserWarning):
+    """Input that is valid but probably not what was meant (a label in no file, a spacing of
+    1000 mm, a dataset.json that counts other cases than the folder holds). The CLI prints each
+    as a ``warning:`` line; the result is still computed."""

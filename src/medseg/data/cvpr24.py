@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import DataError
+from medseg.io_utils import atomic_write
 
 __all__ = [
     "Cvpr24Case",
@@ -266,8 +267,9 @@ def write_segs(path: str | Path, segs: np.ndarray, *, n_boxes: int | None = None
         raise DataError(f"'segs' has negative labels (min {arr.min()})", p)
     if n_boxes is not None and max_label > n_boxes:
         raise DataError(f"'segs' has label {max_label} but there are only {n_boxes} boxes", p)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(p, segs=arr.astype(_label_dtype(max_label)))
+    p = _npz_name(p)
+    with atomic_write(p, "wb") as handle:
+        np.savez_compressed(handle, segs=arr.astype(_label_dtype(max_label)))
     return p
 
 
@@ -302,6 +304,12 @@ def write_case(
     if case.spacing is not None:
         arrays["spacing"] = np.asarray(case.spacing, dtype=np.float64)
     arrays.update({k: np.asarray(v) for k, v in (extra or {}).items()})
-    p.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(p, **arrays)  # type: ignore[arg-type]
+    p = _npz_name(p)
+    with atomic_write(p, "wb") as handle:
+        np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
     return p
+
+
+def _npz_name(path: Path) -> Path:
+    """``path`` with the ``.npz`` that ``np.savez`` appends to a name without it."""
+    return path if path.name.endswith(".npz") else path.with_name(path.name + ".npz")

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import DataError
+from medseg.io_utils import atomic_path
 
 #: modalities of DICOM objects that carry no image to segment
 NON_IMAGE_MODALITIES = ("SEG", "SR", "RTSTRUCT", "RTPLAN", "RTDOSE", "PR", "KO", "REG", "DOC")
@@ -371,6 +372,7 @@ def write_dicom_series(
         ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = rescale_slope, rescale_intercept, "HU"
         ds.PixelData = stored[z].astype("<i2").tobytes()
         path = folder / f"slice_{z:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
+        with atomic_path(path) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
         paths.append(path)
     return paths

@@ -6,6 +6,10 @@ one uncompressed CT-like series per case, first channel) and its target mask
 RescaleSlope / RescaleIntercept chosen per case so that the full range fits (values that already
 are integers in the int16 range, such as HU, are kept exactly with slope 1); the sample's direction
 and origin are kept when it has them.
+
+``OUT`` is written whole under a hidden name beside it and renamed into place when complete; an
+existing non-empty ``OUT`` is an error unless ``overwrite``, which replaces a folder that an
+earlier export made (it holds :data:`~medseg.output_dirs.MARKER`) as a whole.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import numpy as np
 from medseg.data.dicom import read_dicom_series, write_dicom_series
 from medseg.data.io import write_volume
 from medseg.data.sources.base import Source
-from medseg.errors import DataError
+from medseg.errors import ConfigError, DataError
+from medseg.io_utils import write_text_atomic
+from medseg.output_dirs import MARKER, discard_dir, replace_dir, staging_dir
 
 _INT16_SPAN = 65000.0  # a little under 2**16 so that rounding never overflows
 
@@ -31,9 +37,36 @@ def int16_rescale(volume: np.ndarray) -> tuple[float, float]:
     return slope, (lo + hi) / 2
 
 
-def export_dicom(source: Source, out_root: str | Path) -> list[Path]:
+def export_dicom(source: Source, out_root: str | Path, overwrite: bool = False) -> list[Path]:
     """Write every 3D case of ``source`` as a DICOM series folder (and its mask as NIfTI)."""
-    out = Path(out_root)
+    target = Path(out_root)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--out {target}: is a file, not a folder; name a folder")
+    if target.is_dir() and any(target.iterdir()):
+        if not overwrite:
+            raise DataError(
+                "the --out folder exists and is not empty; pass --overwrite to replace it as a whole",
+                target,
+            )
+        if not (target / MARKER).is_file():
+            raise DataError(
+                f"--overwrite replaces only a folder that medseg made (it holds {MARKER}); this one "
+                "holds other files: empty it yourself, or choose another --out",
+                target,
+            )
+    out = staging_dir(target)
+    try:
+        names = _write_series(source, out)
+        write_text_atomic(out / MARKER, "written by: medseg data export --to dicom\n")
+    except BaseException:
+        discard_dir(out)
+        raise
+    replace_dir(out, target)
+    return [target / name for name in names]
+
+
+def _write_series(source: Source, out: Path) -> list[str]:
+    """Every case into ``out``; returns the series folder names."""
     folders = []
     for case in source.case_ids():
         for sample in source.load_case(case):
@@ -50,5 +83,5 @@ def export_dicom(source: Source, out_root: str | Path) -> list[Path]:
             if sample.masks:
                 _, _, meta = read_dicom_series(folder)
                 write_volume(out / f"{case}_mask.nii.gz", sample.target_mask.astype(np.uint8), meta)
-            folders.append(folder)
+            folders.append(folder.name)
     return folders

@@ -11,12 +11,18 @@ plus ``medseg_patients`` (ID → case id), so that a split can keep a patient's 
 
 So a user can train nnU-Net on exactly the cases medseg reads and score both with
 ``medseg evaluate --pred/--gt``.
+
+The data set folder is written whole under a hidden name beside its target and renamed into
+place when complete: an existing data set folder, or another folder with the same dataset id
+(``Dataset501_*``, which nnU-Net refuses to tell apart), is an error unless ``overwrite``, which
+replaces it as a whole (no stale cases of an earlier, larger export are left behind).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,8 @@ from medseg.data.io import write_volume
 from medseg.data.sample import Sample
 from medseg.data.sources.base import Source
 from medseg.errors import DataError
+from medseg.io_utils import write_text_atomic
+from medseg.output_dirs import discard_dir, replace_dir, staging_dir
 
 FILE_ENDING = ".nii.gz"
 _NAME_RE = re.compile(r"^Dataset\d{3}_[A-Za-z0-9_-]+$")
@@ -92,15 +100,13 @@ def export_nnunet(
             ``background`` and the target annotator).
         channel_names: one name per image channel (default: ``meta["channel_names"]``, else
             ``channel_<i>``).
-        overwrite: replace files of an existing data set folder; without it an existing folder is
-            an error.
+        overwrite: replace an existing data set folder (and any other folder with the same id) as
+            a whole; without it either is an error.
 
     Returns:
         The data set folder.
     """
-    folder = Path(out_root) / dataset_folder_name(dataset_id, name)
-    if folder.exists() and any(folder.iterdir()) and not overwrite:
-        raise DataError("the nnU-Net data set folder exists and is not empty (pass overwrite)", folder)
+    check_export_target(out_root, dataset_id, name, overwrite)
     return export_nnunet_samples(
         source.load_all(),
         out_root,
@@ -130,9 +136,7 @@ def export_nnunet_samples(
     Each sample is written under ``case_identifiers(samples)[i]``; ``where`` names the data in
     error messages.
     """
-    folder = Path(out_root) / dataset_folder_name(dataset_id, name)
-    if folder.exists() and any(folder.iterdir()) and not overwrite:
-        raise DataError("the nnU-Net data set folder exists and is not empty (pass overwrite)", folder)
+    folder, same_id = check_export_target(out_root, dataset_id, name, overwrite)
     if not samples:
         raise DataError("no samples to export", where)
     if any(s.slice_index is not None for s in samples):
@@ -155,6 +159,61 @@ def export_nnunet_samples(
     if len(chans) != n_channels:
         raise DataError(f"{len(chans)} channel names {chans} for {n_channels} channels", where)
 
+    staging = staging_dir(folder)
+    try:
+        _write_cases(samples, staging, n_channels, chans, names, name, description)
+    except BaseException:
+        discard_dir(staging)
+        raise
+    for other in same_id:  # nnU-Net finds a data set by its id: one folder per id
+        if other != folder:
+            shutil.rmtree(other)
+    return replace_dir(staging, folder)
+
+
+def check_export_target(
+    out_root: str | Path, dataset_id: int, name: str, overwrite: bool
+) -> tuple[Path, list[Path]]:
+    """The data set folder to write, and the existing folders it replaces (itself, or another
+    ``Dataset{id}_*``): an error naming them unless ``overwrite``."""
+    folder = Path(out_root) / dataset_folder_name(dataset_id, name)
+    if Path(out_root).exists() and not Path(out_root).is_dir():
+        raise DataError("--out is a file, not a folder; name the folder that gets the data set", out_root)
+    prefix = f"Dataset{int(dataset_id):03d}_"
+    same_id = (
+        sorted(p for p in Path(out_root).iterdir() if p.is_dir() and p.name.startswith(prefix))
+        if Path(out_root).is_dir()
+        else []
+    )
+    same_id = [p for p in same_id if p != folder or any(p.iterdir())]
+    if same_id and not overwrite:
+        if same_id == [folder]:
+            raise DataError(
+                "the nnU-Net data set folder exists and is not empty; pass --overwrite to replace it "
+                "as a whole",
+                folder,
+            )
+        others = [p.name for p in same_id if p != folder]
+        raise DataError(
+            f"dataset id {int(dataset_id)} is taken by {others}: nnU-Net finds a data set by its id, "
+            "so two folders with one id are refused; choose another --dataset-id, or pass --overwrite "
+            "to replace it",
+            out_root,
+        )
+    return folder, same_id
+
+
+def _write_cases(
+    samples: Sequence[Sample],
+    folder: Path,
+    n_channels: int,
+    chans: list[str],
+    names: list[str],
+    name: str,
+    description: str,
+) -> None:
+    """Every sample's channels and label into ``folder`` (imagesTr/labelsTr/imagesTs), and
+    ``dataset.json``."""
     patients: dict[str, str] = {}
     n_training = 0
     for sample, identifier in zip(samples, case_identifiers(samples), strict=True):
@@ -183,5 +242,4 @@ def export_nnunet_samples(
         "description": description,
         "medseg_patients": patients,
     }
-    (folder / "dataset.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
-    return folder
+    write_text_atomic(folder / "dataset.json", json.dumps(spec, indent=2))

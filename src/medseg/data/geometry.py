@@ -54,9 +54,15 @@ def _fmt(values: tuple[float, ...]) -> str:
 
 def geometry_of(array: np.ndarray, meta: dict[str, Any]) -> Geometry:
     """The geometry of an array returned by :func:`~medseg.data.io.read_image` with its ``meta``."""
-    shape = tuple(int(s) for s in np.asarray(array).shape)
+    return geometry_from(np.asarray(array).shape, meta)
+
+
+def geometry_from(shape: tuple[int, ...], meta: dict[str, Any]) -> Geometry:
+    """The geometry of a grid of ``shape`` (spatial axes only) described by a reader's ``meta``:
+    NIfTI affine, ITK or DICOM origin / direction / spacing; a 2D image format has a shape only."""
+    shape = tuple(int(s) for s in shape)
     fmt = meta.get("format")
-    if fmt == "itk":
+    if fmt == "itk" or (fmt == "dicom" and "origin" in meta):
         return Geometry(shape, tuple(meta["spacing_xyz"]), tuple(meta["origin"]), tuple(meta["direction"]))
     if fmt == "nifti":
         ndim = len(shape)
@@ -88,6 +94,23 @@ def geometry_mismatch(pred: Geometry, gt: Geometry) -> list[str]:
     if not _close(pred.direction, gt.direction, DIRECTION_TOLERANCE):
         out.append("direction")
     return out
+
+
+def check_label_geometry(
+    image: Geometry, image_path: str | Path, label: Geometry, label_path: str | Path, what: str = "label"
+) -> None:
+    """A source's label file (or another channel of the image: ``what``) must lie on its image's
+    grid (shape, spacing, origin, direction, with :func:`geometry_mismatch`'s tolerances): else a
+    :class:`DataError` naming both files and both geometries. A mask drawn on another grid would be
+    trained on the wrong voxels."""
+    differ = geometry_mismatch(label, image)
+    if differ:
+        raise DataError(
+            f"{what} and image are on different grids ({', '.join(differ)} differ): {what} "
+            f"{label_path}: {label.describe()}; image {image_path}: {image.describe()}. Resample "
+            f"the {what} onto the image grid (nearest neighbour for labels), or pair the right files",
+            label_path,
+        )
 
 
 def check_same_geometry(pred: Geometry, pred_path: str | Path, gt: Geometry, gt_path: str | Path) -> None:

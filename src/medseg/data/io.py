@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from medseg.data.plausibility import check_spacing_plausible
 from medseg.errors import DataError
+from medseg.io_utils import atomic_path
 
 #: extensions read with Pillow / tifffile (2D, no spacing)
 IMAGE_2D_EXTS = (".png", ".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".bmp")
@@ -91,16 +93,18 @@ def read_image(path: str | Path) -> tuple[np.ndarray, Spacing | None, dict[str, 
     """
     path = Path(path)
     fmt = file_format(path)
+    if fmt == "2d":
+        _check_file(path)
+        return _read_2d(path)
     if fmt == "dicom":
         from medseg.data.dicom import read_dicom
 
-        return read_dicom(path)
-    _check_file(path)
-    if fmt == "nifti":
-        return _read_nifti(path)
-    if fmt == "itk":
-        return _read_itk(path)
-    return _read_2d(path)
+        array, spacing, meta = read_dicom(path)
+    else:
+        _check_file(path)
+        array, spacing, meta = _read_nifti(path) if fmt == "nifti" else _read_itk(path)
+    check_spacing_plausible(spacing, path, np.shape(array)[: len(spacing)])
+    return array, spacing, meta
 
 
 def _read_2d(path: Path) -> tuple[np.ndarray, None, dict[str, Any]]:
@@ -255,7 +259,6 @@ def write_volume(
     if fmt == "2d":
         raise DataError("write_volume writes NIfTI or NRRD/MHA, not a 2D format", path)
     meta = _reference_meta(meta_or_reference)
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     if fmt == "nifti":
         import nibabel as nib
@@ -276,7 +279,8 @@ def write_volume(
             sx, sy, sz = (*reversed(zyx), 1.0)[:3]
             img = nib.Nifti1Image(xyz, np.diag([sx, sy, sz, 1.0]))
         img.header.set_xyzt_units("mm")
-        nib.save(img, str(path))
+        with atomic_path(path) as tmp:
+            nib.save(img, str(tmp))
         return path
 
     import SimpleITK as sitk  # noqa: N813
@@ -296,10 +300,12 @@ def write_volume(
     img.SetSpacing([float(s) for s in sp])
     img.SetOrigin([float(o) for o in origin])
     img.SetDirection([float(d) for d in direction])
-    try:
-        sitk.WriteImage(img, str(path), True)
-    except RuntimeError as e:
-        raise DataError(f"cannot write image ({e})", path) from e
+    with atomic_path(path) as tmp:
+        try:
+            sitk.WriteImage(img, str(tmp), True)
+        except RuntimeError as e:
+            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise DataError(f"cannot write image ({reason})", path) from e
     return path
 
 
@@ -328,6 +334,6 @@ def write_image(path: str | Path, array2d: np.ndarray) -> Path:
                 path,
             )
         arr = arr.astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format=Image.registered_extensions().get(path.suffix.lower()))
     return path

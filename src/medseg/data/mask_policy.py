@@ -107,8 +107,7 @@ def _palette_to_foreground(array: np.ndarray, palette: list[int], path: str | Pa
     used = np.unique(array)
     if used.size > 2:
         raise DataError(
-            f"palette mask uses {used.size} colours (indices {format_values(used)}); a binary "
-            "mask uses two",
+            f"palette mask uses {used.size} colours (indices {format_values(used)}); a binary mask uses two",
             path,
         )
     pal = np.asarray(palette, dtype=np.float64)
@@ -157,6 +156,36 @@ def binary_mask(
                 f"mask holds several labels {format_values(labels)}, not a binary mask; {hint}", path
             )
     return (labels != 0).astype(np.uint8)
+
+
+def class_index_map(
+    labels: np.ndarray,
+    path: str | Path,
+    class_values: list[int],
+    others: str = "error",
+    where: str = "the declared labels",
+) -> np.ndarray:
+    """Integer labels → uint8 class indices: ``class_values[i]`` becomes class ``i``.
+
+    ``class_values`` starts with the background value (usually 0). A value not listed is an
+    error naming the file and ``where`` the labels were declared (``others="error"``: a Decathlon or
+    nnU-Net ``dataset.json``), or background on purpose (``others="background"``: the folder
+    source's ``labels`` option picks some labels of a map).
+    """
+    if others not in ("error", "background"):
+        raise ValueError(f"others must be 'error' or 'background', got {others!r}")
+    if len(class_values) > 256:
+        raise DataError(f"{len(class_values)} classes do not fit uint8 class indices", path)
+    labels = check_label_values(labels, path)
+    if others == "error":
+        unknown = sorted(set(label_values(labels)) - set(int(v) for v in class_values))
+        if unknown:
+            raise DataError(f"label values {unknown} are not in {where} {list(class_values)}", path)
+    classes = np.zeros(labels.shape, np.uint8)
+    for index, value in enumerate(class_values):
+        if index:
+            classes[labels == value] = index
+    return classes
 
 
 def label_values(labels: np.ndarray) -> list[int]:

@@ -16,16 +16,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from medseg.data.geometry import Geometry, check_same_geometry, geometry_of, resample_to_reference
+from medseg.data.geometry import (
+    Geometry,
+    check_label_geometry,
+    check_same_geometry,
+    geometry_of,
+    resample_to_reference,
+)
 from medseg.data.io import Spacing
 from medseg.data.mask_policy import binary_mask, check_label_values, label_values, read_label_map
 
-EVALUATE_HINT = (
-    "score one label with --label K, or every label as its own row with --labels all"
-)
+EVALUATE_HINT = "score one label with --label K, or every label as its own row with --labels all"
 
 
 @dataclass
@@ -82,3 +87,21 @@ def read_mask_pair(
         if not chosen:  # no label anywhere: one empty pair (both empty: scored by the empty policy)
             pairs = [MaskPair(None, np.zeros(gt_labels.shape, np.uint8), np.zeros(gt_labels.shape, np.uint8))]
     return ReadPair(pairs, gt_spacing, gt_geometry, resampled)
+
+
+def read_label_on_image(
+    label_path: str | Path, image_path: str | Path, image_geometry: Geometry
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """A data source's label file read by the mask policy and checked against its image's grid.
+
+    The reader contract of every source: the values are checked by
+    :func:`~medseg.data.mask_policy.read_label_map` (NaN, negative, non-integer values, JPEG are
+    errors; colour and palette masks become {0, 1}), and the label must lie on the image's grid
+    (:func:`~medseg.data.geometry.check_label_geometry`: shape, and for header formats spacing,
+    origin and direction). Returns the integer labels and the file's ``meta``; the source then
+    picks its foreground with :func:`~medseg.data.mask_policy.binary_mask` or
+    :func:`~medseg.data.mask_policy.class_index_map`, never by casting the values itself.
+    """
+    labels, _, meta = read_label_map(label_path)
+    check_label_geometry(image_geometry, image_path, geometry_of(labels, meta), label_path)
+    return labels, meta

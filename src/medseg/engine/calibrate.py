@@ -47,6 +47,7 @@ from medseg.engine.inference import SlidingWindow
 from medseg.engine.predict import predict_probabilities
 from medseg.engine.uncertainty import UncertaintyOptions, binary_entropy, predict_uncertainty
 from medseg.errors import ConfigError
+from medseg.io_utils import write_csv_atomic, write_text_atomic
 from medseg.metrics.calibration import (
     CALIBRATION_CASES_FILE,
     CALIBRATION_FILE,
@@ -273,9 +274,9 @@ class CalibrationCollector:
         out.mkdir(parents=True, exist_ok=True)
         cases = self.cases(result)
         paths = [out / RELIABILITY_FILE, out / CASES_FILE, out / JSON_FILE]
-        self.reliability().to_csv(paths[0], index=False, float_format="%.6f")
-        cases.to_csv(paths[1], index=False, float_format="%.6f")
-        paths[2].write_text(json.dumps(self.summary(cases), indent=2))
+        write_csv_atomic(paths[0], self.reliability(), index=False, float_format="%.6f")
+        write_csv_atomic(paths[1], cases, index=False, float_format="%.6f")
+        write_text_atomic(paths[2], json.dumps(self.summary(cases), indent=2))
         return paths
 
 

@@ -45,7 +45,7 @@ from medseg.data.loading import load_splits
 from medseg.data.sample import assign_keys
 from medseg.engine.experiment import evaluate_best, finished_training, train_and_evaluate
 from medseg.errors import ConfigError
-from medseg.io_utils import read_yaml_mapping, write_text_atomic
+from medseg.io_utils import atomic_write, read_yaml_mapping, write_csv_atomic, write_text_atomic
 from medseg.report import figures
 from medseg.report.html import build_report
 from medseg.report.tables import markdown_table
@@ -279,21 +279,25 @@ def write_tables(rows: Sequence[Mapping[str, Any]], out: Path, title: str) -> tu
     """``compare.csv`` (every column) and ``compare.md`` (the paper-004 columns, best first)."""
     frame = pd.DataFrame(list(rows))
     csv_path = out / "compare.csv"
-    frame.to_csv(csv_path, index=False, float_format="%.6f")
+    write_csv_atomic(csv_path, frame, index=False, float_format="%.6f")
     ordered = frame.sort_values("best_val_dice", ascending=False)
     md = markdown_table(ordered, TABLE_COLUMNS, floatfmt=TABLE_FORMATS)
     md_path = out / "compare.md"
-    md_path.write_text(
+    write_text_atomic(
+        md_path,
         f"# {title}\n\n{md}\n\n"
         "best val mean DSC: the best per-epoch validation Dice (mean over validation volumes, at the "
         "network input size). DSC mean/median and HD95: the best checkpoint scored per volume at the "
-        "original resolution. conv. epoch: first epoch within 1% (relative) of the best val DSC.\n"
+        "original resolution. conv. epoch: first epoch within 1% (relative) of the best val DSC.\n",
     )
     return csv_path, md_path
 
 
 def _save_run_predictions(path: Path, predictions: Mapping[str, np.ndarray], keys: Sequence[str]) -> None:
-    np.savez_compressed(path, **{k.replace("#", "__"): predictions[k] for k in keys if k in predictions})
+    with atomic_write(path, "wb") as handle:
+        np.savez_compressed(
+            handle, **{k.replace("#", "__"): predictions[k] for k in keys if k in predictions}
+        )
 
 
 def _load_run_predictions(path: Path) -> dict[str, np.ndarray]:
@@ -319,7 +323,8 @@ def run_grid(
         if unknown:
             raise ConfigError(f"unknown run(s) {unknown}; the grid has {[r.name for r in runs]}")
         runs = [r for r in runs if r.name in only]
-    (out / "grid.json").write_text(
+    write_text_atomic(
+        out / "grid.json",
         json.dumps(
             {
                 "name": grid.name,
@@ -329,7 +334,7 @@ def run_grid(
             },
             indent=2,
             default=str,
-        )
+        ),
     )
     overlay_keys: list[str] | None = None
     for index, run in enumerate(runs, 1):
@@ -355,7 +360,7 @@ def run_grid(
             if resume:
                 console.print(f"resuming {run.name} from {run_dir / 'last.pt'}")
             experiment = train_and_evaluate(run.config, grid.evaluate_on, console, progress, resume=resume)
-        trained_marker.write_text(json.dumps({"epochs": len(experiment.train.history)}))
+        write_text_atomic(trained_marker, json.dumps({"epochs": len(experiment.train.history)}))
         if overlay_keys is None:
             overlay_keys = _overlay_keys(experiment.predictions, grid.overlay_cases)
         _save_run_predictions(run_dir / "overlay_predictions.npz", experiment.predictions, overlay_keys)

@@ -90,21 +90,48 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
+#: the device names medseg accepts
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+def check_device(name: str, what: str = "device") -> torch.device:
+    """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a device
+    that exists on this machine; anything else, or CUDA without a GPU, is a :class:`ConfigError`
+    naming ``what`` (``--device``, ``train.device``) and the value."""
+    text = str(name).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"{what} {name}: no CUDA GPU is available on this machine (torch.cuda.is_available() "
+                "is False); use cpu, or auto to take a GPU when there is one"
+            )
+        index = int(text[5:]) if ":" in text else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"{what} {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), cuda:0 "
+                f"to cuda:{torch.cuda.device_count() - 1}"
+            )
+        return torch.device(text)
+    raise ConfigError(f"{what} {name}: not a device medseg can use; expected {DEVICE_CHOICES}")
+
+
 def rank_device(name: str = "auto") -> torch.device:
     """The device of this rank: ``auto``/``cuda`` → ``cuda:LOCAL_RANK`` when several processes share CUDA.
 
     A fixed ``cuda:N`` with more than one process is an error: every rank would use the same GPU.
     """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type != "cuda" or env_world_size() == 1:
-        return device
-    if device.index is not None:
+    if str(name).strip().lower().startswith("cuda:") and env_world_size() > 1:
         raise ConfigError(
             f"train.device is {name} but {env_world_size()} processes run: use 'cuda' or 'auto' "
             "(each rank takes cuda:LOCAL_RANK)"
         )
+    device = check_device(name, "train.device")
+    if device.type != "cuda" or env_world_size() == 1:
+        return device
     return torch.device("cuda", get_local_rank())
 
 

@@ -32,6 +32,7 @@ from medseg.config import EvalConfig, save_config
 from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, strip_extension
 from medseg.data.loading import load_splits
 from medseg.data.pairs import read_mask_pair
+from medseg.data.plausibility import check_labels_present
 from medseg.data.sample import Sample, assign_keys
 from medseg.data.transforms import Intensity
 from medseg.engine.calibrate import CalibrationCollector, CalibrationOptions
@@ -44,6 +45,7 @@ from medseg.engine.inference import (
 )
 from medseg.engine.predict import predict_probabilities
 from medseg.errors import DataError
+from medseg.io_utils import write_csv_atomic
 from medseg.metrics import PROTOCOLS, microsegnet_protocol, summarize
 from medseg.metrics.evaluation import MetricTables, SegmentationMetrics, summarize_table, write_metric_tables
 from medseg.metrics.measurements import measurement_rows, summarize_measurements
@@ -200,7 +202,9 @@ def write_evaluation(result: EvaluationResult, out_dir: str | Path) -> tuple[Pat
     if result.case_slices:
         write_case_slices(result.case_slices, Path(out_dir) / CASE_SLICES_FILE)
     if result.measurements is not None and not result.measurements.empty:
-        result.measurements.to_csv(Path(out_dir) / "measurements.csv", index=False, float_format="%.6f")
+        write_csv_atomic(
+            Path(out_dir) / "measurements.csv", result.measurements, index=False, float_format="%.6f"
+        )
     return csv_path, json_path
 
 
@@ -263,8 +267,10 @@ def evaluate_files(
     metrics = segmentation_metrics(cfg)
     slices = {}
     measured: list[dict[str, Any]] = []
+    present: set[int] = set()  # the labels found in any file, for the warning below
     for name, pred_path, gt_path in match_files(pred, gt):
         read = read_mask_pair(pred_path, gt_path, labels, resample_pred)
+        present |= {int(p.label) for p in read.pairs if p.label is not None and (p.gt.any() or p.pred.any())}
         missing = pred_path is None
         use_spacing = tuple(spacing) if spacing is not None else read.spacing
         if use_spacing is None:
@@ -285,6 +291,8 @@ def evaluate_files(
             metrics(pair.pred, pair.gt, use_spacing, case=case, extra=extra)
             slices[case] = case_slice(None, pair.gt, pair.pred, use_spacing)  # no image: masks only
             measured += measurement_rows(case, pair.pred, use_spacing, pair.gt, [1])
+    if labels is not None and labels != "all":
+        check_labels_present(list(labels), present, pred, gt)  # asked for, found nowhere: a warning
     tables = metrics.aggregate()  # no patient column: no per-patient level
     per_case = tables.per_case
     summary = {

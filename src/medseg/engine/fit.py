@@ -30,11 +30,19 @@ from rich.console import Console
 from medseg.config import DataConfig, SplitConfig, save_config
 from medseg.data.fingerprint import Fingerprint, compute_fingerprint
 from medseg.data.loading import DataSplits, load_splits
+from medseg.engine.budget_checks import (
+    check_memory_bytes,
+    check_minutes,
+    check_plan_affordable,
+    check_trainable_shape,
+    memory_error,
+)
 from medseg.engine.dims_trial import TRIAL_SHARE, choose_by_trial, run_dims_trial, trial_applies
 from medseg.engine.evaluate import EvaluationResult, evaluate_checkpoint
 from medseg.engine.inference import resolve_device
 from medseg.engine.train import TrainResult, train
 from medseg.errors import ConfigError
+from medseg.output_dirs import prepare_output_dir
 from medseg.plan import Budget, Plan, make_plan, plan_to_config, write_plan
 from medseg.plan.timing import StepTimer
 from medseg.report.figures import save_training_curves
@@ -101,13 +109,24 @@ def plan_for(
     (:class:`~medseg.plan.timing.StepTimer`), else from a FLOP estimate. ``spatial_dims`` forces 2D
     or 3D.
     """
+    check_minutes(minutes)
     budget = Budget(
-        memory_bytes=available_memory_bytes(device) if memory_bytes is None else memory_bytes,
+        memory_bytes=available_memory_bytes(device)
+        if memory_bytes is None
+        else check_memory_bytes(memory_bytes),
         minutes=minutes,
         device="cuda" if device.type == "cuda" else "cpu",
         step_timer=StepTimer(device) if timed else None,
     )
-    plan = make_plan(fingerprint, budget, spatial_dims=spatial_dims, n_validation_cases=n_validation_cases)
+    try:
+        plan = make_plan(
+            fingerprint, budget, spatial_dims=spatial_dims, n_validation_cases=n_validation_cases
+        )
+    except ConfigError as exc:
+        if "memory budget" not in str(exc):
+            raise
+        raise memory_error(exc, memory_bytes, budget.device) from exc
+    check_plan_affordable(plan, minutes)
     if data is not None:
         plan.data = {
             "source": data.source,
@@ -156,7 +175,10 @@ def plan_source(
     console = console or Console()
     torch_device = resolve_device(device)
     start = time.perf_counter()
+    check_minutes(minutes)
+    check_memory_bytes(memory_bytes)
     splits, fingerprint = fingerprint_source(data, modality)
+    check_trainable_shape(fingerprint, str(data.options.get("root") or data.source))
     plan = plan_for(fingerprint, minutes, torch_device, memory_bytes, data, len(splits.val_cases))
     _announce(plan, fingerprint, time.perf_counter() - start, minutes, torch_device.type, console)
     if out is not None:
@@ -178,21 +200,21 @@ def fit(
     console: Console | None = None,
     config_overrides: list[str] | None = None,
     modality: str | None = None,
+    overwrite: bool = False,
 ) -> FitResult:
     """Plan, train for ``minutes``, validate and report into ``out`` (see the module docstring).
 
     ``config_overrides`` (``key=value``, as ``medseg train --set``) edit the planned config;
-    ``modality`` as in :func:`plan_source`.
+    ``modality`` as in :func:`plan_source`. An existing non-empty ``out`` is an error unless
+    ``overwrite``, which replaces it as a whole (:func:`~medseg.output_dirs.prepare_output_dir`).
     """
     from medseg.config import apply_overrides
     from medseg.report.html import build_report
 
-    if minutes <= 0:
-        raise ConfigError(f"--minutes must be positive, got {minutes}")
+    check_minutes(minutes)
     console = console or Console()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     data = data_config(source, options, val_fraction, seed)
+    out = prepare_output_dir(out, "--out", overwrite, "medseg fit")
     plan, minutes_left = _plan_with_trial(
         data, minutes, device, memory_bytes, modality, out, seed, console, config_overrides or []
     )
@@ -249,7 +271,9 @@ def _plan_with_trial(
     (:mod:`medseg.engine.dims_trial`); and the minutes left to train it."""
     torch_device = resolve_device(device)
     start = time.perf_counter()
+    check_memory_bytes(memory_bytes)
     splits, fingerprint = fingerprint_source(data, modality)
+    check_trainable_shape(fingerprint, str(data.options.get("root") or data.source))
     n_val = len(splits.val_cases)
     plan = plan_for(fingerprint, minutes, torch_device, memory_bytes, data, n_val)
     _announce(plan, fingerprint, time.perf_counter() - start, minutes, torch_device.type, console)

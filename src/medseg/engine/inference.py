@@ -49,6 +49,7 @@ from medseg.config import Config, config_from_dict
 from medseg.data.sample import Sample
 from medseg.data.transforms import Intensity, normalize_intensity
 from medseg.engine.checkpoint import load_checkpoint
+from medseg.engine.distributed import check_device
 from medseg.errors import ConfigError, DataError
 from medseg.models import SegmentationModel, build_from_config
 
@@ -199,11 +200,10 @@ def sliding_window_predict(
     return result
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def resolve_device(name: str = "auto", what: str = "--device") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; an unknown name or CUDA without a GPU is a
+    :class:`ConfigError` naming ``what`` (:func:`~medseg.engine.distributed.check_device`)."""
+    return check_device(name, what)
 
 
 def load_model(

@@ -10,7 +10,9 @@ mask is ``<base>_mask.<ext>``, the probabilities ``<base>_prob.<ext>``, …):
   (``x``, ``x_2``).
 
 An output that already exists is an error unless ``overwrite`` is given: a second ``predict`` into
-the same folder never replaces earlier results silently.
+the same folder never replaces earlier results silently. ``measurements.csv`` is shared by every
+``predict`` into a folder: a new run appends its rows (:func:`append_measurements`), replacing only
+the rows of the outputs it replaced.
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from medseg.data.io import strip_extension
 from medseg.errors import DataError
+from medseg.io_utils import write_csv_atomic
+
+#: the measurement table of a ``predict`` output folder
+MEASUREMENTS_FILE = "measurements.csv"
 
 
 def output_bases(inputs: Sequence[Path]) -> dict[Path, Path]:
@@ -69,3 +77,35 @@ def check_not_overwriting(outputs: Iterable[Path], overwrite: bool) -> None:
             f"output already exists{more}; pass --overwrite to replace it, or choose another --out",
             existing[0],
         )
+
+
+def append_measurements(path: Path, rows: pd.DataFrame) -> Path:
+    """Add ``rows`` (column ``case``: the output base) to the table at ``path``, atomically.
+
+    Earlier rows are kept, except those of the cases in ``rows`` (their outputs were just written
+    again, with ``--overwrite``). An existing file that is not such a table (unreadable, or
+    without a ``case`` column) is left as it is and the rows go to a new file beside it
+    (``measurements_2.csv``, ...), whose path is returned.
+    """
+    path = Path(path)
+    old = _read_measurements(path)
+    if old is None and path.exists() and path.stat().st_size > 0:  # a 0-byte file holds nothing
+        n = 2
+        while path.with_name(f"{path.stem}_{n}{path.suffix}").exists():
+            n += 1
+        path = path.with_name(f"{path.stem}_{n}{path.suffix}")
+    if old is not None and not rows.empty:
+        old = old[~old["case"].astype(str).isin(set(rows["case"].astype(str)))]
+    table = rows if old is None or old.empty else pd.concat([old, rows], ignore_index=True)
+    return write_csv_atomic(path, table, index=False, float_format="%.6f")
+
+
+def _read_measurements(path: Path) -> pd.DataFrame | None:
+    """The table at ``path``, or ``None`` when there is none or it is not a measurement table."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return None
+    return table if "case" in table.columns else None

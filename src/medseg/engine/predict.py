@@ -48,12 +48,19 @@ from medseg.engine.inference import (
     resolve_device,
     sliding_window_from_config,
 )
-from medseg.engine.output_paths import check_not_overwriting, output_bases
+from medseg.engine.output_paths import (
+    MEASUREMENTS_FILE,
+    append_measurements,
+    check_not_overwriting,
+    output_bases,
+)
 from medseg.engine.uncertainty import UncertaintyOptions, predict_sample_uncertainty, write_uncertainty_maps
 from medseg.errors import DataError
 from medseg.export.runtime import load_predictor
+from medseg.io_utils import atomic_write
 from medseg.metrics.measurements import measurement_rows
 from medseg.models import SegmentationModel
+from medseg.output_dirs import make_dir
 from medseg.report.figures import save_overlay
 
 
@@ -204,8 +211,7 @@ def predict_files(
     class_values = state.get("class_values")  # class index → label value (multi-class)
     label_names = cfg.data.label_names or state.get("label_names")  # the training data's names
     algorithm = checkpoint_algorithm(checkpoint, cfg.model.name) if output_format == "dicom-seg" else None
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(Path(out_dir), "--out")
     paths = _expand_inputs(inputs)
     if not paths:
         raise DataError("no input images found", ", ".join(str(p) for p in inputs))
@@ -291,7 +297,8 @@ def predict_files(
             write_image(mask_path, mask * 255)
             if save_probabilities:
                 prob_path = out / f"{base}_prob.npy"
-                np.save(prob_path, probs.astype(np.float32))
+                with atomic_write(prob_path, "wb") as handle:
+                    np.save(handle, probs.astype(np.float32))
         map_paths = None
         if maps is not None:
             suffix = _output_extension(path, "mask")  # a DICOM series folder has none: NIfTI
@@ -302,7 +309,7 @@ def predict_files(
             shown = mask if num_classes is None else (mask != 0).astype(np.uint8)
             save_overlay(image, None, shown, overlay_path, spacing=spacing, title=stem)
         results.append(PredictedFile(path, mask_path, prob_path, overlay_path, map_paths))
-    pd.DataFrame(measured).to_csv(out / "measurements.csv", index=False, float_format="%.6f")
+    append_measurements(out / MEASUREMENTS_FILE, pd.DataFrame(measured))
     return results
 
 

@@ -33,6 +33,7 @@ from medseg.data.prompts import Letterbox, boxes_for_image, boxes_from_mask, to_
 from medseg.engine.output_paths import check_not_overwriting, output_bases
 from medseg.errors import ConfigError, DataError
 from medseg.models import SegmentationModel
+from medseg.output_dirs import make_dir
 
 #: LiteMedSAM widens the previous slice's box by 3 px (at 256) when propagating in 3D
 PROPAGATION_MARGIN_AT_256 = 3
@@ -221,7 +222,7 @@ def predict_files_with_boxes(
     (:mod:`medseg.engine.output_paths`).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out, "--out")  # a file or a read-only folder there: one line naming it
     if boxes is None and box_table is None:
         raise ConfigError("give boxes (--box x0,y0,x1,y1) or a box file (--boxes FILE)")
     bases = output_bases([Path(p) for p in inputs])

@@ -59,6 +59,7 @@ from medseg.engine.inference import (
     normalized_volume,
 )
 from medseg.errors import ConfigError, DataError
+from medseg.io_utils import atomic_write
 from medseg.models import SegmentationModel
 
 METHODS = ("tta", "mcdropout", "both")
@@ -374,7 +375,8 @@ def write_uncertainty_maps(
             paths[field] = write_volume(out / f"{stem}_{suffix}{extension}", array, meta)
         else:
             path = out / f"{stem}_{suffix}.npy"
-            np.save(path, array)
+            with atomic_write(path, "wb") as handle:
+                np.save(handle, array)
             paths[field] = path
     return paths
 

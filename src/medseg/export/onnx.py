@@ -45,6 +45,7 @@ from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.inference import model_from_state
 from medseg.errors import ConfigError, DataError, MedsegError
 from medseg.export.runtime import INSTALL_HINT, METADATA_PREFIX, open_session, ort_errors, sam_graph_paths
+from medseg.io_utils import atomic_path, write_text_atomic
 from medseg.models import SegmentationModel
 from medseg.provenance import file_sha256
 
@@ -284,8 +285,8 @@ def _export_graph(
     program.model.metadata_props.update(metadata)
     # the opset actually written (the exporter's default when none was asked for)
     program.model.metadata_props[METADATA_PREFIX + "opset"] = json.dumps(program.model.opset_imports.get(""))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    program.save(str(path), external_data=False)
+    with atomic_path(path) as tmp:
+        program.save(str(tmp), external_data=False)
     return path
 
 
@@ -402,7 +403,7 @@ def parity_path_for(output: str | Path) -> Path:
 def write_parity(report: ParityReport, output: str | Path) -> Path:
     """Write the report as ``X.parity.json`` beside ``X.onnx``."""
     path = parity_path_for(output)
-    path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    write_text_atomic(path, json.dumps(report.to_dict(), indent=2) + "\n")
     return path
 
 

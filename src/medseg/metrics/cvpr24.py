@@ -36,6 +36,7 @@ import pandas as pd
 
 from medseg.data.cvpr24 import case_name, list_cases, read_labels, read_segs
 from medseg.errors import DataError
+from medseg.io_utils import write_csv_atomic
 from medseg.metrics.functional import dice, nsd
 
 __all__ = ["CSV_COLUMNS", "DSC_THRESHOLD", "TOLERANCE", "score_case", "score_cases"]
@@ -143,5 +144,5 @@ def score_cases(
     if out_csv is not None:
         out = Path(out_csv)
         out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out, index=False)
+        write_csv_atomic(out, table, index=False)
     return table

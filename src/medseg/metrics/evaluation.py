@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medseg.io_utils import write_csv_atomic, write_text_atomic
 from medseg.metrics.aggregate import summarize
 from medseg.metrics.functional import HDMode, compute_segmentation_metrics, dice_from_counts
 
@@ -202,9 +203,9 @@ def write_metric_tables(tables: MetricTables, out_dir: str | Path) -> tuple[Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / METRICS_FILE
-    tables.table().to_csv(csv_path, index=False, float_format="%.6f")
+    write_csv_atomic(csv_path, tables.table(), index=False, float_format="%.6f")
     json_path = out / SUMMARY_FILE
-    json_path.write_text(json.dumps(tables.summary, indent=2, default=_json_default))
+    write_text_atomic(json_path, json.dumps(tables.summary, indent=2, default=_json_default))
     return csv_path, json_path
 
 

@@ -63,6 +63,7 @@ import pandas as pd
 
 from medseg.data.io import IMAGE_2D_EXTS, read_image
 from medseg.errors import DataError
+from medseg.io_utils import write_csv_atomic, write_text_atomic
 
 __all__ = [
     "COCO_IOU_THRESHOLDS",
@@ -650,6 +651,6 @@ def evaluate_instance_files(
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ap.json").write_text(json.dumps(summary, indent=2) + "\n")
-    result.table.to_csv(out / "instances.csv", index=False, float_format="%.6f")
+    write_text_atomic(out / "ap.json", json.dumps(summary, indent=2) + "\n")
+    write_csv_atomic(out / "instances.csv", result.table, index=False, float_format="%.6f")
     return summary

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError, DataError
+from medseg.io_utils import atomic_write
 from medseg.models.state_dict import listed, load_strict, read_torch_state_dict
 
 POS_EMBED_KEY = "Transformer/posembed_input/pos_embedding"
@@ -114,7 +115,8 @@ def google_npz_state(vit: nn.Module, class_token: bool = True) -> dict[str, np.n
 def export_google_npz(vit: nn.Module, path: str | Path, class_token: bool = True) -> Path:
     """Write :func:`google_npz_state` of ``vit`` to ``path`` (``np.savez``)."""
     path = Path(path)
-    np.savez(path, **google_npz_state(vit, class_token))
+    with atomic_write(path, "wb") as handle:
+        np.savez(handle, **google_npz_state(vit, class_token))
     return path
 
 

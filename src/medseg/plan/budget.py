@@ -50,10 +50,12 @@ class Budget:
             raise ConfigError(
                 f"budget device must be one of {sorted(DEFAULT_THROUGHPUT)}, got '{self.device}'"
             )
-        if not (math.isfinite(self.memory_bytes) and self.memory_bytes > 0):
-            raise ConfigError(f"budget memory must be positive and finite, got {self.memory_bytes} bytes")
+        if not (math.isfinite(self.memory_bytes) and self.memory_bytes > 0):  # in the user's units
+            raise ConfigError(f"the memory budget must be positive, got {self.memory_bytes / 2**30:g} GiB")
         if not (math.isfinite(self.minutes) and self.minutes > 0):
-            raise ConfigError(f"budget minutes must be positive and finite, got {self.minutes}")
+            raise ConfigError(
+                f"the time budget must be a positive, finite number of minutes, got {self.minutes}"
+            )
         if not 0 <= self.validation_share < 1:
             raise ConfigError(f"validation_share must be in [0, 1), got {self.validation_share}")
         if self.step_seconds is not None and not (math.isfinite(self.step_seconds) and self.step_seconds > 0):

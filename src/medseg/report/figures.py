@@ -31,6 +31,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 from scipy.ndimage import binary_erosion  # noqa: E402
 
+from medseg.io_utils import atomic_write  # noqa: E402
 from medseg.metrics.evaluation import usable_values  # noqa: E402
 from medseg.report.formatting import METRIC_LABELS  # noqa: E402
 from medseg.report.results import uncertainty_column  # noqa: E402
@@ -345,7 +346,8 @@ def save_overlay_grid(
     fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format=_image_format(path), dpi=110)
     plt.close(fig)
     return path
 
@@ -380,11 +382,16 @@ def _grid(n: int, columns: int, size: tuple[float, float]) -> tuple[plt.Figure, 
     return fig, axes.ravel()
 
 
+def _image_format(path: Path) -> str:
+    """matplotlib's format name for a figure file (by its extension; PNG without one)."""
+    return path.suffix.lstrip(".").lower() or "png"
+
+
 def _save(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # leave room for the suptitle
-    fig.savefig(path, dpi=dpi)
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format=_image_format(path), dpi=dpi)
     plt.close(fig)
     return path
 
@@ -458,5 +465,6 @@ def save_overlay_comparison(
     # runs × slices of photographic content: a 256-colour palette PNG is ~5× smaller, same look
     with Image.open(path) as rendered:
         quantized = rendered.convert("RGB").quantize(colors=256)
-    quantized.save(path, optimize=True)
+    with atomic_write(path, "wb") as handle:
+        quantized.save(handle, format="PNG", optimize=True)
     return path

@@ -26,6 +26,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from medseg import __version__
 from medseg.config import Config, flatten_config
 from medseg.errors import DataError
+from medseg.io_utils import write_text_atomic
 from medseg.metrics.evaluation import METRIC_NAMES, case_reason, unusable_reason
 from medseg.provenance import file_sha256, git_commit
 from medseg.report.figures import (
@@ -337,10 +338,7 @@ def build_report(
         for result in results:
             if isinstance(result.slices, CaseSliceFile):
                 result.slices.close()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8")
-    return out
+    return write_text_atomic(out, html)
 
 
 def _render(

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import DataError
+from medseg.io_utils import atomic_write
 
 CASE_SLICES_FILE = "case_slices.npz"
 
@@ -149,7 +150,8 @@ def write_case_slices(slices: Mapping[str, CaseSlice], path: str | Path) -> Path
     arrays["shared_index"] = np.asarray(
         [-1 if slices[n].shared is None else slices[n].shared.slice_index for n in names], dtype=np.int64
     )
-    np.savez_compressed(path, **arrays)
+    with atomic_write(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
     return path
 
 

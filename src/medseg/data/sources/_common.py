@@ -1,13 +1,22 @@
-"""Helpers shared by the sources: channel handling, mask reading, shape checks, natural order."""
+"""Helpers shared by the sources: channel handling, mask reading, shape checks, natural order.
+
+The reader contract of every source (:func:`read_binary_label`, and
+:func:`medseg.data.pairs.read_label_on_image` underneath): masks are read by the mask policy and
+checked against their image's grid; a source never casts, rounds or binarises label values itself.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from medseg.data.mask_policy import read_binary_mask
+from medseg.data.geometry import Geometry, geometry_from
+from medseg.data.mask_policy import binary_mask, read_binary_mask
+from medseg.data.pairs import read_label_on_image
+from medseg.data.plausibility import check_spacing_plausible
 from medseg.errors import DataError
 
 # ITU-R BT.601 luma weights (what Pillow's "L" conversion uses)
@@ -55,6 +64,28 @@ def read_mask_2d(path: str | Path) -> np.ndarray:
     return mask
 
 
+def image_geometry(spatial_shape: tuple[int, ...], meta: dict[str, Any]) -> Geometry:
+    """The grid of an image read with ``meta`` (its spatial shape, without channels)."""
+    return geometry_from(tuple(spatial_shape), meta)
+
+
+def read_binary_label(
+    mask_path: str | Path,
+    image_path: str | Path,
+    geometry: Geometry,
+    label: int | None = None,
+    multi_label: str = "error",
+    hint: str | None = None,
+) -> np.ndarray:
+    """A binary (uint8 {0, 1}) mask on its image's grid, by the reader contract: the mask policy
+    (values, JPEG, colour), the geometry check against the image, then
+    :func:`~medseg.data.mask_policy.binary_mask` (``label``: that value is the foreground; else a
+    map with several labels is an error, or their union with ``multi_label="union"``)."""
+    labels, _ = read_label_on_image(mask_path, image_path, geometry)
+    kwargs = {} if hint is None else {"hint": hint}
+    return binary_mask(labels, mask_path, label, multi_label, **kwargs)
+
+
 def check_same_shape(
     image_shape: tuple[int, ...], image_path: str | Path, mask_shape: tuple[int, ...], mask_path: str | Path
 ) -> None:
@@ -74,14 +105,31 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def parse_spacing(value: float | tuple[float, ...] | list[float], ndim: int, where: str) -> tuple[float, ...]:
-    """A scalar or per-axis spacing option → a tuple of ``ndim`` positive floats."""
+def spacing_values(value: float | str | tuple[float, ...] | list[float], where: str) -> tuple[float, ...]:
+    """The numbers of a spacing option (a number, a list, or text with commas such as
+    ``"0.5,0.5"``), not yet checked; text that is no number is a :class:`DataError`."""
+    parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else value
     try:
-        vals = (float(value),) * ndim if np.isscalar(value) else tuple(float(v) for v in value)  # type: ignore[union-attr]
+        return (float(parts),) if np.isscalar(parts) else tuple(float(v) for v in parts)  # type: ignore[union-attr,arg-type]
     except (TypeError, ValueError):
         raise DataError(f"spacing option must be positive numbers in mm, got {value!r}", where) from None
+
+
+def parse_spacing(
+    value: float | str | tuple[float, ...] | list[float], ndim: int, where: str, plausible: bool = True
+) -> tuple[float, ...]:
+    """A scalar or per-axis spacing option → a tuple of ``ndim`` positive floats.
+
+    Text with commas (``-o spacing=0.5,0.5``, as ``--spacing 0.5,0.5`` is written) is split.
+    ``plausible`` warns about values outside [1 µm, 100 mm] (:mod:`medseg.data.plausibility`).
+    """
+    vals = spacing_values(value, where)
+    if len(vals) == 1 and not isinstance(value, (list, tuple)):  # one number: every axis
+        vals = vals * ndim
     if len(vals) != ndim or any(not np.isfinite(v) or v <= 0 for v in vals):
         raise DataError(f"spacing option must be positive, one value per axis ({ndim}); got {value}", where)
+    if plausible:
+        check_spacing_plausible(vals, where, what="spacing option")
     return vals
 
 

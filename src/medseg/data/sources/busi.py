@@ -24,10 +24,10 @@ import numpy as np
 from medseg.data.io import read_image
 from medseg.data.sample import Sample
 from medseg.data.sources._common import (
-    check_same_shape,
+    image_geometry,
     natural_key,
     parse_spacing,
-    read_mask_2d,
+    read_binary_label,
     require_dir,
     to_channels_first_2d,
 )
@@ -91,14 +91,12 @@ class BUSISource(Source):
         ip = self._images().get(case_id)
         if ip is None:
             raise DataError(f"unknown case id {case_id!r}", self.images_dir)
-        arr, _, _ = read_image(ip)
+        arr, _, meta = read_image(ip)
         img = to_channels_first_2d(arr, self.channels, ip)
         mask = np.zeros(img.shape[1:], dtype=np.uint8)
         mps = self.mask_paths(ip)
-        for mp in mps:
-            m = read_mask_2d(mp)
-            check_same_shape(img.shape[1:], ip, m.shape, mp)
-            mask |= m
+        for mp in mps:  # extra lesions of one image: their union, each read by the contract
+            mask |= read_binary_label(mp, ip, image_geometry(img.shape[1:], meta))
         cls = re.split(r"[\s(_]", case_id, maxsplit=1)[0].lower()
         return [
             Sample(

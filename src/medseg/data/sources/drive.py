@@ -25,7 +25,7 @@ from pathlib import Path
 
 from medseg.data.io import read_image
 from medseg.data.sample import Sample
-from medseg.data.sources._common import check_same_shape, parse_spacing, read_mask_2d, to_channels_first_2d
+from medseg.data.sources._common import image_geometry, parse_spacing, read_binary_label, to_channels_first_2d
 from medseg.data.sources.base import SOURCES, Source
 from medseg.errors import DataError
 
@@ -84,23 +84,20 @@ class DRIVESource(Source):
         ip = d / "images" / f"{nn}_{sub}.tif"
         if not ip.is_file():
             raise DataError(f"unknown case id {case_id!r}: image missing", ip)
-        arr, _, _ = read_image(ip)
+        arr, _, image_meta = read_image(ip)
         img = to_channels_first_2d(arr, 3, ip)
+        grid = image_geometry(img.shape[1:], image_meta)
         masks = {}
         for k in (1, 2):
             mp = d / f"{'1st' if k == 1 else '2nd'}_manual" / f"{nn}_manual{k}.gif"
             if mp.is_file():
-                m = read_mask_2d(mp)
-                check_same_shape(img.shape[1:], ip, m.shape, mp)
-                masks[f"annotator_{k}"] = m
+                masks[f"annotator_{k}"] = read_binary_label(mp, ip, grid)
             elif k == 1:
                 raise DataError(f"image {ip.name} has no 1st_manual annotation", mp)
         meta: dict = {"spacing_assumed": True, "subset": sub}
         fov_path = d / "mask" / f"{nn}_{sub}_mask.gif"
         if fov_path.is_file():
-            fov = read_mask_2d(fov_path)
-            check_same_shape(img.shape[1:], ip, fov.shape, fov_path)
-            meta["fov"] = fov
+            meta["fov"] = read_binary_label(fov_path, ip, grid)
         return [
             Sample(
                 image=img,

@@ -25,21 +25,30 @@ import cc3d
 import numpy as np
 
 from medseg.data.io import read_image
+from medseg.data.mask_policy import binary_mask, format_values, label_values
+from medseg.data.pairs import read_label_on_image
 from medseg.data.sample import Sample
-from medseg.data.sources._common import natural_key, parse_spacing, require_dir
+from medseg.data.sources._common import image_geometry, natural_key, parse_spacing, require_dir
 from medseg.data.sources.base import SOURCES, Source
 from medseg.errors import DataError
 
 ISBI_SPACING_MM = (50e-6, 4e-6, 4e-6)  # 50 nm sections, 4 nm pixels
 
 
-def _read_section(path: Path) -> np.ndarray:
-    array = np.asarray(read_image(path)[0])
+def _read_section(path: Path) -> tuple[np.ndarray, dict]:
+    array, _, meta = read_image(path)
+    array = np.asarray(array)
     if array.ndim == 3:  # RGB(A) saved sections: take the first channel
         array = array[..., 0]
     if array.ndim != 2:
         raise DataError(f"expected a 2D section, got shape {array.shape}", path)
-    return array
+    return array, meta
+
+
+def _read_label_section(path: Path, image_path: Path, image: np.ndarray, meta: dict) -> np.ndarray:
+    """A label section by the reader contract: the mask policy, on its image section's grid."""
+    labels, _ = read_label_on_image(path, image_path, image_geometry(image.shape, meta))
+    return labels
 
 
 def cell_instances(interior: np.ndarray, mode: str = "2d") -> np.ndarray:
@@ -87,7 +96,10 @@ class EMStackSource(Source):
             raise DataError("the em_stack source needs a root folder")
         self.image_dir = require_dir(self.root / "image", "EM image")
         self.label_dir = require_dir(self.root / "label", "EM label")
-        self.spacing = parse_spacing(list(spacing), 3, str(self.root))
+        # EM voxels are nanometres: far below the 1 µm that would be a typo elsewhere
+        self.spacing = parse_spacing(
+            list(spacing) if not isinstance(spacing, str) else spacing, 3, str(self.root), plausible=False
+        )
         self.images = sorted(self.image_dir.glob("*.png"), key=lambda p: natural_key(p.name))
         if not self.images:
             raise DataError("no *.png sections found", self.image_dir)
@@ -109,6 +121,14 @@ class EMStackSource(Source):
         """``zAA-BB`` per chunk (inclusive section numbers)."""
         return [f"z{z0:02d}-{z1 - 1:02d}" for z0, z1 in self.ranges]
 
+    def _first_with(self, paths: list[Path], values: list[int]) -> Path:
+        """The first label section holding any of ``values`` (for the error message)."""
+        for path in paths:
+            labels, _, _ = read_image(self.label_dir / path.name)
+            if np.isin(labels, values).any():
+                return self.label_dir / path.name
+        return self.label_dir
+
     def load_case(self, case_id: str) -> list[Sample]:
         """One 3D sample: image, interior mask, membrane, and 3D cell instances in ``meta``."""
         ids = self.case_ids()
@@ -116,13 +136,22 @@ class EMStackSource(Source):
             raise DataError(f"unknown case '{case_id}' (have {ids})", self.root)
         z0, z1 = self.ranges[ids.index(case_id)]
         paths = self.images[z0:z1]
-        image = np.stack([_read_section(p) for p in paths]).astype(np.float32)
-        labels = np.stack([_read_section(self.label_dir / p.name) for p in paths])
-        if labels.shape != image.shape:
+        sections = [_read_section(p) for p in paths]
+        image = np.stack([s for s, _ in sections]).astype(np.float32)
+        labels = np.stack(
+            [
+                _read_label_section(self.label_dir / p.name, p, section, meta)
+                for p, (section, meta) in zip(paths, sections, strict=True)
+            ]
+        )
+        other = sorted(set(label_values(labels)) - {int(self.interior_value)})
+        if other:  # anti-aliased sections, or another labelling (0/1?): never a silent guess
             raise DataError(
-                f"label stack {labels.shape} does not match image stack {image.shape}", self.label_dir
+                f"label sections hold values {format_values(labels)}: expected 0 (membrane) and the "
+                f"interior value {self.interior_value} (-o interior_value=K); values {other} are neither",
+                self._first_with(paths, other),
             )
-        interior = (labels == self.interior_value).astype(np.uint8)
+        interior = binary_mask(labels, self.label_dir, label=self.interior_value)
         instances = cell_instances(interior, self.instances)
         return [
             Sample(

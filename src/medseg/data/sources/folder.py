@@ -38,13 +38,17 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.dicom import is_dicom_series_dir
+from medseg.data.geometry import Geometry
 from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, file_format, read_image, strip_extension
-from medseg.data.mask_policy import binary_mask, read_label_map
+from medseg.data.mask_policy import binary_mask, class_index_map
+from medseg.data.pairs import read_label_on_image
+from medseg.data.plausibility import check_spacing_plausible
 from medseg.data.sample import Sample
 from medseg.data.sources._common import (
-    check_same_shape,
+    image_geometry,
     natural_key,
     parse_spacing,
+    spacing_values,
     to_channels_first_2d,
 )
 from medseg.data.sources.base import SOURCES, Source
@@ -152,6 +156,8 @@ class FolderSource(Source):
         self.images, self.masks = images, masks
         self.mask_suffix, self.image_suffix = mask_suffix, image_suffix
         self.spacing_option = spacing
+        if spacing is not None:  # warned about once here, not for every image
+            check_spacing_plausible(spacing_values(spacing, str(self.root)), self.root, what="spacing option")
         self.channels, self.label, self.annotator = channels, label, annotator
         if label is not None and label != "any" and (isinstance(label, bool) or not isinstance(label, int)):
             raise DataError(f"label must be an integer label value or 'any', got {label!r}", self.root)
@@ -199,13 +205,11 @@ class FolderSource(Source):
         """Sorted case ids (the file keys)."""
         return sorted(self.pairs(), key=natural_key)
 
-    def _read_mask(self, path: Path) -> np.ndarray:
-        labels, _, _ = read_label_map(path)  # the mask policy: JPEG, NaN, non-integer → DataError
-        if self.labels is not None:
-            classes = np.zeros(labels.shape, np.uint8)
-            for index, value in enumerate(self.labels, start=1):
-                classes[labels == value] = index
-            return classes
+    def _read_mask(self, path: Path, image_path: Path, grid: Geometry) -> np.ndarray:
+        # the mask policy (JPEG, NaN, non-integer → DataError) and the image's grid
+        labels, _ = read_label_on_image(path, image_path, grid)
+        if self.labels is not None:  # the labels asked for, one class each; other values background
+            return class_index_map(labels, path, [0, *self.labels], others="background")
         if self.label == "any":
             return binary_mask(labels, path, multi_label="union")
         return binary_mask(
@@ -225,7 +229,9 @@ class FolderSource(Source):
         meta = dict(meta)
         if file_format(ip) == "2d":
             img = to_channels_first_2d(arr, self.channels, ip)
-            spacing = parse_spacing(1.0 if self.spacing_option is None else self.spacing_option, 2, str(ip))
+            spacing = parse_spacing(
+                1.0 if self.spacing_option is None else self.spacing_option, 2, str(ip), plausible=False
+            )
             meta["spacing_assumed"] = self.spacing_option is None
         else:
             nsp = len(spacing or ())
@@ -241,9 +247,7 @@ class FolderSource(Source):
             meta["class_values"] = [0, *self.labels]
         masks = {}
         if mp is not None:
-            m = self._read_mask(mp)
-            check_same_shape(img.shape[1:], ip, m.shape, mp)
-            masks[self.annotator] = m
+            masks[self.annotator] = self._read_mask(mp, ip, image_geometry(img.shape[1:], meta))
             meta["mask_path"] = str(mp)
         return [
             Sample(

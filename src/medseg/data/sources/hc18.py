@@ -23,9 +23,9 @@ import pandas as pd
 from medseg.data.io import read_image
 from medseg.data.sample import Sample
 from medseg.data.sources._common import (
-    check_same_shape,
+    image_geometry,
     natural_key,
-    read_mask_2d,
+    read_binary_label,
     require_dir,
     to_channels_first_2d,
 )
@@ -110,10 +110,9 @@ class HC18Source(Source):
             if ip.name not in self._table:
                 raise DataError(f"no pixel size for {ip.name} in the CSV", self.csv_path)
             px, hc = self._table[ip.name]
-            arr, _, _ = read_image(ip)
+            arr, _, meta = read_image(ip)
             img = to_channels_first_2d(arr, 1, ip)
-            mask = read_mask_2d(mp)
-            check_same_shape(img.shape[1:], ip, mask.shape, mp)
+            mask = read_binary_label(mp, ip, image_geometry(img.shape[1:], meta))
             out.append(
                 Sample(
                     image=img,

@@ -22,9 +22,9 @@ from medseg.data.io import read_image
 from medseg.data.sample import Sample
 from medseg.data.sources._common import (
     check_finite,
-    check_same_shape,
+    image_geometry,
     parse_spacing,
-    read_mask_2d,
+    read_binary_label,
     to_channels_first_2d,
 )
 from medseg.data.sources.base import SOURCES, Source
@@ -89,11 +89,10 @@ class LGGSource(Source):
         files = self.slice_files(case_id)
         images, masks = [], []
         for _, ip, mp in files:
-            arr, _, _ = read_image(ip)
+            arr, _, meta = read_image(ip)
             img = to_channels_first_2d(arr, None, ip)
             check_finite(img, ip)
-            mask = read_mask_2d(mp)
-            check_same_shape(img.shape[1:], ip, mask.shape, mp)
+            mask = read_binary_label(mp, ip, image_geometry(img.shape[1:], meta))
             if images and img.shape != images[0].shape:
                 raise DataError(
                     f"slice shape {img.shape} differs from the first slice's {images[0].shape}", ip

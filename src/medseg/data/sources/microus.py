@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.io import read_image
-from medseg.data.mask_policy import read_binary_mask
 from medseg.data.sample import Sample
-from medseg.data.sources._common import check_same_shape, natural_key
+from medseg.data.sources._common import image_geometry, natural_key, read_binary_label
 from medseg.data.sources.base import SOURCES, Source
 from medseg.errors import DataError
 
@@ -123,10 +122,9 @@ class MicroUSSource(Source):
         if image.ndim != 3:
             raise DataError(f"expected a single-channel 3D scan, got shape {image.shape}", scan)
         masks: dict[str, np.ndarray] = {}
-        for name, path in ann.items():
-            m, _, _ = read_binary_mask(path)  # the mask policy: binary, finite, integer
-            check_same_shape(image.shape, scan, m.shape, path)
-            masks[name] = m
+        grid = image_geometry(image.shape, meta)
+        for name, path in ann.items():  # the mask policy, on the scan's grid
+            masks[name] = read_binary_label(path, scan, grid)
         meta = {
             **meta,
             "annotation_paths": {k: str(v) for k, v in ann.items()},

@@ -15,6 +15,12 @@ A multi-modal case is one 4D NIfTI (``x×y×z×C``, the last axis in ``modality`
 only the files that ``dataset.json`` lists are read. Masks as in the ``nnunet`` source: binary for
 one foreground label, else a class-index map (``num_classes``, ``class_values``, ``label_names``),
 or binary on ``label``.
+
+Checks, as the ``nnunet`` source's: ``dataset.json`` types and integer label values; zero or
+invalid voxel sizes in an image header are an error (as ``evaluate`` and ``predict`` give); each
+label file is read by the mask policy (a label map stored as float32 with integral values, as two
+Hippocampus files are, is read as its integers; 0.5 or 1.5 is an error) and must lie on its
+image's grid; ``numTraining`` differing from the ``training`` list is a warning.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.io import strip_extension
+from medseg.data.io import _raw_nifti_zooms, strip_extension
+from medseg.data.pairs import read_label_on_image
+from medseg.data.plausibility import check_case_count, check_spacing_plausible
 from medseg.data.sample import Sample
-from medseg.data.sources._common import check_same_shape, natural_key
+from medseg.data.sources._common import image_geometry, natural_key
 from medseg.data.sources.base import SOURCES, Source
-from medseg.data.sources.nnunet import read_dataset_json
+from medseg.data.sources.nnunet import dataset_json_mask, label_value, read_dataset_json
 from medseg.errors import DataError
 
 
@@ -50,15 +58,24 @@ def read_nifti_channels(path: Path) -> tuple[np.ndarray, tuple[float, float, flo
     if data.ndim != 4:
         raise DataError(f"expected a 3D or 4D NIfTI, got shape {data.shape}", path)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    if any(not np.isfinite(z) or z <= 0 for z in zooms):
-        raise DataError(f"invalid voxel spacing {zooms}", path)
+    raw = _raw_nifti_zooms(path, img)[:3]  # nibabel reads a zero pixdim as 1
+    if any(not np.isfinite(z) or z <= 0 for z in (*zooms, *raw)):
+        raise DataError(f"missing or invalid voxel spacing in the NIfTI header (pixdim {raw})", path)
     array = np.ascontiguousarray(data.transpose(3, 2, 1, 0))  # x,y,z,c -> c,z,y,x
     meta = {"format": "nifti", "path": str(path), "affine": np.array(img.affine, dtype=np.float64)}
-    return array, (zooms[2], zooms[1], zooms[0]), meta
+    spacing = (zooms[2], zooms[1], zooms[0])
+    check_spacing_plausible(spacing, path, array.shape[1:])
+    return array, spacing, meta
 
 
 def _msd_labels(labels: dict[str, Any], where: Path) -> dict[int, str]:
-    out = {int(k): str(v) for k, v in labels.items()}
+    if not isinstance(labels, dict):
+        raise DataError(
+            f'dataset.json \'labels\' must map each value to its name ({{"0": "background", "1": ...}}), '
+            f"got {type(labels).__name__} {labels!r:.80}",
+            where,
+        )
+    out = {label_value(k, str(v), where): str(v) for k, v in labels.items()}
     if 0 not in out or sorted(out) != list(range(len(out))):
         raise DataError(f"labels must be 0..K-1 with 0 the background, got {labels}", where)
     return out
@@ -86,15 +103,28 @@ class MSDSource(Source):
             raise DataError(f"subset must be 'train' or 'test', got {subset!r}", self.root)
         self.subset, self.label = subset, label
         self.spec_path = self.root / "dataset.json"
-        self.spec = read_dataset_json(self.spec_path, ("modality", "labels", "training"))
-        self.modalities = [str(self.spec["modality"][k]) for k in sorted(self.spec["modality"], key=int)]
+        self.spec = read_dataset_json(
+            self.spec_path,
+            ("modality", "labels", "training"),
+            {"modality": dict, "labels": dict, "training": list, "test": list},
+        )
+        keys = sorted(self.spec["modality"], key=lambda k: label_value(k, "modality", self.spec_path))
+        if [label_value(k, "modality", self.spec_path) for k in keys] != list(range(len(keys))):
+            raise DataError(
+                f"modality keys must be 0..C-1, got {list(self.spec['modality'])}", self.spec_path
+            )
+        self.modalities = [str(self.spec["modality"][k]) for k in keys]
         self.labels = _msd_labels(self.spec["labels"], self.spec_path)
         if label is not None and label not in self.labels:
             raise DataError(f"label {label} is not in dataset.json labels {self.labels}", self.spec_path)
         self._pairs = self._list_pairs()
+        if subset == "train":
+            check_case_count(self.spec.get("numTraining"), len(self._pairs), self.spec_path)
 
-    def _resolve(self, entry: str) -> Path:
+    def _resolve(self, entry: object) -> Path:
         assert self.root is not None
+        if not isinstance(entry, str):
+            raise DataError(f"file entries must be paths (strings), got {entry!r}", self.spec_path)
         return (self.root / entry).resolve() if not Path(entry).is_absolute() else Path(entry)
 
     def _list_pairs(self) -> dict[str, tuple[Path, Path | None]]:
@@ -109,7 +139,9 @@ class MSDSource(Source):
                 pairs[strip_extension(image.name)] = (image, self._resolve(item["label"]))
         else:
             for item in self.spec.get("test", []):
-                image = self._resolve(item if isinstance(item, str) else item["image"])
+                if isinstance(item, dict) and "image" not in item:
+                    raise DataError(f"each test entry is a path or has 'image', got {item!r}", self.spec_path)
+                image = self._resolve(item["image"] if isinstance(item, dict) else item)
                 pairs[strip_extension(image.name)] = (image, None)
         return pairs
 
@@ -133,24 +165,13 @@ class MSDSource(Source):
         meta["spacing_assumed"] = False
         masks = {}
         if label_path is not None:
-            labels, _, _ = read_nifti_channels(label_path)
-            labels = labels[0]
-            check_same_shape(image.shape[1:], image_path, labels.shape, label_path)
-            unknown = sorted(set(np.unique(labels).astype(int).tolist()) - set(self.labels))
-            if unknown:
-                raise DataError(
-                    f"label values {unknown} are not in dataset.json labels {self.labels}", label_path
-                )
-            names = [self.labels[v] for v in sorted(self.labels)]
-            if self.label is not None:
-                masks[self.target] = (labels == self.label).astype(np.uint8)
-                meta["label_names"] = ["background", self.labels[self.label]]
-            elif len(self.labels) == 2:
-                masks[self.target] = (labels != 0).astype(np.uint8)
-                meta["label_names"] = names
-            else:
-                masks[self.target] = labels.astype(np.uint8)
-                meta.update(num_classes=len(self.labels), class_values=sorted(self.labels), label_names=names)
+            if not label_path.is_file():
+                raise DataError("file listed in dataset.json does not exist", label_path)
+            labels, _ = read_label_on_image(label_path, image_path, image_geometry(image.shape[1:], meta))
+            masks[self.target], extra = dataset_json_mask(
+                labels, label_path, self.labels, self.label, self.spec_path
+            )
+            meta.update(extra)
             meta["mask_path"] = str(label_path)
         return [
             Sample(

@@ -17,6 +17,13 @@ three channels, as in nnU-Net's natural-image data sets. Masks: with one foregro
 mask; with several a class-index map (``meta["num_classes"]`` = K, ``class_values``, and
 ``label_names``), unless ``label`` picks one label as the binary foreground. Region-based labels
 (a list of values per name) are an error. ``meta["channel_names"]`` keeps the channel names.
+
+Checks (the reader contract of every source): ``dataset.json``'s keys have the right types and its
+label values are integers 0..K-1 (a value such as 1.7 is an error, never truncated); each label
+file is read by the mask policy (NaN, negative or non-integer values are errors) and must lie on
+its image's grid (shape, spacing, origin, direction, as nnU-Net's own integrity check), and every
+channel on the first channel's; a label value that ``dataset.json`` does not list is an error; a
+``numTraining`` that differs from the cases found is a warning.
 """
 
 from __future__ import annotations
@@ -28,38 +35,88 @@ from typing import Any
 
 import numpy as np
 
+from medseg.data.geometry import check_label_geometry, geometry_of
 from medseg.data.io import IMAGE_2D_EXTS, file_format, read_image
+from medseg.data.mask_policy import binary_mask, class_index_map
+from medseg.data.pairs import read_label_on_image
+from medseg.data.plausibility import check_case_count, check_spacing_plausible
 from medseg.data.sample import Sample
-from medseg.data.sources._common import check_same_shape, natural_key, parse_spacing, require_dir
+from medseg.data.sources._common import (
+    image_geometry,
+    natural_key,
+    parse_spacing,
+    require_dir,
+    spacing_values,
+)
 from medseg.data.sources.base import SOURCES, Source
 from medseg.errors import DataError
 
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
-def read_dataset_json(path: Path, required: tuple[str, ...]) -> dict[str, Any]:
-    """The ``dataset.json`` of an nnU-Net or MSD data set, with its required keys checked."""
+_JSON_TYPES = {dict: "a mapping {...}", list: "a list [...]", str: "a string", int: "an integer"}
+
+
+def read_dataset_json(
+    path: Path, required: tuple[str, ...], types: dict[str, type] | None = None
+) -> dict[str, Any]:
+    """The ``dataset.json`` of an nnU-Net or MSD data set, with its required keys and their JSON
+    types (``types``: key → ``dict``/``list``/``str``/``int``) checked; errors name the file."""
     if not path.is_file():
         raise DataError("dataset.json not found", path)
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"cannot parse dataset.json ({e})", path) from e
+    if not isinstance(spec, dict):
+        raise DataError(f"dataset.json must hold a mapping {{...}}, got {type(spec).__name__}", path)
     missing = [k for k in required if k not in spec]
     if missing:
         raise DataError(f"dataset.json lacks {missing}", path)
+    for key, kind in (types or {}).items():
+        value = spec.get(key)
+        if key in spec and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise DataError(
+                f"dataset.json key {key!r} must be {_JSON_TYPES.get(kind, kind.__name__)}, got "
+                f"{type(value).__name__} {json.dumps(value)[:80]}",
+                path,
+            )
     return spec
+
+
+def label_value(value: Any, name: str, where: Path) -> int:
+    """One ``dataset.json`` label value as an integer: ``1`` or ``"1"`` (never 1.7 → 1)."""
+    if isinstance(value, bool):
+        raise DataError(f"label {name!r} has the value {value!r}, not an integer", where)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
+        return int(value)
+    raise DataError(
+        f"label {name!r} has the value {value!r}: label values are integers (0 the background)", where
+    )
 
 
 def parse_nnunet_labels(labels: dict[str, Any], where: Path) -> dict[int, str]:
     """nnU-Net's ``labels`` (name → value) as value → name; values must be 0..K-1."""
+    if not isinstance(labels, dict):
+        raise DataError(
+            f"dataset.json 'labels' must map each label name to its value "
+            f'({{"background": 0, "tumor": 1}}), got {type(labels).__name__} {json.dumps(labels)[:80]}',
+            where,
+        )
     out: dict[int, str] = {}
     for name, value in labels.items():
         if isinstance(value, (list, tuple)):
             raise DataError(
                 f"region-based label {name!r}: {value} is not supported (one value per label)", where
             )
-        out[int(value)] = str(name)
+        number = label_value(value, name, where)
+        if number in out:
+            raise DataError(f"labels {out[number]!r} and {name!r} share the value {number}", where)
+        out[number] = str(name)
     if sorted(out) != list(range(len(out))) or 0 not in out:
         raise DataError(
             f"labels must be consecutive integers 0..K-1 with 0 the background, got {labels}", where
@@ -109,9 +166,19 @@ class NnUNetSource(Source):
         if subset not in ("train", "test"):
             raise DataError(f"subset must be 'train' or 'test', got {subset!r}", self.root)
         self.subset, self.label, self.spacing_option = subset, label, spacing
+        if spacing is not None:  # warned about once here, not for every image
+            check_spacing_plausible(spacing_values(spacing, str(self.root)), self.root, what="spacing option")
         self.spec_path = self.root / "dataset.json"
-        self.spec = read_dataset_json(self.spec_path, ("channel_names", "labels", "file_ending"))
+        self.spec = read_dataset_json(
+            self.spec_path,
+            ("channel_names", "labels", "file_ending"),
+            {"channel_names": dict, "labels": dict, "file_ending": str},
+        )
         self.file_ending = str(self.spec["file_ending"])
+        if not all(re.fullmatch(r"\d+", str(k)) for k in self.spec["channel_names"]):
+            raise DataError(
+                f"channel_names keys must be 0..C-1, got {list(self.spec['channel_names'])}", self.spec_path
+            )
         self.channels = sorted(int(k) for k in self.spec["channel_names"])
         self.channel_names = [str(self.spec["channel_names"][str(k)]) for k in self.channels]
         if self.channels != list(range(len(self.channels))):
@@ -149,6 +216,8 @@ class NnUNetSource(Source):
                         f"case {case!r} has channels {sorted(files)}, dataset.json names {self.channels}",
                         self.images_dir,
                     )
+            if self.subset == "train":
+                check_case_count(self.spec.get("numTraining"), len(cases), self.spec_path)
             self._cases = cases
         return self._cases
 
@@ -165,6 +234,10 @@ class NnUNetSource(Source):
         reads = [read_image(p) for p in paths]
         two_d = file_format(paths[0]) == "2d"
         image = stack_channels([r[0] for r in reads], paths, two_d)
+        grid = image_geometry(image.shape[1:], reads[0][2])
+        for path, (array, _, channel_meta) in zip(paths[1:], reads[1:], strict=True):
+            if not two_d:  # every channel on the first channel's grid
+                check_label_geometry(grid, paths[0], geometry_of(array, channel_meta), path, "channel")
         if image.shape[0] != len(self.channels):
             raise DataError(
                 f"case {case_id!r} has {image.shape[0]} channel(s), dataset.json names {len(self.channels)}",
@@ -174,7 +247,7 @@ class NnUNetSource(Source):
         meta["channel_names"] = self.channel_names
         if two_d:
             spacing = parse_spacing(
-                1.0 if self.spacing_option is None else self.spacing_option, 2, str(paths[0])
+                1.0 if self.spacing_option is None else self.spacing_option, 2, str(paths[0]), plausible=False
             )
             meta["spacing_assumed"] = self.spacing_option is None
         else:
@@ -185,16 +258,8 @@ class NnUNetSource(Source):
             label_path = self.labels_dir / f"{case_id}{self.file_ending}"
             if not label_path.is_file():
                 raise DataError(f"case {case_id!r} has no label file", label_path)
-            labels, _, _ = read_image(label_path)
-            if two_d and labels.ndim == 3:
-                labels = labels[..., 0]
-            check_same_shape(image.shape[1:], paths[0], labels.shape, label_path)
-            unknown = sorted(set(np.unique(labels).astype(int).tolist()) - set(self.labels))
-            if unknown:
-                raise DataError(
-                    f"label values {unknown} are not in dataset.json labels {self.labels}", label_path
-                )
-            masks[self.target], extra = self._mask(labels)
+            labels, _ = read_label_on_image(label_path, paths[0], grid)
+            masks[self.target], extra = self._mask(labels, label_path)
             meta.update(extra)
             meta["mask_path"] = str(label_path)
         return [
@@ -209,13 +274,24 @@ class NnUNetSource(Source):
             )
         ]
 
-    def _mask(self, labels: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-        names = [self.labels[v] for v in sorted(self.labels)]
-        if self.label is not None:
-            return (labels == self.label).astype(np.uint8), {
-                "label_names": ["background", self.labels[self.label]]
-            }
-        if len(self.labels) == 2:
-            return (labels != 0).astype(np.uint8), {"label_names": names}
-        extra = {"num_classes": len(self.labels), "class_values": sorted(self.labels), "label_names": names}
-        return labels.astype(np.uint8), extra
+    def _mask(self, labels: np.ndarray, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+        return dataset_json_mask(labels, path, self.labels, self.label, self.spec_path)
+
+
+def dataset_json_mask(
+    labels: np.ndarray, path: Path, declared: dict[int, str], label: int | None, spec_path: Path
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """A label map of an nnU-Net / Decathlon data set as its training mask, by the mask policy:
+    every value must be one ``dataset.json`` declares; ``label`` picks one as the binary foreground;
+    one foreground label gives a binary mask; several a class-index map with ``num_classes``,
+    ``class_values`` and ``label_names`` for ``meta``."""
+    values = sorted(declared)
+    classes = class_index_map(labels, path, values, where=f"{spec_path} labels")
+    names = [declared[v] for v in values]
+    if label is not None:
+        return binary_mask(classes, path, label=values.index(label)), {
+            "label_names": ["background", declared[label]]
+        }
+    if len(values) == 2:
+        return binary_mask(classes, path), {"label_names": names}
+    return classes, {"num_classes": len(values), "class_values": values, "label_names": names}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from medseg.data.phantom import DEFAULT_SHAPE, DEFAULT_SPACING, generate_phantom_case, phantom_case_id
 from medseg.data.sample import Sample
+from medseg.data.sources._common import parse_spacing
 from medseg.data.sources.base import SOURCES, Source
 from medseg.errors import DataError
 
@@ -43,7 +44,7 @@ class PhantomSource(Source):
             raise DataError(f"n_patients must be >= 1, got {n_patients}")
         self.n_patients, self.seed = int(n_patients), int(seed)
         self.shape = tuple(int(s) for s in shape)
-        self.spacing = tuple(float(s) for s in spacing)
+        self.spacing = parse_spacing(spacing, 3, "phantom")  # -o spacing=1,0.3,0.3 as --spacing
         self._cache: dict[str, Sample] = {}
 
     def case_ids(self) -> list[str]:
