@@ -64,7 +64,7 @@ def test_available_memory_is_positive() -> None:
 
 
 def _cli_plan_and_train(tmp_path: Path, *plan_options: str) -> Path:
-    """`medseg plan` on a tiny phantom, then `medseg train --plan` for 1.2 s; the run folder."""
+    """`medseg plan` on a tiny phantom, then `medseg train --plan` for 6 s; the run folder."""
     runner = CliRunner()
     plan_file = tmp_path / "plan.yaml"
     args = ["plan", "--source", "phantom", "-o", "n_patients=4", "-o", "shape=[4, 32, 32]", *plan_options]
@@ -74,7 +74,7 @@ def _cli_plan_and_train(tmp_path: Path, *plan_options: str) -> Path:
     run = tmp_path / "run"
     result = runner.invoke(
         app,
-        ["train", "--plan", str(plan_file), "--minutes", "0.02", "--out", str(run), "--no-progress",
+        ["train", "--plan", str(plan_file), "--minutes", "0.1", "--out", str(run), "--no-progress",
          "--set", "train.tensorboard=false"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
