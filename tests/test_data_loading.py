@@ -3,7 +3,14 @@ import torch
 
 from medseg.config import DataConfig, SplitConfig, load_config
 from medseg.data.dataset import SegmentationDataset
-from medseg.data.loading import build_datasets, load_splits, train_loader
+from medseg.data.loading import (
+    build_datasets,
+    check_target_spacing,
+    load_splits,
+    to_training_grid,
+    train_loader,
+)
+from medseg.data.resample import GRID_KEY
 from medseg.data.splits import SplitLeakageError
 from medseg.data.volumes import VolumeDataset
 from medseg.errors import ConfigError, DataError
@@ -101,3 +108,49 @@ def test_build_datasets_2d_slices_and_3d_patches() -> None:
     three.data.patch_size = None
     with pytest.raises(ConfigError, match="needs data.patch_size"):
         build_datasets(three, load_splits(three.data))
+
+
+def test_target_spacing_is_checked() -> None:
+    assert check_target_spacing(None) is None
+    assert check_target_spacing([1, 0.5, 0.5]) == (1.0, 0.5, 0.5)
+    assert check_target_spacing([0.5, 0.5]) == (0.5, 0.5)
+    for bad in ([1.0], [1.0, 1.0, 1.0, 1.0], [1.0, -1.0], [float("nan"), 1.0]):
+        with pytest.raises(ConfigError, match="data.target_spacing"):
+            check_target_spacing(bad)
+
+
+def test_training_grid_crops_and_resamples_once_before_the_datasets() -> None:
+    splits = load_splits(DataConfig(source="phantom", options={**PHANTOM, "shape": [8, 32, 32]}))
+    assert to_training_grid(splits.train, None) == splits.train  # nothing asked: the samples as they are
+    in_plane = to_training_grid(splits.train, [0.6, 0.6])  # phantom spacing (1.0, 0.3, 0.3)
+    assert in_plane[0].spatial_shape == (8, 16, 16) and in_plane[0].spacing == (1.0, 0.6, 0.6)
+    assert in_plane[0].meta[GRID_KEY]["input_shape"] == [8, 32, 32]
+    assert GRID_KEY not in splits.train[0].meta  # the loaded samples keep their own grid
+
+    three = load_config(
+        None,
+        [
+            "data.options={n_patients: 4, seed: 0, shape: [8, 32, 32]}",
+            "data.spatial_dims=3",
+            "data.patch_size=[4, 8, 8]",
+            "data.target_spacing=[1.0, 0.6, 0.6]",
+            "data.crop_nonzero=true",
+        ],
+    )
+    _, val_3d = build_datasets(three, load_splits(three.data))
+    assert val_3d[0]["image"].shape[1:] == (8, 16, 16)  # whole validation volume, resampled
+    two = load_config(
+        None,
+        [
+            "data.options={n_patients: 4, seed: 0, shape: [8, 32, 32]}",
+            "data.image_size=[16, 16]",
+            "data.target_spacing=[2.0, 0.3, 0.3]",
+        ],
+    )
+    train_2d, _ = build_datasets(two, load_splits(two.data))
+    plain = load_config(None, ["data.options={n_patients: 4, seed: 0, shape: [8, 32, 32]}"])
+    train_plain, _ = build_datasets(plain, load_splits(plain.data))
+    assert len(train_2d) * 2 == len(train_plain)  # 2 mm slices: half as many
+    two.data.target_spacing = [0.0, 1.0]
+    with pytest.raises(ConfigError, match="target_spacing"):
+        build_datasets(two, load_splits(two.data))

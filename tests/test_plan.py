@@ -340,3 +340,16 @@ def test_budget_validation() -> None:
         Budget(memory_bytes=GIB, minutes=0)
     with pytest.raises(ConfigError, match="validation_share"):
         Budget(memory_bytes=GIB, minutes=1, validation_share=1.0)
+
+
+def test_a_3d_plan_config_crops_and_resamples_to_the_planned_spacing(tmp_path: Path) -> None:
+    fp = _volume_fingerprint((1.0, 1.0, 1.0), (32, 64, 64))
+    plan = make_plan(fp, Budget(memory_bytes=16 * GIB, minutes=60, device="cuda", step_seconds=0.2))
+    plan.data = {"source": "phantom"}
+    assert plan.spatial_dims == 3
+    cfg = plan_to_config(plan, tmp_path)
+    assert cfg.data.target_spacing == plan.target_spacing and cfg.data.crop_nonzero is True
+    flat = make_plan(_fingerprint(n_channels=1), Budget(memory_bytes=4 * GIB, minutes=10, device="cpu"))
+    flat.data = {"source": "phantom"}
+    two_d = plan_to_config(flat, tmp_path)
+    assert two_d.data.target_spacing is None and two_d.data.crop_nonzero is False

@@ -73,6 +73,13 @@ class DataConfig:
     # type}; medseg.data.dicom_seg.segment_specs) for `medseg predict --format dicom-seg`
     label_names: list[str] | None = None
     segments: list[dict[str, Any]] | None = None
+    # mm per spatial axis in array order ([sz, sy, sx]; two values [sy, sx]: in-plane only) that
+    # every case is resampled to before training, and that prediction resamples each input to
+    # before mapping its mask back onto the input's grid (medseg.data.resample); null = as stored
+    target_spacing: list[float] | None = None
+    # crop every case to the bounding box of its non-zero voxels before training (nnU-Net); the
+    # prediction is pasted back into the full input (background outside the box)
+    crop_nonzero: bool = False
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -9,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from medseg.config import Config, DataConfig, check_num_classes
 from medseg.data.dataset import SegmentationDataset
+from medseg.data.resample import to_target_grid
 from medseg.data.sample import Sample
 from medseg.data.sources import build as build_source
 from medseg.data.splits import check_disjoint, holdout_split, kfold_split, split_samples
@@ -77,17 +80,46 @@ def validation_subset(samples: list[Sample], n_cases: int | None) -> list[Sample
     return [s for s in samples if s.case_id in keep]
 
 
+def check_target_spacing(target_spacing: Sequence[float] | None) -> tuple[float, ...] | None:
+    """``data.target_spacing`` as a tuple: 2 or 3 positive millimetres (or ``None``)."""
+    if target_spacing is None:
+        return None
+    values = tuple(float(v) for v in target_spacing)
+    if len(values) not in (2, 3) or any(not math.isfinite(v) or v <= 0 for v in values):
+        raise ConfigError(
+            f"data.target_spacing must be 2 or 3 positive spacings in mm ([sz, sy, sx] or in-plane "
+            f"[sy, sx]), got {list(target_spacing)}"
+        )
+    return values
+
+
+def to_training_grid(
+    samples: Sequence[Sample], target_spacing: Sequence[float] | None, crop_nonzero: bool = False
+) -> list[Sample]:
+    """Every sample cropped to its non-zero box (``crop_nonzero``) and resampled to
+    ``target_spacing`` (:func:`~medseg.data.resample.to_target_grid`; ``meta["grid_change"]`` says
+    how to go back); the samples themselves when neither is asked for."""
+    target = check_target_spacing(target_spacing)
+    if target is None and not crop_nonzero:
+        return list(samples)
+    return [to_target_grid(sample, target, crop_nonzero) for sample in samples]
+
+
 def build_datasets(cfg: Config, splits: DataSplits) -> tuple[Dataset, Dataset]:
-    """Training and validation datasets of ``cfg.data.spatial_dims`` (see the module docstring);
-    the validation set holds ``cfg.train.val_cases`` cases (:func:`validation_subset`)."""
+    """Training and validation datasets of ``cfg.data.spatial_dims`` (see the module docstring),
+    made of the samples on the training grid (:func:`to_training_grid`: ``data.crop_nonzero``,
+    ``data.target_spacing``); the validation set holds ``cfg.train.val_cases`` cases
+    (:func:`validation_subset`)."""
     data = cfg.data
     val_samples = validation_subset(splits.val, cfg.train.val_cases)
     num_classes = check_num_classes(data.num_classes, data.spatial_dims)
+    train = to_training_grid(splits.train, data.target_spacing, data.crop_nonzero)
+    val = to_training_grid(val_samples, data.target_spacing, data.crop_nonzero)
     if data.spatial_dims == 3:
         if data.patch_size is None:
             raise ConfigError("data.spatial_dims: 3 needs data.patch_size (D×H×W training patch)")
         train_set = VolumeDataset(
-            splits.train,
+            train,
             data.in_channels,
             data.intensity,
             patch_size=data.patch_size,
@@ -98,7 +130,7 @@ def build_datasets(cfg: Config, splits: DataSplits) -> tuple[Dataset, Dataset]:
             num_classes=num_classes,
         )
         val_set = VolumeDataset(
-            val_samples,
+            val,
             data.in_channels,
             data.intensity,
             annotators=train_set.annotators,
@@ -107,11 +139,11 @@ def build_datasets(cfg: Config, splits: DataSplits) -> tuple[Dataset, Dataset]:
         return train_set, val_set
     if data.spatial_dims != 2:
         raise ConfigError(f"data.spatial_dims must be 2 or 3, got {data.spatial_dims}")
-    train_2d = SegmentationDataset(splits.train, data.image_size, data.in_channels, data.intensity)
+    train_2d = SegmentationDataset(train, data.image_size, data.in_channels, data.intensity)
     # The augmentation needs the annotator keys, which the dataset finds while loading.
     train_2d.augment = augment_transform(train_2d.annotators, 2, cfg.augment)
     val_2d = SegmentationDataset(
-        val_samples, data.image_size, data.in_channels, data.intensity, annotators=train_2d.annotators
+        val, data.image_size, data.in_channels, data.intensity, annotators=train_2d.annotators
     )
     return train_2d, val_2d
 

@@ -39,10 +39,10 @@ from medseg.engine.calibrate import CalibrationCollector, CalibrationOptions
 from medseg.engine.inference import (
     SlidingWindow,
     load_model,
-    predict_volume_classes,
     resolve_device,
     sliding_window_from_config,
 )
+from medseg.engine.model_grid import on_model_grid, predict_classes_on_input, values_on_input
 from medseg.engine.predict import predict_probabilities
 from medseg.errors import DataError
 from medseg.io_utils import write_csv_atomic
@@ -80,6 +80,8 @@ def evaluate_model(
     window: SlidingWindow | None = None,
     predictor: Callable[[Sample], np.ndarray] | None = None,
     tta_flips: bool = False,
+    target_spacing: Sequence[float] | None = None,
+    crop_nonzero: bool = False,
 ) -> tuple[EvaluationResult, dict[str, np.ndarray]]:
     """Score ``model`` on ``samples``; also returns the predicted masks by sample key.
 
@@ -91,6 +93,10 @@ def evaluate_model(
     model's inputs (``inference.tta_flips``; a 3D window carries its own). A multi-class model
     (``model.num_classes``) is scored per class (module docstring); its predictions are the
     argmax class-index maps.
+
+    ``target_spacing`` / ``crop_nonzero`` (the training config's ``data`` keys) crop and resample
+    each sample as in training (``predictor`` sees it so); the prediction is taken back onto the
+    sample's own grid (:mod:`medseg.engine.model_grid`), where it is scored.
     """
     if not samples:
         raise DataError("nothing to evaluate: the evaluation set is empty")
@@ -111,18 +117,19 @@ def evaluate_model(
     measured: list[dict[str, Any]] = []
     iterator = track(samples, description="evaluating") if progress else samples
     for sample in iterator:
+        on_grid, change = on_model_grid(sample, target_spacing, crop_nonzero)
         if num_classes is None:
             if predictor is not None:
-                probs = predictor(sample)
+                probs = predictor(on_grid)
             else:
                 probs = predict_probabilities(
-                    model, sample, image_size, intensity, device, window=window, tta_flips=tta_flips
+                    model, on_grid, image_size, intensity, device, window=window, tta_flips=tta_flips
                 )
-            pred = probs >= cfg.threshold
+            pred = values_on_input(probs, change) >= cfg.threshold
             gt = sample.target_mask.astype(bool)
         else:
             assert window is not None
-            pred, _ = predict_volume_classes(model, sample, intensity, device, window, num_classes)
+            pred, _ = predict_classes_on_input(model, on_grid, intensity, device, window, num_classes, change)
             gt = sample.target_mask
         key = sample.key
         predictions[key] = pred.astype(np.uint8)
@@ -367,6 +374,8 @@ def evaluate_checkpoint(
         window=window,
         predictor=collector,
         tta_flips=cfg.inference.tta_flips,
+        target_spacing=cfg.data.target_spacing,
+        crop_nonzero=cfg.data.crop_nonzero,
     )
     result.summary["provenance"] = provenance(checkpoint, split, torch_device)
     write_evaluation(result, out_dir)

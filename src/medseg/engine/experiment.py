@@ -122,6 +122,8 @@ def evaluate_best(
         progress,
         window=sliding_window_from_config(stored),
         tta_flips=stored.inference.tta_flips,
+        target_spacing=stored.data.target_spacing,
+        crop_nonzero=stored.data.crop_nonzero,
     )
     evaluation.summary["provenance"] = provenance(result.best_checkpoint, split, device)
     write_evaluation(evaluation, out)

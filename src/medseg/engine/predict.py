@@ -3,7 +3,9 @@
 2D models (``data.spatial_dims: 2``) see slices resized to ``data.image_size``; 3D models see
 whole volumes at their own resolution, window by window
 (:class:`~medseg.engine.inference.SlidingWindow`, from the config's ``inference`` section), and a
-written mask keeps the input's affine / origin and spacing.
+written mask keeps the input's affine / origin and spacing. A config with ``data.target_spacing``
+or ``data.crop_nonzero`` crops and resamples each input like its training data and maps the
+prediction back onto the input's exact grid (:mod:`medseg.engine.model_grid`).
 
 Multi-class models (``data.num_classes`` = K ≥ 2, 3D path) have K softmax logit channels (the
 first K, :func:`~medseg.engine.inference.class_logits`); they predict the argmax label map,
@@ -43,10 +45,15 @@ from medseg.engine.inference import (
     SlidingWindow,
     class_index_to_value,
     flip_axes,
-    predict_volume_classes,
     predict_volume_probabilities,
     resolve_device,
     sliding_window_from_config,
+)
+from medseg.engine.model_grid import (
+    on_model_grid,
+    predict_classes_on_input,
+    uncertainty_on_input,
+    values_on_input,
 )
 from medseg.engine.output_paths import (
     MEASUREMENTS_FILE,
@@ -243,14 +250,21 @@ def predict_files(
             case_id=strip_extension(path.name),
             source_path=str(path),
         )
+        if cfg.data.target_spacing is not None and not spacing_known:
+            raise DataError(
+                "the model resamples to data.target_spacing, but the file carries no spacing", path
+            )
+        # crop / resample like the training data; every prediction goes back onto the input's grid
+        sample, change = on_model_grid(sample, cfg.data.target_spacing, cfg.data.crop_nonzero)
         maps = None
         if uncertainty is not None:
             mask, probs, maps = predict_sample_uncertainty(
                 model, sample, cfg, torch_device, window, uncertainty, thr, class_values
             )
+            mask, probs, maps = uncertainty_on_input(mask, maps, change, thr)
         elif num_classes is not None and window is not None:
-            classes, probs = predict_volume_classes(
-                model, sample, cfg.data.intensity, torch_device, window, num_classes
+            classes, probs = predict_classes_on_input(
+                model, sample, cfg.data.intensity, torch_device, window, num_classes, change
             )
             mask = class_index_to_value(classes, class_values)
         else:
@@ -263,6 +277,7 @@ def predict_files(
                 window=window,
                 tta_flips=cfg.inference.tta_flips,
             )
+            probs = values_on_input(probs, change)
             mask = (probs >= thr).astype(np.uint8)
         stem = strip_extension(path.name)
         where = out / base.parent

@@ -82,7 +82,13 @@ def plan_to_config(
             **(
                 {"image_size": list(plan.patch_size), "foreground_share": plan.foreground_share}
                 if dims == 2
-                else {"patch_size": list(plan.patch_size), "foreground_ratio": plan.foreground_share}
+                else {
+                    "patch_size": list(plan.patch_size),
+                    "foreground_ratio": plan.foreground_share,
+                    # every case cropped to its non-zero box and resampled to the planned spacing
+                    "target_spacing": [float(v) for v in plan.target_spacing],
+                    "crop_nonzero": True,
+                }
             ),
         },
         "augment": augment,
