@@ -19,6 +19,7 @@ validation history (:func:`save_curves`).
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_results import publish
 from rich.console import Console
 
 from medseg.config import Config, apply_overrides, config_from_dict
@@ -381,11 +383,14 @@ def run_benchmark(
     quick_cases: int,
     in_channels: int,
     heading: Callable[[DataSplits, argparse.Namespace], str],
+    name: str | None = None,
 ) -> str:
     """The arms of ``args.arms`` on one seeded split of ``source``, then :func:`report`.
 
     ``--quick`` keeps the first ``quick_cases`` cases (the last validates) and 3 s per arm;
-    ``heading(splits, args)`` titles the table and the curves.
+    ``heading(splits, args)`` titles the table and the curves. The text is also published as
+    ``benchmarks/results/<name>.md`` (default: the script's name, e.g. ``budget_lgg``), the file
+    the README's results table is built from (``benchmarks/update_readme.py``).
     """
     from medseg.data.sources import build as build_source
 
@@ -433,4 +438,6 @@ def run_benchmark(
         nnunet = run_nnunet_arm(splits, args.minutes, out / "nnunet", args.device, console, args.quick)
         if nnunet is not None:
             results.append(("nnunet", nnunet))
-    return report(results, splits.val, out, heading(splits, args), out / "curves.png")
+    text = report(results, splits.val, out, heading(splits, args), out / "curves.png")
+    publish(name or Path(sys.argv[0]).stem, text, args.quick)
+    return text

@@ -1,24 +1,31 @@
-"""Shared fixtures. Real data lives in ``../shared/data`` beside the checkout (never committed)."""
+"""Shared fixtures. Real data lives outside the repository (never committed): ``$MEDSEG_SHARED_DATA``,
+else ``shared/data`` in the checkout's parent folder (:mod:`medseg.testing`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+from medseg.testing import missing_data, shared_data_path
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """Path to ``../shared/data``; tests that use it skip when it is absent (a user's clone)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not beside this checkout")
-    return SHARED_DATA
+def shared_dataset() -> Callable[..., Path]:
+    """``shared_dataset("hc18_us")``: that real data set's folder, or a skip naming what is missing (a
+    fresh clone has none). Mark the test ``realdata``."""
+
+    def find(*parts: str) -> Path:
+        path = shared_data_path(*parts)
+        reason = missing_data(path)
+        if reason is not None:
+            pytest.skip(reason)
+        return path
+
+    return find
 
 
 @pytest.fixture(autouse=True)
