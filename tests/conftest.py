@@ -3,6 +3,7 @@ else ``shared/data`` in the checkout's parent folder (:mod:`medseg.testing`)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +12,14 @@ import pytest
 import torch
 
 from medseg.testing import missing_data, shared_data_path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist (make test: -n 2) each worker gets its share of the cores, so that two
+    # workers with torch's default of one thread per core do not fight over them.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture(scope="session")
