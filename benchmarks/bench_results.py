@@ -47,21 +47,30 @@ def command_line(argv: Sequence[str] | None = None) -> str:
 
 
 def machine_description() -> str:
-    """CPU (or GPU), core count and the versions that move timings: ``x86_64, 2 cores; torch 2.14.1``."""
+    """CPU (or GPU), core count, load and the versions that move timings (``x86_64, 2 cores (load
+    average 0.3); Python 3.11.7, torch 2.14.1``)."""
     import torch
 
     cpu = _cpu_model() or platform.machine()
     parts = [f"{cpu}, {os.cpu_count()} cores"]
+    if hasattr(os, "getloadavg"):  # other jobs inflate wall-clock timings: say how busy it was
+        parts[0] += f" (load average {os.getloadavg()[0]:.1f})"
     if torch.cuda.is_available():
         parts.append(torch.cuda.get_device_name(0))
     versions = f"Python {platform.python_version()}, torch {torch.__version__}"
-    try:
-        import monai
-
-        versions += f", MONAI {monai.__version__}"
-    except ImportError:  # MONAI is a dependency; a broken install still gets its table written
-        pass
+    monai_version = _version_of("monai")
+    if monai_version:
+        versions += f", MONAI {monai_version}"
     return "; ".join([*parts, versions])
+
+
+def _version_of(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:  # MONAI is a dependency; a broken install still gets its table
+        return None
 
 
 def _cpu_model() -> str | None:
