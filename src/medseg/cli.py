@@ -204,7 +204,7 @@ def evaluate(
 ) -> None:
     """Score a checkpoint on its test/val data, or score --pred against --gt made by any tool.
 
-    Masks are read by the mask policy (README "Input checks"): {0,1}, {0,255} or {0,k}; a
+    Masks are read by the mask policy (docs: "Your data"): {0,1}, {0,255} or {0,k}; a
     multi-label map needs --label K or --labels all; the prediction must lie on the ground
     truth's grid (shape, spacing, origin, direction) unless --resample-pred.
     """
