@@ -29,6 +29,12 @@ ARMS = {"medseg": "medseg", "monai": "MONAI UNet", "nnunet": "nnU-Net v2"}
 PROVENANCE = re.compile(
     r"<small>Command: `(?P<command>[^`]*)` · machine: (?P<machine>.*?) · date: (?P<date>[0-9-]+)"
 )
+# the arms' mean Dice and HD95: budget_common's columns, or the per-class tables' "mean" columns
+# (budget_hippocampus.py: "Dice mean (mean / median)", a cell "0.881 / 0.890")
+DSC_COLUMNS = ("DSC mean", "Dice mean (mean / median)", "Dice mean")
+HD95_COLUMNS = ("HD95 mean (mm)", "HD95 mean mm (mean / median)", "HD95 mean")
+NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+HEADING_COMMAND = re.compile(r";\s*command:\s*`(?P<command>[^`]*)`\s*$")
 
 
 @dataclass
@@ -38,7 +44,7 @@ class BudgetResult:
     name: str
     dataset: str
     protocol: str
-    arms: dict[str, dict[str, str]] = field(default_factory=dict)  # arm → column header → cell
+    arms: dict[str, dict[str, str]] = field(default_factory=dict)  # arm → {"DSC", "HD95"} → cell
     command: str = ""
     machine: str = ""
     date: str = ""
@@ -54,7 +60,11 @@ def read_budget(path: Path) -> BudgetResult:
     body = [line for line in lines if line.strip() and not line.startswith("<!--")]
     if not body or body[0].startswith("|"):
         raise ValueError(f"{path}: no heading line before the arms' table")
-    dataset, _, protocol = body[0].partition(", ")
+    heading = body[0]
+    command = HEADING_COMMAND.search(heading)
+    if command:  # "…; command: `python benchmarks/x.py`" at the end of the heading
+        heading = heading[: command.start()]
+    dataset, _, protocol = heading.partition(", ")
     table = []
     for line in lines[lines.index(body[0]) + 1 :]:
         if line.startswith("|"):
@@ -67,12 +77,23 @@ def read_budget(path: Path) -> BudgetResult:
     arms = {}
     for line in table[2:]:
         row = dict(zip(header, _cells(line), strict=False))
-        arms[row["arm"]] = row
+        arms[row["arm"]] = {"DSC": _mean_cell(row, DSC_COLUMNS), "HD95": _mean_cell(row, HD95_COLUMNS)}
     result = BudgetResult(path.stem, dataset.strip(), protocol.strip(), arms)
     match = PROVENANCE.search(path.read_text())
     if match:
         result.command, result.machine, result.date = match["command"], match["machine"], match["date"]
+    elif command:
+        result.command = command["command"]
     return result
+
+
+def _mean_cell(row: dict[str, str], columns: tuple[str, ...]) -> str:
+    """The first number of the first of ``columns`` the row has (``0.881 / 0.890`` → ``0.881``), or '–'."""
+    for column in columns:
+        if column in row:
+            number = NUMBER.search(row[column])
+            return number.group(0) if number else "–"
+    return "–"
 
 
 def budget_files(results: Path = RESULTS) -> list[Path]:
@@ -104,7 +125,7 @@ def results_table(results: list[BudgetResult]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in results:
         cells = [result.dataset, result.protocol]
-        for column, lower in (("DSC mean", False), ("HD95 mean (mm)", True)):
+        for column, lower in (("DSC", False), ("HD95", True)):
             values = {arm: result.arms.get(arm, {}).get(column, "–") for arm in ARMS}
             best = _best(values, lower)
             cells += [f"**{values[arm]}**" if arm in best else values[arm] for arm in ARMS]
@@ -118,7 +139,8 @@ def render_block(results_dir: Path = RESULTS) -> str:
     if not results:
         raise FileNotFoundError(f"{results_dir}: no budget_*.md results file")
     sources = "\n".join(
-        f"- {r.dataset}: `{r.command}` ({r.machine}, {r.date}; [{r.name}.md](benchmarks/results/{r.name}.md))"
+        f"- {r.dataset}: `{r.command}` ({', '.join(filter(None, [r.machine, r.date]))}"
+        f"{'; ' if r.machine or r.date else ''}[{r.name}.md](benchmarks/results/{r.name}.md))"
         for r in results
     )
     return f"{START}\n{results_table(results)}\n\n{sources}\n{END}"

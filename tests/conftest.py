@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.testing import missing_data, shared_data_path
+from medseg.testing import missing_data, shared_data_path, shared_data_root
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -20,6 +20,17 @@ def pytest_configure(config: pytest.Config) -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+@pytest.fixture()
+def shared_data() -> Path:
+    """The real-data folder itself (:func:`medseg.testing.shared_data_root`), or a skip when it is
+    absent. Prefer ``shared_dataset(...)``, which also skips when one data set is missing."""
+    root = shared_data_root()
+    reason = missing_data(root)
+    if reason is not None:
+        pytest.skip(reason)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,7 @@ def test_read_budget_reads_what_budget_common_writes(tmp_path: Path) -> None:
     )
     result = ur.read_budget(path)
     assert (result.dataset, result.protocol) == ("Toy MRI", "4 validation patients, 15 min per arm on cpu")
-    assert result.arms["medseg"]["DSC mean"] == "0.8123" and result.arms["monai"]["HD95 mean (mm)"] == "12.25"
+    assert result.arms["medseg"]["DSC"] == "0.8123" and result.arms["monai"]["HD95"] == "12.25"
     assert (result.command, result.machine, result.date) == (
         "python benchmarks/budget_toy.py",
         "2 cores",
@@ -85,6 +85,34 @@ def test_the_table_bolds_the_best_arm_and_marks_missing_ones(tmp_path: Path) -> 
     assert rows[1] == "| B set | protocol b | 0.7000 | **0.9000** | – | 2.00 | **1.00** | – |"
     assert len(rows) == 2
     assert "`python benchmarks/budget_b.py` (2 cores, 2026-01-02" in block
+
+
+def test_a_per_class_table_with_mean_median_cells_is_read(tmp_path: Path) -> None:
+    """budget_hippocampus.py's layout: per-class 'mean / median' cells and the command in the heading."""
+    path = tmp_path / "budget_hippocampus.md"
+    path.write_text(
+        "MSD Hippocampus (Task04), 40 validation volumes, 15 min per arm on cpu; "
+        "command: `python benchmarks/budget_hippocampus.py`\n\n"
+        "| arm | train (min) | Dice anterior (mean / median) | Dice mean (mean / median) "
+        "| HD95 mean mm (mean / median) |\n"
+        "|---|---|---|---|---|\n"
+        "| medseg | 15.0 | 0.801 / 0.810 | 0.845 / 0.850 | 1.732 / 1.414 |\n"
+        "| monai | 15.0 | 0.790 / 0.800 | 0.830 / 0.840 | — |\n"
+    )
+    result = ur.read_budget(path)
+    assert (result.dataset, result.protocol) == (
+        "MSD Hippocampus (Task04)",
+        "40 validation volumes, 15 min per arm on cpu",
+    )
+    assert result.command == "python benchmarks/budget_hippocampus.py" and result.machine == ""
+    assert result.arms["medseg"] == {"DSC": "0.845", "HD95": "1.732"}
+    assert result.arms["monai"] == {"DSC": "0.830", "HD95": "–"}
+    row = ur.results_table([result]).splitlines()[2]
+    assert row == (
+        "| MSD Hippocampus (Task04) | 40 validation volumes, 15 min per arm on cpu "
+        "| **0.845** | 0.830 | – | **1.732** | – | – |"
+    )
+    assert "[budget_hippocampus.md](benchmarks/results/budget_hippocampus.md)" in ur.render_block(tmp_path)
 
 
 def test_replace_block_needs_the_markers() -> None:

@@ -45,3 +45,11 @@ def test_the_fixture_skips_a_missing_data_set(
     assert shared_dataset("hc18_us") == tmp_path / "hc18_us"
     with pytest.raises(pytest.skip.Exception, match="lgg_mri"):
         shared_dataset("lgg_mri", "kaggle_3m")
+
+
+def test_the_root_fixture_skips_without_the_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request
+) -> None:
+    monkeypatch.setenv("MEDSEG_SHARED_DATA", str(tmp_path / "absent"))
+    with pytest.raises(pytest.skip.Exception, match="absent"):
+        request.getfixturevalue("shared_data")
