@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from bench_results import publish
 
 from medseg.losses.functional import ag_bce, hard_region
 from medseg.report.tables import markdown_table
@@ -150,10 +151,10 @@ def main() -> None:
         lambda: official_hard_region(y_true, y_std, args.ks, device), args.repeats, device
     )
 
-    print(
+    title = (
         f"AG-BCE, batch {args.batch}×1×{args.size}×{args.size}, ks {args.ks}, W {args.w_hard:g}, "
         f"device {device} (torch threads {torch.get_num_threads()}), median of {args.repeats} calls; "
-        f"hard pixels {hard_ours.mean().item():.1%}\n"
+        f"hard pixels {hard_ours.mean().item():.1%}"
     )
     rows = [
         {
@@ -172,8 +173,12 @@ def main() -> None:
             "max abs diff": f"maps {(hard_ours - hard_official).abs().max().item():.0f}",
         },
     ]
-    print(markdown_table(rows, floatfmt=".3f"))
-    print(f"\nloss: medseg {value_ours:.8f}, official {value_official:.8f}")
+    text = (
+        f"{title}\n\n{markdown_table(rows, floatfmt='.3f')}\n\n"
+        f"loss: medseg {value_ours:.8f}, official {value_official:.8f}"
+    )
+    print(text)
+    publish("agbce_speed", text, args.quick)
 
 
 if __name__ == "__main__":

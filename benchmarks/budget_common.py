@@ -19,6 +19,7 @@ validation history (:func:`save_curves`).
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_results import publish
 from rich.console import Console
 
 from medseg.config import Config, apply_overrides, config_from_dict
@@ -324,6 +326,46 @@ def save_curves(results: Sequence[tuple[str, ArmResult]], path: Path, title: str
     plt.close(fig)
 
 
+SUMMARY_COLUMNS = {
+    "arm": "arm",
+    "budget_min": "budget (min)",
+    "train_min": "train (min)",
+    "epochs": "epochs",
+    "cases": "cases",
+    "dice_mean": "DSC mean",
+    "dice_median": "DSC median",
+    "patient_dice_mean": "DSC mean per patient",
+    "hd95_mean": "HD95 mean (mm)",
+    "hd95_median": "HD95 median (mm)",
+    "recipe": "recipe",
+}
+PAIRED_COLUMNS = {
+    "comparison": "comparison",
+    "metric": "metric",
+    "n": "cases",
+    "mean_delta": "mean Δ",
+    "ci": "95% CI of Δ",
+    "medseg_better": "medseg better",
+    "ties": "ties",
+    "worse": "medseg worse",
+    "wilcoxon_p": "Wilcoxon p",
+}
+
+
+def summary_table(summary: Sequence[dict[str, Any]]) -> str:
+    """The arms' table (one :func:`summary_row` each), as ``benchmarks/update_readme.py`` reads it."""
+    return markdown_table(
+        summary,
+        SUMMARY_COLUMNS,
+        floatfmt={"budget_min": "g", "train_min": ".1f", "hd95_mean": ".2f", "hd95_median": ".2f"},
+    )
+
+
+def paired_table(paired: Sequence[dict[str, Any]]) -> str:
+    """medseg against each other arm (one :func:`paired_rows` row per comparison and metric)."""
+    return markdown_table(paired, PAIRED_COLUMNS, floatfmt={"mean_delta": "+.4f", "wilcoxon_p": ".3g"})
+
+
 def report(
     results: Sequence[tuple[str, ArmResult]],
     samples: Sequence[Sample],
@@ -334,48 +376,13 @@ def report(
     """Score every arm, print and write ``table.md`` (summary + paired), draw the curves."""
     scored = {label: score(samples, result.predictions) for label, result in results}
     summary = [summary_row(result, scored[label], label) for label, result in results]
-    columns = {
-        "arm": "arm",
-        "budget_min": "budget (min)",
-        "train_min": "train (min)",
-        "epochs": "epochs",
-        "cases": "cases",
-        "dice_mean": "DSC mean",
-        "dice_median": "DSC median",
-        "patient_dice_mean": "DSC mean per patient",
-        "hd95_mean": "HD95 mean (mm)",
-        "hd95_median": "HD95 median (mm)",
-        "recipe": "recipe",
-    }
-    text = (
-        heading
-        + "\n\n"
-        + markdown_table(
-            summary,
-            columns,
-            floatfmt={"budget_min": "g", "train_min": ".1f", "hd95_mean": ".2f", "hd95_median": ".2f"},
-        )
-    )
+    text = f"{heading}\n\n{summary_table(summary)}"
     reference_label = next((label for label, _ in results if label.startswith("medseg")), None)
     others = {label: rows for label, rows in scored.items() if not label.startswith("medseg")}
     if reference_label is not None and others:
         paired = paired_rows(scored[reference_label], others)
         text += f"\n\nPaired per case ({reference_label} against each arm; Δ = medseg − arm):\n\n"
-        text += markdown_table(
-            paired,
-            {
-                "comparison": "comparison",
-                "metric": "metric",
-                "n": "cases",
-                "mean_delta": "mean Δ",
-                "ci": "95% CI of Δ",
-                "medseg_better": "medseg better",
-                "ties": "ties",
-                "worse": "medseg worse",
-                "wilcoxon_p": "Wilcoxon p",
-            },
-            floatfmt={"mean_delta": "+.4f", "wilcoxon_p": ".3g"},
-        )
+        text += paired_table(paired)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(text + "\n")
     if curves_png is not None:
@@ -389,11 +396,14 @@ def run_benchmark(
     quick_cases: int,
     in_channels: int,
     heading: Callable[[DataSplits, argparse.Namespace], str],
+    name: str | None = None,
 ) -> str:
     """The arms of ``args.arms`` on one seeded split of ``source``, then :func:`report`.
 
     ``--quick`` keeps the first ``quick_cases`` cases (the last validates) and 3 s per arm;
-    ``heading(splits, args)`` titles the table and the curves.
+    ``heading(splits, args)`` titles the table and the curves. The text is also published as
+    ``benchmarks/results/<name>.md`` (default: the script's name, e.g. ``budget_lgg``), the file
+    the README's results table is built from (``benchmarks/update_readme.py``).
     """
     from medseg.data.sources import build as build_source
 
@@ -441,4 +451,6 @@ def run_benchmark(
         nnunet = run_nnunet_arm(splits, args.minutes, out / "nnunet", args.device, console, args.quick)
         if nnunet is not None:
             results.append(("nnunet", nnunet))
-    return report(results, splits.val, out, heading(splits, args), out / "curves.png")
+    text = report(results, splits.val, out, heading(splits, args), out / "curves.png")
+    publish(name or Path(sys.argv[0]).stem, text, args.quick)
+    return text

@@ -1,7 +1,7 @@
 """Accuracy per compute on HC18 fetal-head ultrasound: medseg's planned default against MONAI's
 UNet and nnU-Net v2, each trained for the same wall-clock minutes (issue #14).
 
-The 300 training images of ``../shared/data/hc18_us`` with their pixel sizes; one seeded split by
+The 300 training images of HC18 (``$MEDSEG_SHARED_DATA/hc18_us``) with their pixel sizes; one seeded split by
 *subject* (a subject's several images stay on one side; 20 % of the subjects validate, as
 ``medseg fit`` makes it); every arm scored per image at the image's own pixels (DSC, HD95 in mm)
 and per subject, by the same code (:mod:`budget_common`).
@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from budget_common import add_arguments, run_benchmark  # noqa: E402
 
 from medseg.data.loading import DataSplits  # noqa: E402
+from medseg.testing import require_data, shared_data_path  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_ROOT = REPO.parent / "shared" / "data" / "hc18_us"
+DEFAULT_ROOT = shared_data_path("hc18_us")
 
 
 def _heading(splits: DataSplits, args: argparse.Namespace) -> str:
@@ -41,8 +41,7 @@ def main() -> None:
     )
     add_arguments(parser, DEFAULT_ROOT, "runs/bench_budget_hc18")
     args = parser.parse_args()
-    if not Path(args.root).is_dir():
-        raise SystemExit(f"{args.root}: HC18 folder not found (pass --root)")
+    require_data(args.root, "the HC18 training set (or pass --root)")
     print("\n" + run_benchmark("hc18", args, 4, 1, _heading))
 
 

@@ -1,7 +1,7 @@
 """Accuracy per compute on MSD Hippocampus (3D MR, 2 classes): ``medseg fit`` against a MONAI 3D UNet
 and nnU-Net v2 ``3d_fullres``, each trained for the same wall-clock minutes on the same split.
 
-The Decathlon's Task04 training cases (``../shared/data/hippocampus_mr``, 200 volumes of about
+The Decathlon's Task04 training cases (``$MEDSEG_SHARED_DATA/hippocampus_mr``, 200 volumes of about
 36×50×35 voxels at 1 mm, labels 1 = anterior, 2 = posterior hippocampus); one seeded case-level
 split (20 % validate, as ``medseg fit`` makes it; the Decathlon publishes no subject ids, so a
 subject's left and right crops may fall on both sides). Arms:
@@ -39,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_results import publish  # noqa: E402
 from budget_common import (  # noqa: E402
     ARMS,
     ArmResult,
@@ -58,10 +59,9 @@ from medseg.data.sample import Sample, assign_keys  # noqa: E402
 from medseg.metrics.evaluation import SegmentationMetrics  # noqa: E402
 from medseg.report.stats import paired_comparison  # noqa: E402
 from medseg.report.tables import markdown_table  # noqa: E402
+from medseg.testing import require_data, shared_data_path  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_ROOT = REPO.parent / "shared" / "data" / "hippocampus_mr"
-RESULTS_FILE = REPO / "benchmarks" / "results" / "budget_hippocampus.md"
+DEFAULT_ROOT = shared_data_path("hippocampus_mr")
 CLASSES = {1: "anterior", 2: "posterior"}
 MONAI_PATCH = (48, 64, 48)
 
@@ -283,13 +283,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_arguments(parser, DEFAULT_ROOT, "runs/bench_budget_hippocampus")
-    parser.add_argument(
-        "--results-file", default=str(RESULTS_FILE), help="where the table is also written ('' for nowhere)"
-    )
     args = parser.parse_args()
-    root = Path(args.root)
-    if not (root / "dataset.json").is_file():
-        raise SystemExit(f"{root}: no MSD Hippocampus data set (dataset.json) there; pass --root")
+    root = require_data(
+        Path(args.root) / "dataset.json", "the MSD Hippocampus data set (or pass --root)"
+    ).parent
     options = {"root": str(root)}
     console = Console()
     cases = None
@@ -299,7 +296,6 @@ def main() -> None:
         args.minutes, args.also_minutes = 0.1, []
         args.arms = "medseg,monai" if args.arms == ",".join(ARMS) else args.arms
         cases = build_source("msd", **options).case_ids()[:6]
-        args.results_file = ""  # a smoke test does not replace the published table
     out = Path(args.out)
     splits = splits_for("msd", options, args.seed, cases)
     arms = args.arms.split(",")
@@ -341,9 +337,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(text + "\n")
     save_curves(results, out / "curves.png", textwrap.fill(heading.split(";")[0], 75))
-    if args.results_file:
-        Path(args.results_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.results_file).write_text(text + "\n")
+    publish("budget_hippocampus", text, args.quick)  # --quick: budget_hippocampus_quick.md
     print("\n" + text)
 
 

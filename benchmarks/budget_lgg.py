@@ -1,7 +1,7 @@
 """Accuracy per compute on Kaggle LGG brain MRI (paper 004's data): medseg's planned default
 against MONAI's UNet and nnU-Net v2, each trained for the same wall-clock minutes (issue #14).
 
-30 patients from ``../shared/data/lgg_mri/kaggle_3m``, one seeded patient split (24 train / 6
+30 patients of Kaggle LGG (``$MEDSEG_SHARED_DATA/lgg_mri/kaggle_3m``), one seeded patient split (24 train / 6
 validation, as ``medseg fit`` makes it), every arm scored per volume (a patient: 3D Dice over all
 its slices at 256², HD95 in mm with the 1 mm the Kaggle TIFFs are assumed to have) by the same code
 (:mod:`budget_common`). ``--also-minutes 7.5`` adds medseg runs with shorter budgets.
@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from budget_common import add_arguments, run_benchmark  # noqa: E402
 
 from medseg.data.loading import DataSplits  # noqa: E402
+from medseg.testing import require_data, shared_data_path  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_ROOT = REPO.parent / "shared" / "data" / "lgg_mri" / "kaggle_3m"
+DEFAULT_ROOT = shared_data_path("lgg_mri", "kaggle_3m")
 
 
 def _heading(splits: DataSplits, args: argparse.Namespace) -> str:
@@ -42,8 +42,7 @@ def main() -> None:
     )
     add_arguments(parser, DEFAULT_ROOT, "runs/bench_budget_lgg")
     args = parser.parse_args()
-    if not Path(args.root).is_dir():
-        raise SystemExit(f"{args.root}: LGG kaggle_3m folder not found (pass --root)")
+    require_data(args.root, "the Kaggle LGG kaggle_3m folder (or pass --root)")
     print("\n" + run_benchmark("lgg", args, 3, 3, _heading))
 
 

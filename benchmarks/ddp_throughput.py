@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
+from bench_results import publish
 
 from medseg.report.tables import markdown_table
 
@@ -106,8 +107,10 @@ def main() -> None:
         row["speed-up"] = row["images/s"] / base
     device = torch.cuda.get_device_name(0) if cuda else f"CPU, {cores} cores"
     setup = "quick" if args.quick else "default"
-    print(f"DDP throughput on {device} (epoch 2 optimiser steps; {setup} setup)\n")
-    print(markdown_table(rows, floatfmt={"s/step (median)": ".3f", "images/s": ".1f", "speed-up": ".2f"}))
+    table = markdown_table(rows, floatfmt={"s/step (median)": ".3f", "images/s": ".1f", "speed-up": ".2f"})
+    text = f"DDP throughput on {device} (epoch 2 optimiser steps; {setup} setup)\n\n{table}"
+    print(text)
+    publish("ddp_throughput", text, args.quick)
 
 
 if __name__ == "__main__":

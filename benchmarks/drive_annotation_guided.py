@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from bench_results import publish
 from rich.console import Console
 
 from medseg.config import load_config
@@ -27,9 +28,9 @@ from medseg.data.splits import kfold_split
 from medseg.engine.experiment import train_and_evaluate
 from medseg.metrics import dice
 from medseg.report.tables import markdown_table
+from medseg.testing import require_data, shared_data_path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_ROOT = REPO.parent / "shared" / "data" / "drive_retina"
+DEFAULT_ROOT = shared_data_path("drive_retina")
 
 LOSSES = {
     "bce": {},
@@ -66,8 +67,7 @@ def main() -> None:
         args.folds, args.epochs, args.size = 2, 1, 32
         args.losses = args.losses.split(",")[0]
         args.out = str(Path(args.out) / "quick")
-    if not Path(args.root).is_dir():
-        raise SystemExit(f"{args.root}: DRIVE folder not found (pass --root)")
+    require_data(args.root, "the DRIVE data set (or pass --root)")
     console = Console()
     source = build_source("drive", root=args.root, subset="all")
     all_ids = source.case_ids()
@@ -114,8 +114,9 @@ def main() -> None:
         summary,
         {"loss": "loss", "mean": "Dice vs 1st_manual, mean", "median": "median", "min": "min", "n": "images"},
     )
-    print(f"\nDRIVE test 01–10, {args.folds}-fold, {args.size}², {args.epochs} epochs, small U-Net:\n")
-    print(markdown)
+    title = f"DRIVE test 01–10, {args.folds}-fold, {args.size}², {args.epochs} epochs, small U-Net:"
+    print(f"\n{title}\n\n{markdown}")
+    publish("drive_annotation_guided", f"{title}\n\n{markdown}", args.quick)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "table.md").write_text(markdown + "\n")
 

@@ -1,6 +1,6 @@
 """HC18 head circumference in mm: a 2D U-Net trained under a CPU budget, scored as the challenge did.
 
-Data: HC18 (van den Heuvel et al. 2018, ``../shared/data/hc18_us``), split by subject (the number
+Data: HC18 (van den Heuvel et al. 2018, ``$MEDSEG_SHARED_DATA/hc18_us``), split by subject (the number
 before the first ``_``, so that a subject's images stay on one side): a seeded 80/20 holdout of the
 subjects. The recipe is medseg's 2D U-Net recipe for HC18 (as in
 ``benchmarks/uncertainty_calibration.py``: U-Net widths 8..64, Dice + BCE, Adam 2e-3, images
@@ -27,15 +27,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from bench_results import publish
 from rich.console import Console
 
 from medseg.config import load_config
 from medseg.engine.evaluate import evaluate_checkpoint
 from medseg.engine.train import train
 from medseg.report.tables import markdown_table
+from medseg.testing import require_data, shared_data_path
 
-REPO = Path(__file__).resolve().parents[1]
-HC18_ROOT = REPO.parent / "shared" / "data" / "hc18_us"
+HC18_ROOT = shared_data_path("hc18_us")
 
 
 def train_model(args: argparse.Namespace, console: Console) -> tuple[Path, int]:
@@ -77,6 +78,22 @@ def stats(values: pd.Series) -> dict[str, float]:
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)), "median": float(np.median(v)), "n": len(v)}
 
 
+def spread(measured: pd.DataFrame) -> str:
+    """How the predicted HC errs beyond the mean: within 2 mm, the worst image, the signed bias, and
+    the range of the ground-truth ellipse's difference (the floor is a bias, not noise)."""
+    error = (measured["hc_mm_pred"] - measured["hc_mm_reference"]).to_numpy(dtype=float)
+    error = error[np.isfinite(error)]
+    floor = (measured["hc_mm_gt"] - measured["hc_mm_reference"]).to_numpy(dtype=float)
+    floor = floor[np.isfinite(floor)]
+    within = int((np.abs(error) <= 2.0).sum())
+    return (
+        f"Predicted masks: {within} of {error.size} images ({within / max(error.size, 1):.0%}) within 2 mm, "
+        f"{int((np.abs(error) > 10.0).sum())} off by more than 10 mm (at most {np.abs(error).max():.1f} mm), "
+        f"mean signed difference {error.mean():+.1f} mm. Ground-truth ellipse minus reference: "
+        f"{floor.mean():+.2f} mm on average, from {floor.min():+.1f} to {floor.max():+.1f} mm."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -88,6 +105,7 @@ def main() -> None:
     parser.add_argument("--root", default=str(HC18_ROOT))
     parser.add_argument("--out", default="runs/bench_hc18")
     args = parser.parse_args()
+    require_data(args.root, "the HC18 training set (or pass --root)")
     if args.quick:
         args.minutes, args.size = min(args.minutes, 1.0), 64
     console = Console()
@@ -122,7 +140,9 @@ def main() -> None:
             "no ellipse": str(int(measured["hc_mm_gt"].isna().sum())),
         },
     ]
-    print(markdown_table(rows))
+    text = markdown_table(rows) + "\n\n" + spread(measured)
+    print(text)
+    publish("hc18_circumference", text, args.quick)
     console.print(f"per-image measurements: {Path(args.out) / 'eval' / 'measurements.csv'}")
 
 

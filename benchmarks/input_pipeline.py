@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_results import publish
 from torch.utils.data import DataLoader
 
 import medseg.losses as losses
@@ -286,26 +287,26 @@ def main() -> None:
                 continue
             torch.manual_seed(0)
             rows.extend(run(case, device, args.workers, warmup, steps))
-    print(
-        markdown_table(
-            rows,
-            {
-                "device": "device",
-                "case": "case",
-                "model": "model",
-                "batch": "batch",
-                "path": "path",
-                "img_s": "img/s",
-                "ratio": "loop / model-only",
-                "loader_share": "loader share of step",
-            },
-            floatfmt={"img_s": ".1f", "ratio": ".2f", "loader_share": ".1%"},
-        )
+    table = markdown_table(
+        rows,
+        {
+            "device": "device",
+            "case": "case",
+            "model": "model",
+            "batch": "batch",
+            "path": "path",
+            "img_s": "img/s",
+            "ratio": "loop / model-only",
+            "loader_share": "loader share of step",
+        },
+        floatfmt={"img_s": ".1f", "ratio": ".2f", "loader_share": ".1%"},
     )
-    print(
-        f"\n{steps} timed steps after {warmup} warm-up, medians; torch {torch.__version__}, "
+    text = (
+        f"{table}\n\n{steps} timed steps after {warmup} warm-up, medians; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
+    print(text)
+    publish("input_pipeline", text, args.quick)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/instance_ap.py                 # ../shared/data/em_lucchi_instances
+    .venv/bin/python benchmarks/instance_ap.py                 # $MEDSEG_SHARED_DATA/em_lucchi_instances
     .venv/bin/python benchmarks/instance_ap.py --data DIR      # a folder with the same two files
     .venv/bin/python benchmarks/instance_ap.py --repeats 3     # median time of 3 calls
 
@@ -23,11 +23,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_results import publish
 
 from medseg.metrics.instances import instance_ap, read_instance_volume
 from medseg.report.tables import markdown_table
+from medseg.testing import require_data, shared_data_path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "em_lucchi_instances"
+DEFAULT_DATA = shared_data_path("em_lucchi_instances")
 #: mAP_3Dvolume on the Lucchi demo pair, size ranking
 REFERENCE = {"AP-50": 0.842313, "AP-75": 0.769129, "mAP 0.50:0.95": 0.628236}
 
@@ -38,8 +40,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="smoke: the first 8 sections")
     args = parser.parse_args()
-    if not args.data.is_dir():
-        raise SystemExit(f"{args.data}: Lucchi instance folder not found (pass --data)")
+    require_data(args.data, "the Lucchi instance pair (or pass --data)")
 
     start = time.perf_counter()
     pred = read_instance_volume(args.data / "lucchi_pred_UNet_label_test.h5")
@@ -54,10 +55,10 @@ def main() -> None:
         times.append(time.perf_counter() - start)
 
     ours = {"AP-50": result.ap50, "AP-75": result.ap75, "mAP 0.50:0.95": result.map}
-    print(
+    title = (
         f"Lucchi test pair {'×'.join(map(str, gt.shape))} voxels, {result.n_gt} true / {result.n_pred} "
         f"predicted instances, ranked by {result.ranking}; TP {result.tp50} at IoU 0.5, "
-        f"{result.tp75} at 0.75\n"
+        f"{result.tp75} at 0.75"
     )
     rows = [
         {
@@ -70,11 +71,13 @@ def main() -> None:
         }
         for name in REFERENCE
     ]
-    print(markdown_table(rows, floatfmt=".6f"))
-    print(
-        f"\ninstance_ap: {np.median(times):.2f} s (median of {args.repeats}); "
+    text = (
+        f"{title}\n\n{markdown_table(rows, floatfmt='.6f')}\n\n"
+        f"instance_ap: {np.median(times):.2f} s (median of {args.repeats}); "
         f"reading both HDF5 files: {t_read:.2f} s"
     )
+    print(text)
+    publish("instance_ap", text, args.quick)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """U-Net vs MONAI UNet on Kaggle LGG brain MRI (paper 004's data set), same loop, same split.
 
-30 patients from ``../shared/data/lgg_mri/kaggle_3m``, a seeded patient-level split (24 train /
-6 validation), 128×128 input, a fixed CPU time budget per model. Reports the per-volume DSC
+30 patients of Kaggle LGG (``$MEDSEG_SHARED_DATA/lgg_mri/kaggle_3m``), a seeded patient-level
+split (24 train / 6 validation), 128×128 input, a fixed CPU time budget per model. Reports the per-volume DSC
 (a volume is a patient: 3D Dice over all its slices) mean and median and HD95 in mm (the Kaggle
 TIFFs carry no spacing, so 1 mm pixels and 1 mm slices are assumed), and the training time.
 
@@ -15,15 +15,16 @@ import argparse
 import json
 from pathlib import Path
 
+from bench_results import publish
 from rich.console import Console
 
 from medseg.config import load_config
 from medseg.data.sources import build as build_source
 from medseg.engine.experiment import train_and_evaluate
 from medseg.report.tables import markdown_table
+from medseg.testing import require_data, shared_data_path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_ROOT = REPO.parent / "shared" / "data" / "lgg_mri" / "kaggle_3m"
+DEFAULT_ROOT = shared_data_path("lgg_mri", "kaggle_3m")
 
 # Similar size on purpose: both are 5-level U-Nets with widths 16..256.
 MODELS = {
@@ -82,18 +83,16 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 epoch, 32², U-Net only")
     args = parser.parse_args()
+    require_data(args.root, "the Kaggle LGG kaggle_3m folder (or pass --root)")
     args.split_overrides = []
     if args.quick:
         args.minutes, args.max_epochs, args.size, args.models = 0.02, 1, 32, "unet"
         args.out, args.no_progress = str(Path(args.out) / "quick"), True
-        if Path(args.root).is_dir():  # 2 training patients, 1 validation patient
-            first = build_source("lgg", root=args.root).case_ids()[:3]
-            args.split_overrides = [
-                f"data.split.train_cases={json.dumps(first[:2])}",
-                f"data.split.val_cases={json.dumps(first[2:])}",
-            ]
-    if not Path(args.root).is_dir():
-        raise SystemExit(f"{args.root}: LGG kaggle_3m folder not found (pass --root)")
+        first = build_source("lgg", root=args.root).case_ids()[:3]  # 2 training, 1 validation patient
+        args.split_overrides = [
+            f"data.split.train_cases={json.dumps(first[:2])}",
+            f"data.split.val_cases={json.dumps(first[2:])}",
+        ]
     console = Console()
     rows = [run(name, args, console) for name in args.models.split(",")]
     markdown = markdown_table(
@@ -111,11 +110,12 @@ def main() -> None:
         },
         floatfmt={"params_M": ".2f", "train_min": ".1f", "hd95_mm_mean": ".2f", "hd95_mm_median": ".2f"},
     )
-    print(
-        f"\nLGG, {rows[0]['n_patients']} validation patients, {args.size}², per-volume metrics, "
-        f"{args.minutes} min CPU budget per model, batch Dice loss, Adam {args.lr}:\n"
+    title = (
+        f"LGG, {rows[0]['n_patients']} validation patients, {args.size}², per-volume metrics, "
+        f"{args.minutes} min CPU budget per model, batch Dice loss, Adam {args.lr}:"
     )
-    print(markdown)
+    print(f"\n{title}\n\n{markdown}")
+    publish("lgg_unet", f"{title}\n\n{markdown}", args.quick)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "table.md").write_text(markdown + "\n")
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from bench_results import publish
 
 import medseg.losses as losses
 from medseg.report.tables import markdown_table
@@ -131,14 +132,15 @@ def main() -> None:
         for name, seconds in sorted(timings.items(), key=lambda item: item[1])
     ]
     shape = "×".join(str(s) for s in args.shape)
-    print(
+    text = (
         f"Loss forward + backward, logits {shape}, device {device} (torch threads "
         f"{torch.get_num_threads()}), {args.clock} clock, median of {args.repeats} calls after "
-        f"{args.warmup} warm-up\n"
+        f"{args.warmup} warm-up\n\n" + markdown_table(rows, floatfmt={"ms/iter": ".2f"})
     )
-    print(markdown_table(rows, floatfmt={"ms/iter": ".2f"}))
     if left_out:
-        print(f"\nleft out: {', '.join(left_out)}")
+        text += f"\n\nleft out: {', '.join(left_out)}"
+    print(text)
+    publish("loss_speed", text, args.quick)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_results import publish
 
 from medseg.report.tables import markdown_table
 
@@ -128,12 +129,13 @@ def main() -> None:
         worker.join()
         if worker.exitcode:
             raise SystemExit(f"{name}: the benchmark process failed with exit code {worker.exitcode}")
-    print(
+    text = (
         f"CPU ({os.cpu_count()} cores), torch {torch.__version__}; 2D: {IMAGE_SIDE}×{IMAGE_SIDE} "
         f"image, one box, median of {args.repeats}; 3D: {args.slices}×{IMAGE_SIDE}×{IMAGE_SIDE}, one run; "
-        "random weights\n"
+        "random weights\n\n" + markdown_table(rows, floatfmt=".2f")
     )
-    print(markdown_table(rows, floatfmt=".2f"))
+    print(text)
+    publish("medsam_speed", text, args.quick)
 
 
 if __name__ == "__main__":

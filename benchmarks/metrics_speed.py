@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from bench_results import publish
 from scipy.ndimage import zoom
 
 from medseg.metrics import compute_segmentation_metrics
@@ -171,19 +172,18 @@ def main() -> None:
     r2 = run(pairs2, SPACING_2D, args.no_medpy, args.workers)
     r3 = run(pairs3, SPACING_3D, args.no_medpy, args.workers)
 
-    print(
-        f"\n{args.n2d} 2D pairs 256x256 @ {SPACING_2D} mm; {args.n3d} 3D pairs {'x'.join(map(str, shape3))} "
-        f"@ {SPACING_3D} mm, mean gt foreground {fg3:.0f} voxels; NSD tolerance {NSD_TOL_MM} mm\n"
-    )
-    print(
+    lines = [
+        f"{args.n2d} 2D pairs 256x256 @ {SPACING_2D} mm; {args.n3d} 3D pairs {'x'.join(map(str, shape3))} "
+        f"@ {SPACING_3D} mm, mean gt foreground {fg3:.0f} voxels; NSD tolerance {NSD_TOL_MM} mm",
+        "",
         "| method | 2D ms/pair | 3D s/pair | speed-up vs MONAI (2D / 3D) "
-        "| max abs Δ HD95 (mm) | max abs Δ NSD |"
-    )
-    print("|---|---|---|---|---|---|")
+        "| max abs Δ HD95 (mm) | max abs Δ NSD |",
+        "|---|---|---|---|---|---|",
+    ]
 
     def row(name: str, key: str, dhd: str, dnsd: str) -> None:
         su = f"{r2['monai'] / r2[key]:.1f}× / {r3['monai'] / r3[key]:.1f}×"
-        print(f"| {name} | {1e3 * r2[key]:.2f} | {r3[key]:.3f} | {su} | {dhd} | {dnsd} |")
+        lines.append(f"| {name} | {1e3 * r2[key]:.2f} | {r3[key]:.3f} | {su} | {dhd} | {dnsd} |")
 
     row(
         "medseg, hd95_mode=pooled (all metrics), 1 thread",
@@ -207,6 +207,9 @@ def main() -> None:
     row("MONAI hausdorff(95) + surface_dice, 1 thread", "monai", "reference (max)", "reference")
     if not args.no_medpy:
         row("medpy hd95 (no NSD), 1 thread", "medpy", "reference (pooled)", "n/a")
+    text = "\n".join(lines)
+    print("\n" + text)
+    publish("metrics_speed", text, args.quick)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from bench_results import publish
 from rich.console import Console
 
 from medseg.data.phantom import write_phantom_microus
@@ -79,11 +80,12 @@ def main() -> None:
     table.loc["mean"] = table.mean()
     table.columns.names = ["metric", "run"]
     markdown = markdown_table(table.T, index=True)
-    print(
-        f"\nAblation on the phantom, 4 test patients, {args.size}², {args.epochs} epochs, "
-        "volumetric protocol (rows: run, columns: test patients and mean):\n"
+    title = (
+        f"Ablation on the phantom, 4 test patients, {args.size}², {args.epochs} epochs, "
+        "volumetric protocol (rows: run, columns: test patients and mean):"
     )
-    print(markdown)
+    print(f"\n{title}\n\n{markdown}")
+    publish("microsegnet_ablation", f"{title}\n\n{markdown}", args.quick)
     (Path(args.out) / "table.md").write_text(markdown + "\n")
     table.to_csv(Path(args.out) / "table.csv")
 

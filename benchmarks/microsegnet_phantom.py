@@ -17,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+from bench_results import publish
 from rich.console import Console
 
 from medseg.data.phantom import write_phantom_microus
@@ -77,11 +78,12 @@ def main() -> None:
         },
         floatfmt={"params_M": ".2f", "hd95_mm_mean": ".2f", "microsegnet_hd95_mm_mean": ".2f"},
     )
-    print(
-        f"\nPhantom (micro-US layout), 4 test patients, {args.size}², {args.minutes} CPU min per model, "
-        "per-patient means:\n"
+    title = (
+        f"Phantom (micro-US layout), 4 test patients, {args.size}², {args.minutes} CPU min per model, "
+        "per-patient means:"
     )
-    print(markdown)
+    print(f"\n{title}\n\n{markdown}")
+    publish("microsegnet_phantom", f"{title}\n\n{markdown}", args.quick)
     (Path(args.out) / "table.md").write_text(markdown + "\n")
 
 

@@ -25,6 +25,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from bench_results import publish
 
 import medseg.models as models
 
@@ -128,15 +129,14 @@ def main() -> None:
         torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     )
     memory = "peak CUDA alloc (MiB)" if args.device == "cuda" else "peak RSS added by training (MiB)"
-    print(
-        f"\nMicroSegNet training step (forward + 4-scale BCE + backward), batch {args.batch_size}, "
-        f"{args.size}², {where}, {args.warmup} warm-up + {args.steps} timed steps\n"
-    )
-    print(
+    lines = [
+        f"MicroSegNet training step (forward + 4-scale BCE + backward), batch {args.batch_size}, "
+        f"{args.size}², {where}, {args.warmup} warm-up + {args.steps} timed steps",
+        "",
         f"| variant | params (M) | images/s | s/step | {memory} |"
-        + (" peak RSS (MiB) |" if args.device != "cuda" else "")
-    )
-    print("|---|---|---|---|---|" + ("---|" if args.device != "cuda" else ""))
+        + (" peak RSS (MiB) |" if args.device != "cuda" else ""),
+        "|---|---|---|---|---|" + ("---|" if args.device != "cuda" else ""),
+    ]
     for r in rows:
         line = (
             f"| {r['variant']} | {r['params_m']:.1f} | {r['images_per_s']:.2f} | "
@@ -144,7 +144,10 @@ def main() -> None:
         )
         if "peak_rss_mib" in r:
             line += f" {r['peak_rss_mib']:.0f} |"
-        print(line)
+        lines.append(line)
+    text = "\n".join(lines)
+    print("\n" + text)
+    publish("microsegnet_throughput", text, args.quick)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_results import publish
 
 from medseg.config import load_config
 from medseg.engine.checkpoint import save_checkpoint
@@ -124,50 +125,56 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="only this thread count (default: 1 and default)"
     )
-    parser.add_argument("--quick", action="store_true", help="smoke: 1 model, 1 thread, 1 repeat")
+    parser.add_argument("--quick", action="store_true", help="smoke: small U-Net, 64², 1 thread")
     args = parser.parse_args()
-    if args.quick:
+    if args.quick:  # a small U-Net at 64²: the export, the parity check and both runtimes, in seconds
         args.models, args.repeats, args.threads = args.models[:1], 1, 1
+        MODELS["unet"] = [
+            "data.image_size=[64, 64]",
+            "model.name=unet",
+            "model.options={features: [8, 16, 32]}",
+        ]
     threads: list[int | None] = [args.threads] if args.threads else [1, None]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             rows += bench_model(name, Path(tmp), threads, args.repeats)
             print(f"done {name}", flush=True)
-    print(
-        markdown_table(
-            rows,
-            {
-                "model": "model",
-                "input": "input",
-                "params_M": "params (M)",
-                "threads": "threads",
-                "torch_ms": "PyTorch ms",
-                "ort_ms": "onnxruntime ms",
-                "speedup": "speed-up",
-                "max_abs_diff": "max |Δlogit|",
-                "mean_abs_diff": "mean |Δlogit|",
-                "min_dice": "Dice (min)",
-                "min_agreement": "label agreement (min)",
-                "shapes": "checked shapes",
-                "export_s": "export + check s",
-            },
-            floatfmt={
-                "params_M": ".2f",
-                "torch_ms": ".1f",
-                "ort_ms": ".1f",
-                "speedup": ".2f",
-                "max_abs_diff": ".2e",
-                "mean_abs_diff": ".2e",
-                "min_dice": ".4f",
-                "min_agreement": ".6f",
-                "export_s": ".0f",
-            },
-        )
+    table = markdown_table(
+        rows,
+        {
+            "model": "model",
+            "input": "input",
+            "params_M": "params (M)",
+            "threads": "threads",
+            "torch_ms": "PyTorch ms",
+            "ort_ms": "onnxruntime ms",
+            "speedup": "speed-up",
+            "max_abs_diff": "max abs Δlogit",
+            "mean_abs_diff": "mean abs Δlogit",
+            "min_dice": "Dice (min)",
+            "min_agreement": "label agreement (min)",
+            "shapes": "checked shapes",
+            "export_s": "export + check s",
+        },
+        floatfmt={
+            "params_M": ".2f",
+            "torch_ms": ".1f",
+            "ort_ms": ".1f",
+            "speedup": ".2f",
+            "max_abs_diff": ".2e",
+            "mean_abs_diff": ".2e",
+            "min_dice": ".4f",
+            "min_agreement": ".6f",
+            "export_s": ".0f",
+        },
     )
     import onnxruntime
 
-    print(f"\ntorch {torch.__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}")
+    versions = f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}"
+    text = f"{table}\n\n{versions}"
+    print(text)
+    publish("onnx_speed", text, args.quick)
 
 
 if __name__ == "__main__":

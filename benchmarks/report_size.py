@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from bench_results import publish
 from scipy.ndimage import gaussian_filter
 
 from medseg.config import Config
@@ -110,8 +111,10 @@ def main() -> None:
                         "budget": "ok" if n > 100 or out.stat().st_size <= 5e6 else "OVER 5 MB",
                     }
                 )
-    print(f"HTML report, synthetic 2D cases of {args.size}×{args.size} px")
-    print(markdown_table(rows, floatfmt={"size_MB": ".2f", "build_s": ".1f"}))
+    table = markdown_table(rows, floatfmt={"size_MB": ".2f", "build_s": ".1f"})
+    text = f"HTML report, synthetic 2D cases of {args.size}×{args.size} px\n\n{table}"
+    print(text)
+    publish("report_size", text, args.quick)
 
 
 if __name__ == "__main__":

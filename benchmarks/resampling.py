@@ -33,6 +33,7 @@ from functools import partial
 
 import numpy as np
 import torch
+from bench_results import publish
 from scipy import ndimage
 
 from medseg.data.resample import (
@@ -184,12 +185,16 @@ def main() -> None:
     args = parser.parse_args()
     shape = (40, 64, 64) if args.quick else tuple(args.shape)
     n_sets, extent = (2, 30.0) if args.quick else (args.sets, 60.0)
-    print(f"{torch.get_num_threads()} torch threads; volume {'×'.join(map(str, shape))} (D×H×W)", flush=True)
-    timing = timing_rows(shape, args.scipy)
-    print("\n## Time (one run each)\n")
-    print(markdown_table(timing, floatfmt=".2f"))
-    print("\n## Class volumes after resampling (absolute relative error)\n")
-    print(markdown_table(volume_rows(n_sets, extent), floatfmt=".2f"))
+    title = f"{torch.get_num_threads()} torch threads; volume {'×'.join(map(str, shape))} (D×H×W)"
+    print(title, flush=True)
+    timing = markdown_table(timing_rows(shape, args.scipy), floatfmt=".2f")
+    volumes = markdown_table(volume_rows(n_sets, extent), floatfmt=".2f")
+    text = (
+        f"{title}\n\nTime (one run each):\n\n{timing}\n\n"
+        f"Class volumes after resampling (absolute relative error):\n\n{volumes}"
+    )
+    print("\n" + text)
+    publish("resampling", text, args.quick)
 
 
 if __name__ == "__main__":

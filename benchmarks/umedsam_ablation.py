@@ -14,8 +14,8 @@ scaled: 1 px at 64, 2 px at 128; evaluation: the tight box, no jitter):
 The same lr for all (default 1e-3, constant; the paper used 5e-5 for 135 epochs), weight decay
 0.01, batch 16, the same training-time budget per run (``--minutes``, default 2; the engine stops
 after the epoch that crosses it, so a run overshoots by up to one epoch; the table reports the
-epochs each run got), seeds 0, 1, 2. Data: HC18 (fetal head, ``../shared/data/hc18_us``) and BUSI
-(breast lesions, ``../shared/data/busi_us``, RGB files read as grey), each with one seeded
+epochs each run got), seeds 0, 1, 2. Data: HC18 (fetal head, ``$MEDSEG_SHARED_DATA/hc18_us``) and BUSI
+(breast lesions, ``$MEDSEG_SHARED_DATA/busi_us``, RGB files read as grey), each with one seeded
 validation split of 20 % of the cases. An HC18 case is a subject, the number before the first
 ``_`` (17 subjects have two images, which stay on the same side); BUSI publishes no patient ids,
 so its case is the image.
@@ -70,6 +70,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from bench_results import publish
 from rich.console import Console
 
 from medseg.config import Config, load_config
@@ -81,9 +82,9 @@ from medseg.engine.predict import predict_probabilities
 from medseg.metrics import compute_segmentation_metrics
 from medseg.metrics.box_baselines import filled_box_mask, inscribed_ellipse_mask, tight_box
 from medseg.report.tables import markdown_table
+from medseg.testing import require_data, shared_data_root
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+DATA = shared_data_root()
 
 #: name → (source, default root, source options besides the root)
 DATASETS: dict[str, tuple[str, Path, dict[str, Any]]] = {
@@ -345,6 +346,8 @@ def main() -> None:
         raise SystemExit(
             f"unknown data set(s)/variant(s) {unknown}; choose from {list(DATASETS)}, {list(VARIANTS)}"
         )
+    for dataset in datasets:
+        require_data(getattr(args, f"{dataset}_root") or DATASETS[dataset][1], f"the {dataset} data set")
     console = Console()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -422,6 +425,7 @@ def main() -> None:
     print("\n" + header + "\n")
     print(markdown)
     (out / "table.md").write_text(header + "\n\n" + markdown + "\n")
+    publish("umedsam_ablation", header + "\n\n" + markdown, args.quick)
     console.print(f"\n{len(runs)} runs, {(time.perf_counter() - start) / 60:.1f} min in all; tables in {out}")
 
 

@@ -45,6 +45,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_results import publish
 from torch import nn
 
 import medseg.models as models
@@ -234,16 +235,17 @@ def main() -> None:
     where = (
         torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     )
-    print(
-        f"\nVolumetric models, batch 1, {where}; train step (forward + BCE + backward + AdamW) at "
+    text = (
+        f"Volumetric models, batch 1, {where}; train step (forward + BCE + backward + AdamW) at "
         f"{'×'.join(map(str, args.patch))}, inference (eval, no_grad) at "
         f"{'×'.join(map(str, args.infer_patch))}; median of {args.repeats} round-robin repeats after "
-        f"{args.warmup} warm-up\n"
+        f"{args.warmup} warm-up\n\n" + markdown_table(rows, floatfmt=".2f")
     )
-    print(markdown_table(rows, floatfmt=".2f"))
     if reference and "vnet" in results:
         ratio = results["vnet"]["infer"]["seconds"] / reference["infer"]["seconds"]
-        print(f"\nvnet / MONAI VNet inference time: {ratio:.2f}×")
+        text += f"\n\nvnet / MONAI VNet inference time: {ratio:.2f}×"
+    print("\n" + text)
+    publish("volumetric_speed", text, args.quick)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ crosses ``--minutes``, so it may overrun by one epoch; the epoch cap is generous
   seeded 8/2 patient split, 16×64×64 patches, V-Net's squared-denominator Dice loss). Per
   validation volume: Dice and HD95 in mm (the ``volumetric`` protocol), mean over the volumes.
 * ``resunet`` — Res-UNet-R and Res-UNet-H vs MONAI UNet on the ISBI 2012 EM stack
-  (``../shared/data/em_isbi2012``, 30×512×512 at 50×4×4 nm): train on sections 0–19, validate on
+  (``$MEDSEG_SHARED_DATA/em_isbi2012``, 30×512×512 at 50×4×4 nm): train on sections 0–19, validate on
   20–29 (``em_stack`` chunks → cases ``z00-19``/``z20-29``), 8×128×128 patches (no z
   downsampling in Res-UNet; the augmentation is in-plane only, z being 12.5× coarser), loss
   ``resunet_wbce`` (WBCE of the mask + WBCE of the instance boundary derived from the cells). The
@@ -31,7 +31,7 @@ crosses ``--minutes``, so it may overrun by one epoch; the epoch cap is generous
   more CPU time than the training. HD95 is not reported here (4 nm pixels; a millimetre distance is
   meaningless).
 * ``pdvnet`` — PDV-Net vs MONAI UNet on the prostate phantom multi-label volume
-  (``../shared/data/volumes_3d/prostate_phantom_subvolume*.nrrd``, 13×67×82 at 3.0×0.5×0.5 mm,
+  (``$MEDSEG_SHARED_DATA/volumes_3d/prostate_phantom_subvolume*.nrrd``, 13×67×82 at 3.0×0.5×0.5 mm,
   labels 1, 7, 8 and 9): softmax over 5 classes (``data.num_classes: 5``, ``folder`` source with
   ``labels: [1, 7, 8, 9]``), softmax Dice loss (PDV-Net uses a Dice-based loss). Only one volume
   exists, so it is cut into two z-halves written to ``OUT/prostate_halves`` with their geometry:
@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk  # noqa: N813
 import torch
+from bench_results import publish
 from rich.console import Console
 
 from medseg.config import Config, load_config
@@ -71,9 +72,9 @@ from medseg.engine.train import train
 from medseg.metrics import dice
 from medseg.metrics.instances import instance_ap
 from medseg.report.tables import markdown_table
+from medseg.testing import require_data, shared_data_root
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+SHARED = shared_data_root()
 EM_ROOT = SHARED / "em_isbi2012"
 PROSTATE_IMAGE = SHARED / "volumes_3d" / "prostate_phantom_subvolume.nrrd"
 PROSTATE_LABEL = SHARED / "volumes_3d" / "prostate_phantom_subvolume-label.nrrd"
@@ -338,11 +339,11 @@ def main() -> None:
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise SystemExit(f"unknown task(s) {unknown}; choose from {', '.join(TASKS)}")
-    if "resunet" in tasks and not Path(args.em_root).is_dir():
-        raise SystemExit(f"{args.em_root}: ISBI 2012 EM folder not found (pass --em-root)")
+    if "resunet" in tasks:
+        require_data(args.em_root, "the ISBI 2012 EM stack (or pass --em-root)")
     if "pdvnet" in tasks:
-        if not PROSTATE_IMAGE.is_file() or not PROSTATE_LABEL.is_file():
-            raise SystemExit(f"{PROSTATE_IMAGE.parent}: prostate phantom volume not found")
+        require_data(PROSTATE_IMAGE, "the pyradiomics prostate phantom volume")
+        require_data(PROSTATE_LABEL, "the pyradiomics prostate phantom labels")
         write_prostate_halves(Path(args.out) / "prostate_halves")
     console = Console()
     rows: list[dict[str, Any]] = []
@@ -392,13 +393,14 @@ def main() -> None:
     per_class = [{"model": r["model"], **r["dice_per_class"]} for r in rows if "dice_per_class" in r]
     if per_class:
         markdown += "\n\nPDV-Net task, validation half, Dice per label:\n\n" + markdown_table(per_class)
-    print(
-        f"\nVolumetric nets vs MONAI UNet (3D), {args.minutes} min training budget per run "
+    title = (
+        f"Volumetric nets vs MONAI UNet (3D), {args.minutes} min training budget per run "
         f"(the epoch that crosses it finishes), best validation checkpoint; Dice per validation "
         f"volume (EM: cell interior; PDV-Net: mean over the 4 labels), HD95 mean over volumes, AP of "
-        f"the EM cells (seed map + watershed per section, min size {args.min_size} px):\n"
+        f"the EM cells (seed map + watershed per section, min size {args.min_size} px):"
     )
-    print(markdown)
+    print(f"\n{title}\n\n{markdown}")
+    publish("volumetric_train", f"{title}\n\n{markdown}", args.quick)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(markdown + "\n")

@@ -1,24 +1,51 @@
-"""Shared fixtures. Real data lives in ``../shared/data`` beside the checkout (never committed)."""
+"""Shared fixtures. Real data lives outside the repository (never committed): ``$MEDSEG_SHARED_DATA``,
+else ``shared/data`` in the checkout's parent folder (:mod:`medseg.testing`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+from medseg.testing import missing_data, shared_data_path, shared_data_root
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist (make test: -n 2) each worker gets its share of the cores, so that two
+    # workers with torch's default of one thread per core do not fight over them.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+@pytest.fixture()
+def shared_data() -> Path:
+    """The real-data folder itself (:func:`medseg.testing.shared_data_root`), or a skip when it is
+    absent. Prefer ``shared_dataset(...)``, which also skips when one data set is missing."""
+    root = shared_data_root()
+    reason = missing_data(root)
+    if reason is not None:
+        pytest.skip(reason)
+    return root
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """Path to ``../shared/data``; tests that use it skip when it is absent (a user's clone)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not beside this checkout")
-    return SHARED_DATA
+def shared_dataset() -> Callable[..., Path]:
+    """``shared_dataset("hc18_us")``: that real data set's folder, or a skip naming what is missing (a
+    fresh clone has none). Mark the test ``realdata``."""
+
+    def find(*parts: str) -> Path:
+        path = shared_data_path(*parts)
+        reason = missing_data(path)
+        if reason is not None:
+            pytest.skip(reason)
+        return path
+
+    return find
 
 
 @pytest.fixture(autouse=True)

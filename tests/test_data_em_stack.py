@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,8 @@ def test_em_stack_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.realdata
-def test_em_stack_reads_isbi2012(shared_data: Path) -> None:
-    src = sources.build("em_stack", root=shared_data / "em_isbi2012", chunks=[[0, 20], [20, 30]])
+def test_em_stack_reads_isbi2012(shared_dataset: Callable[..., Path]) -> None:
+    src = sources.build("em_stack", root=shared_dataset("em_isbi2012"), chunks=[[0, 20], [20, 30]])
     (sample,) = src.load_case("z20-29")
     assert sample.image.shape == (1, 10, 512, 512)
     assert sample.spacing == pytest.approx((50e-6, 4e-6, 4e-6))

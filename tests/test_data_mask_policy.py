@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -128,15 +129,15 @@ def test_read_binary_mask_from_nifti_and_png(tmp_path: Path) -> None:
 
 
 @pytest.mark.realdata
-def test_real_mask_files_pass_the_policy(shared_data: Path) -> None:
+def test_real_mask_files_pass_the_policy(shared_dataset: Callable[..., Path]) -> None:
     """One mask of every real 2D data set reads as a non-empty {0, 1} mask."""
     files = [
-        next((shared_data / "lgg_mri" / "kaggle_3m").glob("*/*_1[0-9]_mask.tif")),
-        next((shared_data / "hc18_us" / "training_set").glob("*_Annotation.png")),
-        next((shared_data / "busi_us" / "masks").iterdir()),
-        next((shared_data / "drive_retina" / "DRIVE" / "test" / "2nd_manual").iterdir()),
-        next((shared_data / "drive_retina" / "DRIVE" / "training" / "1st_manual").iterdir()),
-        next((shared_data / "em_isbi2012" / "label").iterdir()),
+        next(shared_dataset("lgg_mri", "kaggle_3m").glob("*/*_1[0-9]_mask.tif")),
+        next(shared_dataset("hc18_us", "training_set").glob("*_Annotation.png")),
+        next(shared_dataset("busi_us", "masks").iterdir()),
+        next(shared_dataset("drive_retina", "DRIVE", "test", "2nd_manual").iterdir()),
+        next(shared_dataset("drive_retina", "DRIVE", "training", "1st_manual").iterdir()),
+        next(shared_dataset("em_isbi2012", "label").iterdir()),
     ]
     for path in files:
         mask = read_mask_2d(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -335,8 +336,8 @@ def test_phantom_source() -> None:
 
 # ---------------------------------------------------------------- real data (1–2 cases each)
 @pytest.mark.realdata
-def test_real_lgg_one_patient(shared_data: Path) -> None:
-    src = sources.build("lgg", root=shared_data / "lgg_mri" / "kaggle_3m")
+def test_real_lgg_one_patient(shared_dataset: Callable[..., Path]) -> None:
+    src = sources.build("lgg", root=shared_dataset("lgg_mri", "kaggle_3m"))
     ids = src.case_ids()
     assert len(ids) == 30 and all(i.startswith("TCGA_") for i in ids)
     (s,) = src.load_case(ids[0])
@@ -346,8 +347,8 @@ def test_real_lgg_one_patient(shared_data: Path) -> None:
 
 
 @pytest.mark.realdata
-def test_real_hc18(shared_data: Path) -> None:
-    src = sources.build("hc18", root=shared_data / "hc18_us")
+def test_real_hc18(shared_dataset: Callable[..., Path]) -> None:
+    src = sources.build("hc18", root=shared_dataset("hc18_us"))
     (s,) = src.load_case("000")
     assert s.spacing == pytest.approx((0.069135804, 0.069135804))
     assert s.image.shape == (1, 540, 800) and 0 < s.masks["expert"].mean() < 1
@@ -358,8 +359,8 @@ def test_real_hc18(shared_data: Path) -> None:
 
 
 @pytest.mark.realdata
-def test_real_busi(shared_data: Path) -> None:
-    src = sources.build("busi", root=shared_data / "busi_us")
+def test_real_busi(shared_dataset: Callable[..., Path]) -> None:
+    src = sources.build("busi", root=shared_dataset("busi_us"))
     ids = src.case_ids()
     assert len(ids) == 120 and any(" (" in i for i in ids)
     (s,) = src.load_case(next(i for i in ids if i.startswith("malignant")))
@@ -367,8 +368,8 @@ def test_real_busi(shared_data: Path) -> None:
 
 
 @pytest.mark.realdata
-def test_real_drive_test_two_annotators(shared_data: Path) -> None:
-    src = sources.build("drive", root=shared_data / "drive_retina", subset="test")
+def test_real_drive_test_two_annotators(shared_dataset: Callable[..., Path]) -> None:
+    src = sources.build("drive", root=shared_dataset("drive_retina"), subset="test")
     assert len(src.case_ids()) == 10
     (s,) = src.load_case("test_01")
     assert s.image.shape == (3, 584, 565)
@@ -379,8 +380,8 @@ def test_real_drive_test_two_annotators(shared_data: Path) -> None:
 
 
 @pytest.mark.realdata
-def test_real_volumes_3d_folder(shared_data: Path) -> None:
-    root = shared_data / "volumes_3d"
+def test_real_volumes_3d_folder(shared_dataset: Callable[..., Path]) -> None:
+    root = shared_dataset("volumes_3d")
     src = sources.build("folder", root=root, images="*_image.nrrd", masks="*_label.nrrd")
     assert src.case_ids() == ["brain1", "brain2", "breast1"]
     (s,) = src.load_case("breast1")

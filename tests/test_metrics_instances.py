@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -306,8 +307,8 @@ def test_evaluate_instance_files_names_bad_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.realdata
-def test_lucchi_matches_mitoem_evaluator(shared_data: Path) -> None:
-    folder = shared_data / "em_lucchi_instances"
+def test_lucchi_matches_mitoem_evaluator(shared_dataset: Callable[..., Path]) -> None:
+    folder = shared_dataset("em_lucchi_instances")
     res = instance_ap(
         read_instance_volume(folder / "lucchi_pred_UNet_label_test.h5"),
         read_instance_volume(folder / "lucchi_gt_test.h5"),

@@ -1,5 +1,6 @@
-"""Slow runs on the real data in ../shared/data (deselected by default: ``pytest -m slow``)."""
+"""Slow runs on the real data (``$MEDSEG_SHARED_DATA``; deselected by default: ``pytest -m slow``)."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,11 +10,11 @@ from medseg.config import load_config
 from medseg.engine.evaluate import evaluate_checkpoint
 from medseg.engine.train import train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
 
-def test_lgg_short_training_and_evaluation(shared_data: Path, tmp_path: Path) -> None:
-    root = shared_data / "lgg_mri" / "kaggle_3m"
+def test_lgg_short_training_and_evaluation(shared_dataset: Callable[..., Path], tmp_path: Path) -> None:
+    root = shared_dataset("lgg_mri", "kaggle_3m")
     patients = sorted(p.name for p in root.iterdir() if p.is_dir())[:6]
     cfg = load_config(
         None,

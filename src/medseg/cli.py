@@ -28,9 +28,26 @@ app.add_typer(export_app, name="export")
 console = Console()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from medseg.about import version_text
+
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     debug: Annotated[bool, typer.Option("--debug", help="show the full traceback of an error")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="print the version (and the git commit of a checkout) and exit",
+        ),
+    ] = False,
 ) -> None:
     """medseg: medical image segmentation."""
 
@@ -207,7 +224,7 @@ def evaluate(
 ) -> None:
     """Score a checkpoint on its test/val data, or score --pred against --gt made by any tool.
 
-    Masks are read by the mask policy (README "Input checks"): {0,1}, {0,255} or {0,k}; a
+    Masks are read by the mask policy (docs: "Your data"): {0,1}, {0,255} or {0,k}; a
     multi-label map needs --label K or --labels all; the prediction must lie on the ground
     truth's grid (shape, spacing, origin, direction) unless --resample-pred.
     """

@@ -155,8 +155,9 @@ class AdaptiveFocalLoss(_AnnotatorMixin, nn.Module):
         ks: dilation kernel size (OpenCV anchor).
         theta: θ, constant factor of the focal term (0.5).
         detach_gamma: γ is a constant for autograd (the reference computes it with ``.item()``).
-        expert, others: as in :class:`AGBCELoss`; with several others y_std is all of them (hard
-            where any disagree, variability = mean over them).
+        expert: the target annotator, as in :class:`AGBCELoss`.
+        others: the other annotators, as in :class:`AGBCELoss`; with several, y_std is all of them
+            (hard where any disagree, variability = mean over them).
         eps: ε in log(p_t + ε) (1e-6, computed stably from the logits).
 
     Fallback: with no other annotator, y_std is taken equal to the target (empty hard region,

@@ -629,8 +629,8 @@ def evaluate_instance_files(
     ``key`` is the HDF5 dataset of both files. Returns the ``ap.json`` content.
 
     Raises:
-        DataError naming the file for unreadable files and invalid labels, and naming both files for
-        a shape mismatch.
+        DataError: naming the file for unreadable files and invalid labels, and naming both files
+            for a shape mismatch.
     """
     pred = _as_labels(read_instance_volume(pred_path, key), "pred", pred_path)
     gt = _as_labels(read_instance_volume(gt_path, key), "gt", gt_path)
