@@ -17,7 +17,6 @@ from medseg.metrics.evaluation import (
     CaseDice,
     SegmentationMetrics,
     case_reason,
-    class_columns,
     summarize_table,
     unusable_reason,
     usable_values,
@@ -94,16 +93,20 @@ def test_rows_without_patients_have_no_patient_level() -> None:
     assert tables.per_patient.empty and "per_patient" not in tables.summary
 
 
-def test_multi_class_columns_and_class_mean() -> None:
+def test_multi_class_rows_and_the_class_mean() -> None:
     gt = np.zeros((6, 6), np.uint8)
     gt[1:3, 1:3], gt[3:5, 3:5] = 1, 2
     pred = gt.copy()
-    pred[3:5, 3:5] = 0  # class 2 missed
+    pred[3:5, 3:5] = 0  # class 2 missed: Dice 0 (counts), no HD95 (empty prediction)
     metrics = SegmentationMetrics(num_classes=3, workers=1)
     row = metrics(pred, gt, (1.0, 1.0), case="c")
-    assert row["dice_c1"] == 1.0 and row["dice_c2"] == 0.0 and row["dice"] == 0.5
+    assert row["dice"] == 0.5 and row["hd95_mm"] == 0.0  # HD95 of class 1 alone
     assert not row["empty_gt"] and not row["empty_pred"]
-    assert class_columns(pd.DataFrame([row]))[:2] == ["dice_c1", "iou_c1"]
+    tables = metrics.aggregate()
+    assert tables.per_class is not None and list(tables.per_class["class_index"]) == [1, 2]
+    assert list(tables.per_class["dice"]) == [1.0, 0.0]
+    assert list(tables.per_class["note"]) == ["", "empty prediction"]
+    assert tables.summary["per_class"]["label 2"]["hd95_mm"] == {"n": 0}
     with pytest.raises(ValueError, match="num_classes"):
         SegmentationMetrics(num_classes=1)
 

@@ -224,7 +224,7 @@ def test_validation_dice_is_the_mean_over_foreground_classes() -> None:
     assert dice4 == pytest.approx((6 / 7 + 1.0 + 1.0) / 3)
 
 
-def test_evaluation_has_per_class_columns_and_their_mean() -> None:
+def test_evaluation_has_per_class_rows_and_their_mean() -> None:
     gt, sample = _class_volume()
     result, predictions = evaluate_model(
         ClassFromIntensity(3),
@@ -236,14 +236,22 @@ def test_evaluation_has_per_class_columns_and_their_mean() -> None:
         False,
         window=SlidingWindow((4, 8, 8)),
     )
+    assert result.per_class is not None
+    classes = result.per_class.set_index("class_index")
+    assert list(classes["class_value"]) == [3, 5] and list(classes["class_name"]) == ["label 3", "label 5"]
+    assert classes.loc[1, "dice"] == pytest.approx(6 / 7) and classes.loc[2, "dice"] == pytest.approx(1.0)
+    assert classes.loc[2, "hd95_mm"] == pytest.approx(0.0) and classes.loc[1, "hd_mm"] == pytest.approx(2.0)
+    # volumes in mL: 4 slices of 8×8 voxels of 2 × 0.5 × 0.5 mm³ for class 1 (the prediction: 3)
+    assert classes.loc[1, "volume_gt_ml"] == pytest.approx(4 * 64 * 0.5 / 1000)
+    assert classes.loc[1, "volume_pred_ml"] == pytest.approx(3 * 64 * 0.5 / 1000)
+    assert (result.per_class["level"] == "patient").all()  # no per-slice class rows
     patient = result.per_patient.iloc[0]
-    assert patient["dice_c1"] == pytest.approx(6 / 7) and patient["dice_c2"] == pytest.approx(1.0)
     assert patient["dice"] == pytest.approx((6 / 7 + 1.0) / 2)
-    assert patient["hd95_mm_c2"] == pytest.approx(0.0) and patient["hd_mm_c1"] == pytest.approx(2.0)
-    assert patient["hd95_mm"] == pytest.approx((patient["hd95_mm_c1"] + patient["hd95_mm_c2"]) / 2)
+    assert patient["hd95_mm"] == pytest.approx(classes["hd95_mm"].mean())
     assert set(np.unique(predictions["v"])) == {0, 1, 2}
-    assert len(result.per_case) == 6 and "dice_c2" in result.per_case
-    assert result.summary["per_patient"]["dice_c1"]["mean"] == pytest.approx(6 / 7)
+    assert len(result.per_case) == 6 and "dice_c2" not in result.per_case
+    assert result.summary["per_class"]["label 3"]["dice"]["mean"] == pytest.approx(6 / 7)
+    assert result.summary["over_classes"]["dice"]["mean"] == pytest.approx((6 / 7 + 1.0) / 2)
     assert result.summary["class_values"] == [0, 3, 5] and result.summary["num_classes"] == 3
     with pytest.raises(ValueError, match="microsegnet"):
         evaluate_model(
@@ -305,11 +313,13 @@ def test_multiclass_3d_training_evaluation_and_prediction(label_folder: Path, tm
     evaluation = evaluate_checkpoint(
         result.last_checkpoint, tmp_path / "eval", split="val", device="cpu", progress=False
     )
-    table = pd.read_csv(tmp_path / "eval" / "metrics.csv")
-    for column in ("dice", "dice_c1", "dice_c2", "hd95_mm_c1", "hd95_mm_c2"):
+    table = pd.read_csv(tmp_path / "eval" / "metrics_per_class.csv")
+    assert list(table["class_value"]) == [3, 5] and list(table["case"]) == ["b", "b"]
+    for column in ("dice", "iou", "hd95_mm", "nsd", "volume_pred_ml", "volume_gt_ml", "empty_gt"):
         assert column in table
     patient = evaluation.per_patient.iloc[0]
-    assert patient["dice"] == pytest.approx((patient["dice_c1"] + patient["dice_c2"]) / 2)
+    usable = table[~(table["empty_gt"] & table["empty_pred"])]
+    assert patient["dice"] == pytest.approx(usable["dice"].mean())
     assert (tmp_path / "eval" / "overlays.png").is_file()
 
     (predicted,) = predict_files(

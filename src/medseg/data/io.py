@@ -309,11 +309,12 @@ def write_volume(
     return path
 
 
-def write_image(path: str | Path, array2d: np.ndarray) -> Path:
+def write_image(path: str | Path, array2d: np.ndarray, label_map: bool = False) -> Path:
     """Write a 2D ``H×W`` (or ``H×W×3``) array as PNG/TIFF (by extension).
 
     Binary masks ({0,1}) are written as 0/255 so they are visible; other arrays must be uint8
-    or uint16 (or be convertible without loss), and are written as they are.
+    or uint16 (or be convertible without loss), and are written as they are. A ``label_map``
+    (class label values) is written as its values, {0, 1} included.
     """
     from PIL import Image
 
@@ -323,7 +324,13 @@ def write_image(path: str | Path, array2d: np.ndarray) -> Path:
         raise DataError(f"write_image needs H×W or H×W×3/4, got shape {arr.shape}", path)
     if file_format(path) != "2d":
         raise DataError("write_image writes 2D formats (PNG/TIFF); use write_volume", path)
-    if arr.dtype == bool or (
+    if label_map:
+        if arr.size and (arr.min() < 0 or arr.max() > 65535 or not np.array_equal(arr, np.round(arr))):
+            raise DataError(
+                f"write_image: label values in [{arr.min()}, {arr.max()}] do not fit uint16", path
+            )
+        arr = arr.astype(np.uint8 if arr.max(initial=0) <= 255 else np.uint16)
+    elif arr.dtype == bool or (
         arr.size and arr.min() >= 0 and arr.max() <= 1 and np.array_equal(arr, np.round(arr))
     ):
         arr = (arr > 0).astype(np.uint8) * 255

@@ -7,12 +7,12 @@ Two entry points:
   at their 3D spacing, which is the per-patient value);
 * :func:`evaluate_files` scores predictions made by any tool against ground-truth files.
 
-A multi-class model (``data.num_classes`` = K ≥ 2, 3D) is scored on its argmax label map, class by
-class: every metric of class c (the binary masks ``pred == c`` and ``gt == c``) is a column
-``<metric>_c<c>`` (``dice_c1``, ``hd95_mm_c1``, …, c = 1..K−1), and the plain column (``dice``,
-``hd95_mm``, …) is the mean over the foreground classes. ``empty_gt`` / ``empty_pred`` then mean no
-foreground of any class. The summary has the per-class columns too, and ``class_values`` (class
-index → label value) when known.
+A multi-class model (``data.num_classes`` = K ≥ 2, 2D or 3D) is scored on its argmax label map,
+class by class (:mod:`medseg.metrics.per_class`): ``metrics_per_class.csv`` has one row per case and
+foreground class (named after the data set's labels), ``metrics.csv`` one row per case with the
+mean over the classes by the empty-class rule, and the summary ``per_class``, ``over_classes`` and
+``class_values`` (class index → label value) when known. Label-map files scored with
+``labels="all"`` give the same tables.
 """
 
 from __future__ import annotations
@@ -31,24 +31,27 @@ from rich.progress import track
 from medseg.config import EvalConfig, save_config
 from medseg.data.io import IMAGE_2D_EXTS, ITK_EXTS, NIFTI_EXTS, strip_extension
 from medseg.data.loading import load_splits
-from medseg.data.pairs import read_mask_pair
+from medseg.data.pairs import MaskPair, read_mask_pair
 from medseg.data.plausibility import check_labels_present
 from medseg.data.sample import Sample, assign_keys
 from medseg.data.transforms import Intensity
 from medseg.engine.calibrate import CalibrationCollector, CalibrationOptions
 from medseg.engine.inference import (
     SlidingWindow,
+    class_index_to_value,
     load_model,
     resolve_device,
     sliding_window_from_config,
 )
-from medseg.engine.model_grid import on_model_grid, predict_classes_on_input, values_on_input
+from medseg.engine.model_grid import on_model_grid, values_on_input
+from medseg.engine.multiclass import evaluation_classes, predict_classes
 from medseg.engine.predict import predict_probabilities
 from medseg.errors import DataError
 from medseg.io_utils import write_csv_atomic
 from medseg.metrics import PROTOCOLS, microsegnet_protocol, summarize
 from medseg.metrics.evaluation import MetricTables, SegmentationMetrics, summarize_table, write_metric_tables
 from medseg.metrics.measurements import measurement_rows, summarize_measurements
+from medseg.metrics.per_class import ClassSpec, default_name
 from medseg.provenance import code_provenance, file_sha256
 from medseg.report.slices import CASE_SLICES_FILE, case_slice, write_case_slices
 
@@ -64,9 +67,11 @@ class EvaluationResult(MetricTables):
     measurements: pd.DataFrame | None = None
 
 
-def segmentation_metrics(cfg: EvalConfig, num_classes: int | None = None) -> SegmentationMetrics:
+def segmentation_metrics(
+    cfg: EvalConfig, num_classes: int | None = None, classes: Sequence[ClassSpec] | None = None
+) -> SegmentationMetrics:
     """The metrics object of ``cfg`` (HD95 definition, NSD tolerance); every core for 3D surfaces."""
-    return SegmentationMetrics(cfg.hd95_mode, cfg.nsd_tolerance_mm, num_classes, workers=-1)
+    return SegmentationMetrics(cfg.hd95_mode, cfg.nsd_tolerance_mm, num_classes, workers=-1, classes=classes)
 
 
 def evaluate_model(
@@ -104,13 +109,13 @@ def evaluate_model(
     if unknown:
         raise ValueError(f"unknown evaluation protocol(s) {unknown}; choose from {PROTOCOLS}")
     num_classes = model.num_classes
+    classes = None
     if num_classes is not None:
-        if window is None:
-            raise DataError("a multi-class model is evaluated on volumes by sliding window (3D only)")
         if "microsegnet" in cfg.protocols:
             raise ValueError("the microsegnet protocol is binary; drop it for a multi-class model")
+        classes = evaluation_classes(samples, num_classes)
 
-    metrics = segmentation_metrics(cfg, num_classes)
+    metrics = segmentation_metrics(cfg, num_classes, classes)
     predictions: dict[str, np.ndarray] = {}
     slices: dict[str, Any] = {}
     assign_keys(samples)
@@ -128,8 +133,9 @@ def evaluate_model(
             pred = values_on_input(probs, change) >= cfg.threshold
             gt = sample.target_mask.astype(bool)
         else:
-            assert window is not None
-            pred, _ = predict_classes_on_input(model, on_grid, intensity, device, window, num_classes, change)
+            pred, _ = predict_classes(
+                model, on_grid, image_size, intensity, device, num_classes, window, tta_flips, change
+            )
             gt = sample.target_mask
         key = sample.key
         predictions[key] = pred.astype(np.uint8)
@@ -137,7 +143,12 @@ def evaluate_model(
         labels = None if num_classes is None else list(range(1, num_classes))
         reference_hc = sample.meta.get("head_circumference_mm")
         measured += measurement_rows(report_key, pred, sample.spacing, gt, labels, reference_hc)
-        slices[report_key] = case_slice(sample.image, gt, pred, sample.spacing)
+        if classes is None:
+            slices[report_key] = case_slice(sample.image, gt, pred, sample.spacing)
+        else:  # the report colours each class: its slice keeps the label values
+            lut = [0, *(c.value for c in classes)]
+            shown_gt, shown_pred = class_index_to_value(gt, lut), class_index_to_value(pred, lut)
+            slices[report_key] = case_slice(sample.image, shown_gt, shown_pred, sample.spacing)
         if sample.ndim == 3:
             for z in range(gt.shape[0]):
                 metrics(
@@ -183,10 +194,12 @@ def evaluate_model(
     }
     if num_classes is not None:
         summary["num_classes"] = num_classes
-        summary["class_metric"] = "per foreground class on the argmax; plain columns: mean over classes"
-        values = {tuple(s.meta["class_values"]) for s in samples if s.meta.get("class_values") is not None}
-        if len(values) == 1:
-            summary["class_values"] = list(values.pop())
+        summary["class_metric"] = (
+            "per foreground class on the argmax (metrics_per_class.csv); metrics.csv: the mean over "
+            "the classes by the empty-class rule"
+        )
+        assert classes is not None
+        summary["class_values"] = [0, *(c.value for c in classes)]
     if "microsegnet_dice" in per_patient:
         summary["protocol_microsegnet"] = {
             "description": "official MicroSegNet test script: per slice, only slices where prediction and "
@@ -199,7 +212,15 @@ def evaluate_model(
         }
     measurements = pd.DataFrame(measured)
     summary["measurements"] = summarize_measurements(measurements)
-    return EvaluationResult(tables.per_case, per_patient, summary, slices, measurements), predictions
+    result = EvaluationResult(
+        tables.per_case,
+        per_patient,
+        summary,
+        per_class=tables.per_class,
+        case_slices=slices,
+        measurements=measurements,
+    )
+    return result, predictions
 
 
 def write_evaluation(result: EvaluationResult, out_dir: str | Path) -> tuple[Path, Path]:
@@ -268,9 +289,13 @@ def evaluate_files(
     2D formats carry no spacing: pass ``spacing`` (mm); without it they are an error, never a
     silent 1 mm. Masks are read by the mask policy (:mod:`medseg.data.mask_policy`) and the
     prediction must lie on the ground truth's grid (:mod:`medseg.data.pairs`): ``labels`` picks
-    the label(s) of a multi-label map (``[K]`` or ``"all"``: one row per label, column ``label``),
-    ``resample_pred`` resamples the prediction onto the ground-truth grid (nearest neighbour).
+    the label(s) of a multi-label map: ``[K]`` scores label K as a binary mask (case ``name#K``,
+    column ``label``); ``"all"`` scores every label value found in either file as a class, as a
+    multi-class model evaluation does (one row per case with the mean over the classes, one row per
+    case and class in ``per_class``, a class found in other cases only counting as absent from
+    both). ``resample_pred`` resamples the prediction onto the ground-truth grid (nearest neighbour).
     """
+    every_label = labels == "all"
     metrics = segmentation_metrics(cfg)
     slices = {}
     measured: list[dict[str, Any]] = []
@@ -282,20 +307,26 @@ def evaluate_files(
         use_spacing = tuple(spacing) if spacing is not None else read.spacing
         if use_spacing is None:
             raise DataError("the file carries no spacing; pass --spacing (mm per axis)", gt_path)
+        ndim = read.pairs[0].gt.ndim
+        if len(use_spacing) != ndim:
+            raise DataError(f"spacing {tuple(use_spacing)} does not match a {ndim}D mask", gt_path)
+        extra: dict[str, object] = {"missing_pred": missing}
+        extra["pred_path"] = "" if pred_path is None else str(pred_path)
+        extra["gt_path"] = str(gt_path)
+        if read.resampled:
+            extra["pred_resampled"] = True
+        if every_label:  # one case of classes: every label value a class (module docstring)
+            scored = [p for p in read.pairs if p.label is not None]
+            pairs = [(ClassSpec(None, p.label, default_name(p.label)), p.pred, p.gt) for p in scored]
+            metrics.add_classes(pairs, use_spacing, case=name, extra=extra)
+            gt_map, pred_map = _label_maps(scored, read.pairs[0].gt.shape)
+            slices[name] = case_slice(None, gt_map, pred_map, use_spacing)  # no image: masks only
+            measured += measurement_rows(name, pred_map, use_spacing, gt_map, [p.label for p in scored])
+            continue
         for pair in read.pairs:
-            if len(use_spacing) != pair.gt.ndim:
-                raise DataError(
-                    f"spacing {tuple(use_spacing)} does not match a {pair.gt.ndim}D mask", gt_path
-                )
             case = name if pair.label is None or labels is None else f"{name}#{pair.label}"
-            extra: dict[str, object] = {"missing_pred": missing}
-            if labels is not None:
-                extra["label"] = pair.label
-            extra["pred_path"] = "" if pred_path is None else str(pred_path)
-            extra["gt_path"] = str(gt_path)
-            if read.resampled:
-                extra["pred_resampled"] = True
-            metrics(pair.pred, pair.gt, use_spacing, case=case, extra=extra)
+            label_extra = extra if labels is None else {"missing_pred": missing, "label": pair.label, **extra}
+            metrics(pair.pred, pair.gt, use_spacing, case=case, extra=label_extra)
             slices[case] = case_slice(None, pair.gt, pair.pred, use_spacing)  # no image: masks only
             measured += measurement_rows(case, pair.pred, use_spacing, pair.gt, [1])
     if labels is not None and labels != "all":
@@ -308,7 +339,9 @@ def evaluate_files(
         "hd95_mode": tables.summary["hd95_mode"],
         "nsd_tolerance_mm": tables.summary["nsd_tolerance_mm"],
     }
-    if labels is not None:
+    if tables.per_class is not None:
+        summary.update({k: tables.summary[k] for k in ("per_class", "over_classes", "empty_class_rule")})
+    elif labels is not None:
         summary["per_label"] = {
             str(int(value)): summarize_table(group)
             for value, group in per_case.dropna(subset=["label"]).groupby("label")
@@ -321,9 +354,21 @@ def evaluate_files(
         per_case=tables.per_case,
         per_patient=tables.per_patient,
         summary=summary,
+        per_class=tables.per_class,
         case_slices=slices,
         measurements=measurements,
     )
+
+
+def _label_maps(pairs: Sequence[MaskPair], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The ground-truth and predicted label maps of per-label binary pairs (labels are disjoint)."""
+    values = [int(p.label) for p in pairs if p.label is not None]
+    dtype = np.uint8 if max(values, default=0) <= 255 else np.int32
+    gt, pred = np.zeros(shape, dtype), np.zeros(shape, dtype)
+    for pair, value in zip(pairs, values, strict=True):
+        gt[pair.gt > 0] = value
+        pred[pair.pred > 0] = value
+    return gt, pred
 
 
 def evaluate_checkpoint(
@@ -411,23 +456,33 @@ def save_overlays_for(
 ) -> Path:
     """Overlay grid of the slice with the largest GT area of each case (up to ``n_overlays``).
 
-    Contours in the figures' palette (:data:`~medseg.report.figures.OVERLAY_LEGEND`); where several
+    Contours in the figures' palette (:data:`~medseg.report.figures.OVERLAY_LEGEND`; a multi-class
+    case's classes each in its colour, :func:`~medseg.report.figures.class_legend`); where several
     annotators exist, the region where they disagree (the "hard" region of AG-BCE) is shaded.
     """
-    from medseg.report.figures import HARD_LEGEND, OVERLAY_LEGEND, OverlayPanel, save_overlay_grid
+    from medseg.report.figures import (
+        HARD_LEGEND,
+        OVERLAY_LEGEND,
+        OverlayPanel,
+        class_legend,
+        save_overlay_grid,
+    )
 
     panels = []
     any_hard = False
     assign_keys(samples)
+    num_classes = next((s.meta["num_classes"] for s in samples if s.meta.get("num_classes")), None)
+    classes = evaluation_classes(samples, int(num_classes)) if num_classes is not None else None
+    indices = None if classes is None else [c.index for c in classes]
     for sample in samples[:n_overlays]:
         key = sample.key
         pred, gt = predictions[key], sample.target_mask
-        if sample.meta.get("num_classes") is not None or pred.max(initial=0) > 1:
-            pred, gt = (pred > 0).astype(np.uint8), (gt > 0).astype(np.uint8)  # classes: foreground
+        if classes is None and pred.max(initial=0) > 1:
+            pred, gt = (pred > 0).astype(np.uint8), (gt > 0).astype(np.uint8)  # labels: foreground
         hard = annotator_disagreement(sample)
         any_hard = any_hard or hard is not None
         if sample.ndim == 3:
-            z = int(np.argmax(gt.reshape(gt.shape[0], -1).sum(1)))
+            z = int(np.argmax((gt > 0).reshape(gt.shape[0], -1).sum(1)))
             title = f"{sample.case_id} slice {z}"
             panels.append(
                 OverlayPanel(
@@ -437,11 +492,12 @@ def save_overlays_for(
                     sample.spacing[1:],
                     title,
                     None if hard is None else hard[z],
+                    indices,
                 )
             )
         else:
-            panels.append(OverlayPanel(sample.image, gt, pred, sample.spacing, key, hard))
-    legend = OVERLAY_LEGEND
+            panels.append(OverlayPanel(sample.image, gt, pred, sample.spacing, key, hard, indices))
+    legend = OVERLAY_LEGEND if classes is None else class_legend([c.name for c in classes])
     if any_hard:
         legend += f", {HARD_LEGEND}"
     return save_overlay_grid(panels, path, suptitle=legend)

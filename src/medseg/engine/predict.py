@@ -7,10 +7,11 @@ written mask keeps the input's affine / origin and spacing. A config with ``data
 or ``data.crop_nonzero`` crops and resamples each input like its training data and maps the
 prediction back onto the input's exact grid (:mod:`medseg.engine.model_grid`).
 
-Multi-class models (``data.num_classes`` = K ≥ 2, 3D path) have K softmax logit channels (the
-first K, :func:`~medseg.engine.inference.class_logits`); they predict the argmax label map,
-written with the label values of the training data (``class_values`` in the checkpoint, e.g.
-0/1/7/8/9) when known. The building blocks are :mod:`medseg.engine.inference`'s.
+Multi-class models (``data.num_classes`` = K ≥ 2, 2D or 3D) have K softmax logit channels (the
+first K, :func:`~medseg.engine.inference.class_logits`); they predict the argmax label map
+(:mod:`medseg.engine.multiclass`), written with the label values of the training data
+(``class_values`` in the checkpoint, e.g. 0/1/7/8/9) when known, a PNG as those values. The
+building blocks are :mod:`medseg.engine.inference`'s.
 """
 
 from __future__ import annotations
@@ -49,12 +50,8 @@ from medseg.engine.inference import (
     resolve_device,
     sliding_window_from_config,
 )
-from medseg.engine.model_grid import (
-    on_model_grid,
-    predict_classes_on_input,
-    uncertainty_on_input,
-    values_on_input,
-)
+from medseg.engine.model_grid import on_model_grid, uncertainty_on_input, values_on_input
+from medseg.engine.multiclass import predict_classes
 from medseg.engine.output_paths import (
     MEASUREMENTS_FILE,
     append_measurements,
@@ -262,9 +259,17 @@ def predict_files(
                 model, sample, cfg, torch_device, window, uncertainty, thr, class_values
             )
             mask, probs, maps = uncertainty_on_input(mask, maps, change, thr)
-        elif num_classes is not None and window is not None:
-            classes, probs = predict_classes_on_input(
-                model, sample, cfg.data.intensity, torch_device, window, num_classes, change
+        elif num_classes is not None:
+            classes, probs = predict_classes(
+                model,
+                sample,
+                cfg.data.image_size,
+                cfg.data.intensity,
+                torch_device,
+                num_classes,
+                window,
+                cfg.inference.tta_flips,
+                change,
             )
             mask = class_index_to_value(classes, class_values)
         else:
@@ -309,7 +314,10 @@ def predict_files(
                 prob_path = out / f"{base}_prob{_output_extension(path, 'prob')}"
                 write_volume(prob_path, probs.astype(np.float32), meta)
         else:
-            write_image(mask_path, mask * 255)
+            if num_classes is None:
+                write_image(mask_path, mask * 255)
+            else:
+                write_image(mask_path, mask, label_map=True)
             if save_probabilities:
                 prob_path = out / f"{base}_prob.npy"
                 with atomic_write(prob_path, "wb") as handle:
@@ -321,8 +329,9 @@ def predict_files(
             prob_path = map_paths["probability"]
         if save_overlays:
             overlay_path = out / f"{base}_overlay.png"
-            shown = mask if num_classes is None else (mask != 0).astype(np.uint8)
-            save_overlay(image, None, shown, overlay_path, spacing=spacing, title=stem)
+            values = None if num_classes is None else list(class_values or range(num_classes))[1:]
+            names = cfg.data.label_names[1:] if cfg.data.label_names and values else None
+            save_overlay(image, None, mask, overlay_path, spacing, stem, values, names)
         results.append(PredictedFile(path, mask_path, prob_path, overlay_path, map_paths))
     append_measurements(out / MEASUREMENTS_FILE, pd.DataFrame(measured))
     return results

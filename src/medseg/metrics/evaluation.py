@@ -5,24 +5,28 @@
 ground truth, keeps the row and returns it; :meth:`SegmentationMetrics.aggregate` returns the
 :class:`MetricTables`. :class:`CaseDice` accumulates the per-case Dice of training validation from
 overlap counts. Both use the one empty-mask policy of :mod:`medseg.metrics.functional`
-(:func:`dice_from_counts`), and :func:`unusable_reason` is the one rule for which values a report
-may average (a value the policy sets rather than measures is left out).
+(:func:`dice_from_counts`), and :func:`unusable_reason` (:mod:`medseg.metrics.usable`, re-exported
+here) is the one rule for which values a report may average (a value the policy sets rather than
+measures is left out).
 
 Rows of the per-case table carry the id keywords given to the call (``level``, ``case``, ``patient``,
 ``slice_index`` for a model evaluation; ``case`` alone for files), then the metrics, then ``extra``.
 The per-patient table is the ``level == "patient"`` rows when there are any (3D: the whole-volume
 metrics), else the mean of each patient's rows (2D sources with several images per patient).
 
-Multi-class (``num_classes`` = K ≥ 2): every metric of class c (masks ``pred == c``, ``gt == c``)
-is a column ``<metric>_c<c>``; the plain column is the mean over the foreground classes 1..K−1, and
-``empty_gt`` / ``empty_pred`` mean no foreground of any class.
+Multi-class (``num_classes`` = K ≥ 2, or label files scored label by label through
+:meth:`SegmentationMetrics.add_classes`): every foreground class is scored on its binary masks and
+kept as a row of the per-class table (:mod:`medseg.metrics.per_class`: ``metrics_per_class.csv``,
+one row per case and class, for every case but the slices of a volume). The case row holds the
+mean over the classes by the empty-class rule (:data:`~medseg.metrics.per_class.EMPTY_CLASS_RULE`),
+and ``empty_gt`` / ``empty_pred`` mean that no class has foreground there. The summary then has
+``per_class`` (one summary per class, by name), ``over_classes`` (the mean of the class means) and
+``empty_class_rule``.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,34 +38,44 @@ import pandas as pd
 from medseg.io_utils import write_csv_atomic, write_text_atomic
 from medseg.metrics.aggregate import summarize
 from medseg.metrics.functional import HDMode, compute_segmentation_metrics, dice_from_counts
+from medseg.metrics.per_class import (
+    PER_CLASS_FILE,
+    ClassSpec,
+    class_row,
+    class_specs,
+    complete_classes,
+    mask_sizes,
+    mean_over_classes,
+    summarize_classes,
+)
+from medseg.metrics.usable import (
+    FLAG_COLUMNS,
+    METRIC_NAMES,
+    SURFACE_METRICS,
+    case_reason,
+    unusable_reason,
+    usable_values,
+)
 
 __all__ = [
     "FLAG_COLUMNS",
     "METRICS_FILE",
     "METRIC_NAMES",
+    "PER_CLASS_FILE",
     "SUMMARY_FILE",
     "SURFACE_METRICS",
     "CaseDice",
     "MetricTables",
     "SegmentationMetrics",
     "case_reason",
-    "class_columns",
     "summarize_table",
     "unusable_reason",
     "usable_values",
     "write_metric_tables",
 ]
 
-# The metrics of every row, in table order (the keys of compute_segmentation_metrics but the flags).
-METRIC_NAMES = ("dice", "iou", "sensitivity", "specificity", "hd_mm", "hd95_mm", "assd_mm", "nsd")
-# Metrics that need both surfaces: with an empty mask their value is set by policy, not measured.
-SURFACE_METRICS = frozenset({"hd_mm", "hd95_mm", "assd_mm", "nsd"})
-FLAG_COLUMNS = ("empty_gt", "empty_pred")
 METRICS_FILE = "metrics.csv"  # both levels, column ``level``
 SUMMARY_FILE = "summary.json"
-_CLASS_COLUMN = re.compile(r"^(?P<metric>[a-z0-9_]+)_c(?P<index>\d+)$")
-# Reasons in the order the case-level note prefers them (most specific first).
-_REASONS = ("missing prediction", "both empty", "empty GT", "empty prediction", "no value")
 
 
 @dataclass
@@ -71,6 +85,7 @@ class MetricTables:
     per_case: pd.DataFrame  # one row per call but the patient-level ones
     per_patient: pd.DataFrame  # level == "patient" (empty when the rows have no ``patient``)
     summary: dict[str, Any]
+    per_class: pd.DataFrame | None = None  # multi-class: one row per case and class
 
     def table(self) -> pd.DataFrame:
         """Both levels in one frame, as written to ``metrics.csv``."""
@@ -80,6 +95,8 @@ class MetricTables:
 class SegmentationMetrics:
     """Per-case segmentation metrics in mm, accumulated into tables (see the module docstring).
 
+    ``num_classes`` = K makes a call score a class-index map class by class (classes 1..K−1;
+    ``classes`` gives their label values and names, :func:`~medseg.metrics.per_class.class_specs`).
     ``workers`` threads the surface-distance queries (-1: every core; bit-identical to one thread).
     """
 
@@ -89,28 +106,30 @@ class SegmentationMetrics:
         nsd_tolerance_mm: float = 1.0,
         num_classes: int | None = None,
         workers: int = -1,
+        classes: Sequence[ClassSpec] | None = None,
     ) -> None:
         if num_classes is not None and num_classes < 2:
             raise ValueError(f"num_classes must be None (binary) or >= 2, got {num_classes}")
+        if classes is not None and num_classes is None:
+            raise ValueError("classes need num_classes (a class-index map)")
         self.hd95_mode = hd95_mode
         self.nsd_tolerance_mm = nsd_tolerance_mm
         self.num_classes = num_classes
+        self.classes = (
+            list(classes)
+            if classes is not None
+            else (class_specs(num_classes) if num_classes is not None else None)
+        )
         self.workers = workers
         self.rows: list[dict[str, Any]] = []
+        # per case scored by class (but slices): its ids, spatial dims and class rows
+        self._class_cases: list[tuple[dict[str, Any], int, list[dict[str, Any]]]] = []
 
     def score(self, pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> dict[str, Any]:
         """The metrics of one prediction (binary mask, or class-index map) against its ground truth."""
-        if self.num_classes is None:
+        if self.classes is None:
             return self._binary(pred, gt, spacing)
-        row: dict[str, Any] = {}
-        per_class = [self._binary(pred == c, gt == c, spacing) for c in range(1, self.num_classes)]
-        for metric in METRIC_NAMES:
-            row[metric] = float(np.mean([m[metric] for m in per_class]))
-        row["empty_gt"] = not bool((gt > 0).any())
-        row["empty_pred"] = not bool((pred > 0).any())
-        for c, metrics in enumerate(per_class, start=1):
-            row.update({f"{k}_c{c}": v for k, v in metrics.items()})
-        return row
+        return self._score_classes(self._class_pairs(pred, gt), spacing)[0]
 
     def _binary(self, pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> dict[str, Any]:
         return compute_segmentation_metrics(
@@ -121,6 +140,21 @@ class SegmentationMetrics:
             nsd_tolerance_mm=self.nsd_tolerance_mm,
             workers=self.workers,
         )
+
+    def _class_pairs(
+        self, pred: np.ndarray, gt: np.ndarray
+    ) -> list[tuple[ClassSpec, np.ndarray, np.ndarray]]:
+        assert self.classes is not None
+        return [(spec, pred == spec.index, gt == spec.index) for spec in self.classes]
+
+    def _score_classes(
+        self, pairs: Sequence[tuple[ClassSpec, np.ndarray, np.ndarray]], spacing: Sequence[float]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        rows = [
+            class_row(spec, self._binary(pred, gt, spacing), mask_sizes(pred, gt, spacing))
+            for spec, pred, gt in pairs
+        ]
+        return mean_over_classes(rows, len(spacing)), rows
 
     def __call__(
         self,
@@ -133,17 +167,38 @@ class SegmentationMetrics:
     ) -> dict[str, Any]:
         """Score one case and keep its row: ``ids`` (e.g. ``level``, ``case``, ``patient``,
         ``slice_index``), the metrics, then ``extra`` (protocol values, paths, flags)."""
-        if "case" not in ids:
-            raise ValueError(f"a metric row needs a 'case' id, got ids {sorted(ids)}")
-        row = {**ids, **self.score(pred, gt, spacing), **(extra or {})}
+        if self.classes is not None:
+            return self.add_classes(self._class_pairs(pred, gt), spacing, extra=extra, **ids)
+        _check_ids(ids)
+        row = {**ids, **self._binary(pred, gt, spacing), **(extra or {})}
         self.rows.append(row)
+        return row
+
+    def add_classes(
+        self,
+        pairs: Sequence[tuple[ClassSpec, np.ndarray, np.ndarray]],
+        spacing: Sequence[float],
+        *,
+        extra: Mapping[str, Any] | None = None,
+        **ids: Any,
+    ) -> dict[str, Any]:
+        """Score one case given per class, ``(class, prediction mask, ground-truth mask)``, and keep
+        its row (the mean over the classes) and, unless ``level`` is ``"slice"``, its class rows. A
+        class missing here but scored in another case counts as absent from both masks."""
+        _check_ids(ids)
+        mean, class_rows = self._score_classes(pairs, spacing)
+        row = {**ids, **mean, **(extra or {})}
+        self.rows.append(row)
+        if ids.get("level") != "slice":
+            self._class_cases.append(({**ids, **(extra or {})}, len(spacing), class_rows))
         return row
 
     def reset(self) -> None:
         self.rows = []
+        self._class_cases = []
 
     def aggregate(self) -> MetricTables:
-        """Per-case and per-patient tables of the rows so far, and their summary."""
+        """Per-case, per-patient and per-class tables of the rows so far, and their summary."""
         if not self.rows:
             raise ValueError("nothing to aggregate: no case was scored")
         case_rows = [r for r in self.rows if r.get("level") != "patient"]
@@ -161,7 +216,16 @@ class SegmentationMetrics:
         summary["per_case"] = summarize_table(per_case)
         summary["hd95_mode"] = self.hd95_mode
         summary["nsd_tolerance_mm"] = self.nsd_tolerance_mm
-        return MetricTables(per_case, per_patient, summary)
+        per_class = None
+        if self._class_cases:
+            per_class = pd.DataFrame(complete_classes(self._class_cases))
+            summary.update(summarize_classes(per_class))
+        return MetricTables(per_case, per_patient, summary, per_class)
+
+
+def _check_ids(ids: Mapping[str, Any]) -> None:
+    if "case" not in ids:
+        raise ValueError(f"a metric row needs a 'case' id, got ids {sorted(ids)}")
 
 
 def _patient_means(per_case: pd.DataFrame) -> pd.DataFrame:
@@ -177,21 +241,12 @@ def _patient_means(per_case: pd.DataFrame) -> pd.DataFrame:
     return per_patient
 
 
-def class_columns(table: pd.DataFrame) -> list[str]:
-    """Per-class metric columns (``dice_c1``, …) in class order, then metric order."""
-    found = [(int(m["index"]), m["metric"], c) for c in table.columns if (m := _CLASS_COLUMN.match(str(c)))]
-    order = {metric: i for i, metric in enumerate(METRIC_NAMES)}
-    return [c for i, metric, c in sorted(found, key=lambda t: (t[0], order.get(t[1], 99))) if metric in order]
-
-
 def summarize_table(table: pd.DataFrame) -> dict[str, Any]:
     """Mean, median, std and bootstrap 95% CI per metric, plus the empty-mask counts."""
     out: dict[str, Any] = {"n": len(table)}
     for metric in METRIC_NAMES:
         if metric in table:
             out[metric] = summarize(table[metric].to_numpy(dtype=float))
-    for column in class_columns(table):  # multi-class: dice_c1, hd95_mm_c1, …
-        out[column] = summarize(table[column].to_numpy(dtype=float))
     for flag in FLAG_COLUMNS:
         if flag in table:
             out[f"n_{flag}"] = int(table[flag].sum())
@@ -199,11 +254,14 @@ def summarize_table(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def write_metric_tables(tables: MetricTables, out_dir: str | Path) -> tuple[Path, Path]:
-    """``metrics.csv`` (both levels) and ``summary.json`` in ``out_dir``."""
+    """``metrics.csv`` (both levels) and ``summary.json`` in ``out_dir``, and ``metrics_per_class.csv``
+    when the tables have classes (each written atomically)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / METRICS_FILE
     write_csv_atomic(csv_path, tables.table(), index=False, float_format="%.6f")
+    if tables.per_class is not None and not tables.per_class.empty:
+        write_csv_atomic(out / PER_CLASS_FILE, tables.per_class, index=False, float_format="%.6f")
     json_path = out / SUMMARY_FILE
     write_text_atomic(json_path, json.dumps(tables.summary, indent=2, default=_json_default))
     return csv_path, json_path
@@ -249,51 +307,3 @@ class CaseDice:
         values = [dice_from_counts(inter, total) for inter, total in self._counts.values()]
         values += [score for _, score in self._scores]
         return float(np.mean(values)) if values else float("nan")
-
-
-# --- the usable-value policy ------------------------------------------------------------------
-
-
-def _flag(row: Mapping[str, Any], name: str) -> bool:
-    """A boolean column as read back from a CSV (``True`` / ``"True"``; NaN or missing: False)."""
-    value = row.get(name, False)
-    if isinstance(value, str):
-        return value.strip().lower() == "true"
-    return (
-        bool(value) if value is not None and not (isinstance(value, float) and math.isnan(value)) else False
-    )
-
-
-def unusable_reason(row: Mapping[str, Any], metric: str) -> str | None:
-    """Why ``row`` has no usable value of ``metric`` (``None``: usable).
-
-    A missing prediction, or a value that only the empty-mask policy sets: both masks empty
-    (every metric but specificity), an empty ground truth (sensitivity and the surface metrics),
-    an empty prediction (the surface metrics). Dice 0 for one empty mask is a real value and kept.
-    """
-    if _flag(row, "missing_pred"):
-        return "missing prediction"
-    value = row.get(metric)
-    if value is None or not math.isfinite(float(value)):
-        return "no value"
-    empty_gt, empty_pred = _flag(row, "empty_gt"), _flag(row, "empty_pred")
-    if metric == "specificity":
-        return None
-    if empty_gt and empty_pred:
-        return "both empty"
-    if empty_gt and (metric in SURFACE_METRICS or metric == "sensitivity"):
-        return "empty GT"
-    if empty_pred and metric in SURFACE_METRICS:
-        return "empty prediction"
-    return None
-
-
-def case_reason(row: Mapping[str, Any]) -> str:
-    """The case-level note: the most specific reason any metric of ``row`` is unusable ('' if none)."""
-    reasons = {unusable_reason(row, m) for m in METRIC_NAMES if m in row}
-    return next((reason for reason in _REASONS if reason in reasons), "")
-
-
-def usable_values(rows: Sequence[Mapping[str, Any]], metric: str) -> np.ndarray:
-    """The usable values of ``metric`` among ``rows``, in row order."""
-    return np.asarray([float(r[metric]) for r in rows if unusable_reason(r, metric) is None])

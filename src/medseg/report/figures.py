@@ -9,7 +9,9 @@
 
 Training curves are one plotter (:func:`training_figure`) shown in several views. Contours: ground
 truth sky blue, prediction vermillion, both on one pixel yellow; annotator disagreement is shaded
-reddish purple. Pixel spacing sets the aspect ratio, so anisotropic images are not distorted.
+reddish purple. Multi-class overlays give each class its own colour (:func:`class_rgb`: the
+Okabe–Ito colours, then matplotlib's tab20): the prediction filled, the ground truth outlined.
+Pixel spacing sets the aspect ratio, so anisotropic images are not distorted.
 """
 
 from __future__ import annotations
@@ -47,6 +49,41 @@ OVERLAY_LEGEND = "ground truth: blue, prediction: vermillion"
 HARD_LEGEND = "annotators disagree: purple"
 
 
+# One colour per foreground class, in class order: the seven Okabe–Ito colours that show on a
+# grey image (black left out), then tab20.
+CLASS_RGB = (
+    (0xE6, 0x9F, 0x00),  # orange
+    (0x56, 0xB4, 0xE9),  # sky blue
+    (0x00, 0x9E, 0x73),  # bluish green
+    (0xF0, 0xE4, 0x42),  # yellow
+    (0x00, 0x72, 0xB2),  # blue
+    (0xD5, 0x5E, 0x00),  # vermillion
+    (0xCC, 0x79, 0xA7),  # reddish purple
+)
+CLASS_FILL_ALPHA = 0.45  # opacity of the predicted class over the image
+CLASS_LEGEND = "prediction: filled, ground truth: outline, one colour per class"
+
+
+def class_legend(names: Sequence[str]) -> str:
+    """The legend of a multi-class overlay figure: each class name with its colour's name."""
+    words = ("orange", "sky blue", "green", "yellow", "blue", "vermillion", "purple")
+    shown = [
+        f"{name}: {words[i] if i < len(words) else f'tab20 #{i - len(words)}'}"
+        for i, name in enumerate(names)
+    ]
+    return ", ".join(shown) + "; ground truth solid, prediction dashed"
+
+
+def class_rgb(position: int) -> tuple[int, int, int]:
+    """The colour of the foreground class at ``position`` (0 = the first foreground class)."""
+    if position < 0:
+        raise ValueError(f"class position must be >= 0, got {position}")
+    if position < len(CLASS_RGB):
+        return CLASS_RGB[position]
+    r, g, b = plt.get_cmap("tab20")((position - len(CLASS_RGB)) % 20)[:3]
+    return (round(r * 255), round(g * 255), round(b * 255))
+
+
 def hex_color(rgb: Sequence[int]) -> str:
     """``(r, g, b)`` in 0..255 → ``#RRGGBB``."""
     return "#" + "".join(f"{v:02X}" for v in rgb)
@@ -77,19 +114,31 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
     return mask & ~binary_erosion(mask, iterations=2, border_value=0)
 
 
-def overlay_png(item: CaseSlice, size: int = 224) -> bytes:
+def _resized_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A label map resized to PIL ``shape`` (w, h) by nearest neighbour, values kept."""
+    return np.asarray(
+        Image.fromarray(np.asarray(labels, dtype=np.int32)).resize(shape, Image.Resampling.NEAREST)
+    )
+
+
+def overlay_png(item: CaseSlice, size: int = 224, classes: Sequence[int] | None = None) -> bytes:
     """The slice with ground-truth and prediction contours; pixel spacing sets the aspect ratio.
 
     The longer physical side is ``size`` pixels. Colours: :data:`GT_RGB`, :data:`PRED_RGB`, and
-    :data:`BOTH_RGB` where the two contours meet. The PNG has a 256-colour palette.
+    :data:`BOTH_RGB` where the two contours meet. The PNG has a 256-colour palette. ``classes``
+    (the label values of a multi-class result, in class order) colours each class instead
+    (:func:`class_overlay`).
     """
     height_mm = item.gt.shape[0] * item.spacing[0]
     width_mm = item.gt.shape[1] * item.spacing[1]
     scale = size / max(height_mm, width_mm)
     shape = (max(1, round(width_mm * scale)), max(1, round(height_mm * scale)))  # PIL: (w, h)
     image = Image.fromarray(np.asarray(item.image, dtype=np.uint8)).resize(shape, Image.Resampling.BILINEAR)
-    gt = np.asarray(Image.fromarray(item.gt * 255).resize(shape, Image.Resampling.NEAREST)) > 0
-    pred = np.asarray(Image.fromarray(item.pred * 255).resize(shape, Image.Resampling.NEAREST)) > 0
+    if classes is not None:
+        gt_labels, pred_labels = _resized_labels(item.gt, shape), _resized_labels(item.pred, shape)
+        return class_overlay(np.asarray(image), gt_labels, pred_labels, classes)
+    gt = _resized_labels(item.gt, shape) > 0
+    pred = _resized_labels(item.pred, shape) > 0
     gt_edge, pred_edge = _boundary(gt), _boundary(pred)
     pixels = np.asarray(image)
     # a palette PNG: 252 image colours (a gray ramp, or the RGB image's median-cut palette) and the
@@ -111,6 +160,28 @@ def overlay_png(item: CaseSlice, size: int = 224) -> bytes:
     out_image.putpalette([*palette, *GT_RGB, *PRED_RGB, *BOTH_RGB, 0, 0, 0])
     buffer = io.BytesIO()
     out_image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def class_overlay(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, classes: Sequence[int]) -> bytes:
+    """A multi-class overlay as palette PNG bytes: each predicted class filled in its colour
+    (:func:`class_rgb`, opacity :data:`CLASS_FILL_ALPHA`), each ground-truth class outlined in it.
+    ``image`` is uint8 H×W (grey) or H×W×3; ``gt`` / ``pred`` hold label values; a value outside
+    ``classes`` is drawn in the colour after the last class."""
+    rgb = np.asarray(image, dtype=np.float64)
+    rgb = np.repeat(rgb[..., None], 3, axis=-1) if rgb.ndim == 2 else rgb[..., :3].copy()
+    colours = {int(v): np.asarray(class_rgb(i), dtype=np.float64) for i, v in enumerate(classes)}
+    unknown = np.asarray(class_rgb(len(classes)), dtype=np.float64)
+    for value in sorted(set(np.unique(pred).tolist()) - {0}):
+        region = pred == value
+        colour = colours.get(int(value), unknown)
+        rgb[region] = (1 - CLASS_FILL_ALPHA) * rgb[region] + CLASS_FILL_ALPHA * colour
+    for value in sorted(set(np.unique(gt).tolist()) - {0}):
+        rgb[_boundary(gt == value)] = colours.get(int(value), unknown)
+    composed = Image.fromarray(np.round(rgb).astype(np.uint8))
+    quantized = composed.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    buffer = io.BytesIO()
+    quantized.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
 
 
@@ -302,6 +373,9 @@ class OverlayPanel:
     spacing: Sequence[float] = (1.0, 1.0)
     title: str = ""
     hard: np.ndarray | None = None  # annotator disagreement (expert XOR non-expert), shaded
+    # multi-class: the label values of the classes, in class order (gt / pred are label maps);
+    # each class gets its colour, ground truth solid, prediction dashed
+    classes: Sequence[int] | None = None
 
 
 def _display_image(image: np.ndarray) -> np.ndarray:
@@ -320,9 +394,19 @@ def _draw(ax: plt.Axes, panel: OverlayPanel) -> None:
         shade = np.zeros((*np.asarray(panel.hard).shape, 4))
         shade[np.asarray(panel.hard, dtype=bool)] = HARD_RGBA
         ax.imshow(shade, aspect=sy / sx, interpolation="nearest")
-    for mask, color in ((panel.gt, GT_COLOR), (panel.pred, PRED_COLOR)):
+    if panel.classes is None:
+        contours = [(panel.gt, GT_COLOR, "solid"), (panel.pred, PRED_COLOR, "solid")]
+    else:
+        contours = [
+            (None if labels is None else np.asarray(labels) == value, hex_color(class_rgb(i)), style)
+            for i, value in enumerate(panel.classes)
+            for labels, style in ((panel.gt, "solid"), (panel.pred, "dashed"))
+        ]
+    for mask, color, style in contours:
         if mask is not None and np.any(mask) and not np.all(mask):
-            ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors=[color], linewidths=1.4)
+            ax.contour(
+                np.asarray(mask, dtype=float), levels=[0.5], colors=[color], linewidths=1.4, linestyles=style
+            )
     ax.set_title(panel.title, fontsize=9)
     ax.axis("off")
 
@@ -359,17 +443,30 @@ def save_overlay(
     path: str | Path,
     spacing: Sequence[float] = (1.0, 1.0),
     title: str = "",
+    classes: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Path:
-    """One overlay; for a volume (``C×D×H×W`` image) the slice with the largest mask is shown."""
+    """One overlay; for a volume (``C×D×H×W`` image) the slice with the largest mask is shown.
+
+    ``classes`` (label values) draws a label map's classes each in its colour, named in the legend
+    by ``class_names`` (default ``label <value>``)."""
     image = np.asarray(image)
     if image.ndim == 4:
         reference = pred if pred is not None else gt
-        z = int(np.argmax(reference.reshape(reference.shape[0], -1).sum(1))) if reference is not None else 0
+        z = (
+            int(np.argmax((reference > 0).reshape(reference.shape[0], -1).sum(1)))
+            if reference is not None
+            else 0
+        )
         image = image[:, z]
         gt = None if gt is None else gt[z]
         pred = None if pred is None else pred[z]
         title = f"{title} (slice {z})"
-    return save_overlay_grid([OverlayPanel(image, gt, pred, spacing, title)], path, columns=1)
+    panel = OverlayPanel(image, gt, pred, spacing, title, classes=classes)
+    legend = OVERLAY_LEGEND
+    if classes is not None:
+        legend = class_legend(class_names or [f"label {v}" for v in classes])
+    return save_overlay_grid([panel], path, columns=1, suptitle=legend)
 
 
 def _grid(n: int, columns: int, size: tuple[float, float]) -> tuple[plt.Figure, np.ndarray]:

@@ -10,7 +10,8 @@ case stores the same slice, and the report's side-by-side comparison shows like 
 File layout (``numpy.savez_compressed``): ``cases`` (the case names, in the order of the other
 arrays), ``slice_index`` (int, −1 for a 2D case), ``has_image`` (bool: False when only masks were
 available, e.g. ``medseg evaluate --pred/--gt``), and per case i ``image_i`` (uint8, H×W or H×W×3,
-1st–99th percentile window), ``gt_i`` / ``pred_i`` (uint8 {0, 1}) and ``spacing_i`` (mm, (sy, sx)).
+1st–99th percentile window), ``gt_i`` / ``pred_i`` (the label values: uint8 {0, 1} for a binary
+mask, a multi-class case's label values, uint16 when one exceeds 255) and ``spacing_i`` (mm, (sy, sx)).
 Volumes add ``shared_index`` (int per case, −1 for 2D) and ``shared_image_i`` / ``shared_gt_i`` /
 ``shared_pred_i``; files without them (older evaluations) still read.
 """
@@ -35,8 +36,8 @@ class CaseSlice:
     """The 2D slice of one case shown in the report."""
 
     image: np.ndarray  # uint8 H×W (or H×W×3)
-    gt: np.ndarray  # uint8 {0, 1}
-    pred: np.ndarray  # uint8 {0, 1}
+    gt: np.ndarray  # label values: uint8 {0, 1} for binary masks (module docstring)
+    pred: np.ndarray
     spacing: tuple[float, float]
     slice_index: int = -1  # −1: a 2D case
     has_image: bool = True
@@ -48,11 +49,13 @@ class CaseSlice:
 
 
 def most_error_slice(gt: np.ndarray, pred: np.ndarray) -> int:
-    """Index along axis 0 of the slice with the largest ``|gt xor pred|`` (see module docstring)."""
-    gt, pred = np.asarray(gt) > 0, np.asarray(pred) > 0
+    """Index along axis 0 of the slice with the largest ``|gt xor pred|`` (label maps: the voxels
+    whose labels differ; see module docstring)."""
+    gt, pred = np.asarray(gt), np.asarray(pred)
     if gt.shape != pred.shape or gt.ndim != 3:
         raise ValueError(f"most_error_slice needs two D×H×W masks of one shape: {gt.shape}, {pred.shape}")
-    for mask in (gt ^ pred, gt, pred):
+    error = gt.astype(np.int64) != pred.astype(np.int64)
+    for mask in (error, gt > 0, pred > 0):
         per_slice = mask.reshape(mask.shape[0], -1).sum(1)
         if per_slice.max(initial=0) > 0:
             return int(np.argmax(per_slice))
@@ -85,9 +88,10 @@ def case_slice(
 ) -> CaseSlice:
     """The report slice of one case.
 
-    ``gt`` / ``pred`` are H×W or D×H×W masks (non-zero = foreground: a class map shows all classes
-    as foreground); ``image`` is C×H×W / C×D×H×W (or H×W / D×H×W), or ``None`` when no image exists
-    (a black background is stored). ``spacing`` is in the masks' axis order.
+    ``gt`` / ``pred`` are H×W or D×H×W masks (bool or {0, 1}) or label maps (label values ≥ 0,
+    kept so that the report can colour each class); ``image`` is C×H×W / C×D×H×W (or H×W /
+    D×H×W), or ``None`` when no image exists (a black background is stored). ``spacing`` is in the
+    masks' axis order.
     """
     gt, pred = np.asarray(gt), np.asarray(pred)
     if gt.shape != pred.shape:
@@ -119,12 +123,22 @@ def _slice_at(
             raise ValueError(f"image {shown.shape[:2]} and masks {gt.shape} differ in shape")
     return CaseSlice(
         image=shown,
-        gt=(gt > 0).astype(np.uint8),
-        pred=(pred > 0).astype(np.uint8),
+        gt=label_values(gt),
+        pred=label_values(pred),
         spacing=(float(spacing[-2]), float(spacing[-1])),
         slice_index=z,
         has_image=image is not None,
     )
+
+
+def label_values(mask: np.ndarray) -> np.ndarray:
+    """A mask or label map as stored: uint8 (bool → {0, 1}), uint16 when a label exceeds 255."""
+    mask = np.asarray(mask)
+    if mask.dtype == np.bool_:
+        return mask.astype(np.uint8)
+    if mask.size and (mask.min() < 0 or mask.max() > np.iinfo(np.uint16).max):
+        raise ValueError(f"label values must lie in [0, 65535], got [{mask.min()}, {mask.max()}]")
+    return mask.astype(np.uint8 if mask.max(initial=0) <= 255 else np.uint16)
 
 
 def write_case_slices(slices: Mapping[str, CaseSlice], path: str | Path) -> Path:
@@ -140,13 +154,13 @@ def write_case_slices(slices: Mapping[str, CaseSlice], path: str | Path) -> Path
     for i, name in enumerate(names):
         item = slices[name]
         arrays[f"image_{i}"] = np.asarray(item.image, dtype=np.uint8)
-        arrays[f"gt_{i}"] = np.asarray(item.gt, dtype=np.uint8)
-        arrays[f"pred_{i}"] = np.asarray(item.pred, dtype=np.uint8)
+        arrays[f"gt_{i}"] = label_values(item.gt)
+        arrays[f"pred_{i}"] = label_values(item.pred)
         arrays[f"spacing_{i}"] = np.asarray(item.spacing, dtype=np.float64)
         if item.shared is not None:
             arrays[f"shared_image_{i}"] = np.asarray(item.shared.image, dtype=np.uint8)
-            arrays[f"shared_gt_{i}"] = np.asarray(item.shared.gt, dtype=np.uint8)
-            arrays[f"shared_pred_{i}"] = np.asarray(item.shared.pred, dtype=np.uint8)
+            arrays[f"shared_gt_{i}"] = label_values(item.shared.gt)
+            arrays[f"shared_pred_{i}"] = label_values(item.shared.pred)
     arrays["shared_index"] = np.asarray(
         [-1 if slices[n].shared is None else slices[n].shared.slice_index for n in names], dtype=np.int64
     )
