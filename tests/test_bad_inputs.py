@@ -353,9 +353,12 @@ def _(tmp: Path) -> list[str]:
 
 
 def _per_label_rows(tmp: Path, result: Result) -> bool:
-    table = metrics(tmp / "eval").set_index("label")
-    return sorted(table.index) == [1, 2] and all(
-        abs(float(table.loc[k, "dice"]) - _label_dice(k)) < 1e-6 for k in (1, 2)
+    table = pd.read_csv(tmp / "eval" / "metrics_per_class.csv").set_index("class_value")
+    mean = (_label_dice(1) + _label_dice(2)) / 2  # metrics.csv: the case's mean over the labels
+    return (
+        sorted(table.index) == [1, 2]
+        and all(abs(float(table.loc[k, "dice"]) - _label_dice(k)) < 1e-6 for k in (1, 2))
+        and abs(float(metrics(tmp / "eval")["dice"].iloc[0]) - mean) < 1e-6
     )
 
 

@@ -74,6 +74,21 @@ def test_affine_moves_image_and_masks_alike(dims: int) -> None:
     assert set(out_mask["expert"].unique().tolist()) <= {0, 1}
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_class_index_masks_stay_class_indices(dims: int) -> None:
+    image, _ = _blobs(4, (16, 32, 32)[-dims:])
+    classes = torch.bucketize(image, torch.tensor([0.3, 0.5, 0.7])).float()  # classes 0..3
+    augment = DeviceAugment(dims, **{**OFF, "flip_prob": 0.5, "affine_prob": 1.0, "scale_range": (0.8, 1.3)})
+    params = augment.draw_spatial(4, _generator(2))
+    _, out = augment(image, classes, _generator(2))
+    assert set(out.unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}  # nearest: no value between classes
+    # the warp of the class map is the classes of the same warp of the image (sampled by nearest)
+    nearest = augment.apply_spatial(image, params, "nearest")
+    inside = nearest > 0  # zero padding outside the field of view is background in both
+    expected = torch.bucketize(nearest, torch.tensor([0.3, 0.5, 0.7])).float()
+    assert torch.equal(out[inside], expected[inside])
+
+
 def test_anisotropic_volumes_never_mix_slices() -> None:
     volume = torch.arange(1, 7, dtype=torch.float32).view(1, 1, 6, 1, 1).expand(2, 1, 6, 16, 16).contiguous()
     augment = DeviceAugment(3, **{**OFF, "affine_prob": 1.0, "rotate_deg": 40.0}, anisotropic=True)

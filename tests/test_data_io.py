@@ -109,6 +109,18 @@ def test_2d_png_gif_tiff(tmp_path: Path) -> None:
         write_image(tmp_path / "bad.png", np.full((3, 3), 300.5))
 
 
+def test_label_maps_are_written_as_their_values(tmp_path: Path) -> None:
+    only_one = np.array([[0, 1], [1, 0]], np.int16)  # a label map whose only label is 1 stays 1
+    np.testing.assert_array_equal(
+        read_image(write_image(tmp_path / "a.png", only_one, label_map=True))[0], only_one
+    )
+    wide = np.array([[0, 300], [7, 0]], np.int32)
+    saved = read_image(write_image(tmp_path / "b.png", wide, label_map=True))[0]
+    np.testing.assert_array_equal(saved, wide)  # uint16 PNG above 255
+    with pytest.raises(DataError, match="fit uint16"):
+        write_image(tmp_path / "c.png", np.array([[-1, 2]]), label_map=True)
+
+
 @pytest.mark.parametrize("name", ["scan.nii.gz", "scan.nii", "scan.nrrd", "img.png", "img.tif"])
 def test_missing_and_empty_files(tmp_path: Path, name: str) -> None:
     with pytest.raises(DataError, match="does not exist") as e:

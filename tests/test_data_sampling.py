@@ -93,3 +93,20 @@ def test_bad_options() -> None:
         ForegroundBatchSampler(FLAGS, 2, foreground_share=1.5)
     with pytest.raises(ConfigError, match="rank 2"):
         ForegroundBatchSampler(FLAGS, 2, num_replicas=2, rank=2)
+
+
+def test_multi_class_forced_items_draw_a_class_first() -> None:
+    # class 1 in every item, class 2 in items 0..9, the rare class 3 in item 7 alone
+    classes = [[1, 2, 3] if i == 7 else [1, 2] if i < 10 else [1] for i in range(100)]
+    flags = [True] * 100
+    sampler = ForegroundBatchSampler(flags, 6, 0.5, num_batches=400, seed=0, item_classes=classes)
+    forced = [i for batch in sampler.global_batches() for i in batch[:3]]
+    # each class is drawn for a third of the forced items: item 7 at least that often, items
+    # 0..9 (classes 2 and 3) about two thirds, where uniform draws give 1 % and 10 %
+    assert 0.3 < np.mean([i == 7 for i in forced]) < 0.4
+    assert 0.62 < np.mean([i < 10 for i in forced]) < 0.72
+    # deterministic, like the binary sampler
+    again = ForegroundBatchSampler(flags, 6, 0.5, num_batches=400, seed=0, item_classes=classes)
+    assert again.global_batches() == sampler.global_batches()
+    with pytest.raises(DataError, match="2 class lists for 100 items"):
+        ForegroundBatchSampler(flags, 6, item_classes=classes[:2])

@@ -18,6 +18,7 @@ from medseg.engine.validation import (
     validate,
     write_case_dice,
 )
+from medseg.losses import build as build_loss
 
 
 class _ImageIsTheLogit(nn.Module):
@@ -57,6 +58,33 @@ def test_validate_sums_the_overlap_of_a_case_over_its_slices() -> None:
         assert loss == pytest.approx((2 / 4 + 2 / 4 + 0) / 3)  # mean over the slices
     nan_loss, nan_dice = validate(_ImageIsTheLogit(), [], _MeanSquare(), torch.device("cpu"), 2)
     assert nan_loss != nan_loss and nan_dice != nan_dice
+
+
+class _ClassesAsLogits(nn.Module):
+    """Logits of K = 3 classes whose argmax is the class map written into the image."""
+
+    num_classes = 3
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(image[:, 0].long(), 3).movedim(-1, 1).float()
+
+
+def test_validate_2d_multi_class_sums_each_class_over_the_slices_of_a_case() -> None:
+    def item(case_id: str, pred: list[list[int]], gt: list[list[int]]) -> dict[str, Any]:
+        target = torch.tensor(gt, dtype=torch.float32)[None]
+        image = torch.tensor(pred, dtype=torch.float32)[None]
+        return {"image": image, "target": target, "masks": {"expert": target}, "case_id": case_id}
+
+    dataset = [
+        item("a", [[1, 1], [2, 0]], [[1, 0], [2, 2]]),  # class 1: ∩ 1, 3; class 2: ∩ 1, 3
+        item("a", [[0, 0], [0, 0]], [[0, 0], [0, 1]]),  # class 1: 0, 1; class 2: nothing
+        item("b", [[2, 2], [0, 0]], [[2, 2], [0, 0]]),  # class 1 absent from both: 1; class 2: 1
+    ]
+    case_dice: dict[str, float] = {}
+    _, dice = validate(_ClassesAsLogits(), dataset, build_loss("ce"), torch.device("cpu"), 2, None, case_dice)
+    # a: class 1 2·1/(3 + 1) = 0.5, class 2 2·1/3; their mean
+    assert case_dice == {"a": pytest.approx((0.5 + 2 / 3) / 2), "b": 1.0}
+    assert dice == pytest.approx(((0.5 + 2 / 3) / 2 + 1.0) / 2)
 
 
 def test_volume_class_dice_is_the_mean_over_foreground_classes() -> None:

@@ -15,7 +15,7 @@ from medseg.data import sources
 from medseg.data.sample import Sample
 from medseg.data.volumes import VolumeDataset, sample_patch_start
 from medseg.engine.checkpoint import load_checkpoint
-from medseg.engine.evaluate import evaluate_checkpoint, evaluate_model
+from medseg.engine.evaluate import evaluate_checkpoint, evaluate_files, evaluate_model
 from medseg.engine.inference import SlidingWindow, class_index_to_value, load_model
 from medseg.engine.predict import predict_files
 from medseg.engine.train import train
@@ -173,8 +173,23 @@ def test_model_out_channels_follow_num_classes(tmp_path: Path) -> None:
     # Res-UNet still appends its boundary channel to its single mask channel
     resunet = load_config(None, [*common, "model.name=resunet_r", "model.options={features: [4, 4, 4]}"])
     assert build_from_config(resunet)(torch.zeros(1, 1, 4, 16, 16)).shape[1] == 2
-    with pytest.raises(ConfigError, match="spatial_dims: 3"):
-        build_from_config(load_config(None, ["data.num_classes=3"]))
+    # 2D multi-class: K logit channels too
+    model_2d = build_from_config(
+        load_config(None, ["data.num_classes=3", "model.options={features: [4, 8]}"])
+    )
+    assert model_2d(torch.zeros(1, 1, 16, 16)).shape[1] == 3 and model_2d.num_classes == 3
+    with pytest.raises(ConfigError, match="out_channels must be 1"):  # a box gives one mask
+        build_from_config(
+            load_config(
+                None,
+                [
+                    "data.num_classes=3",
+                    "data.image_size=[64, 64]",
+                    "model.name=litemedsam",
+                    "model.options={variant: tiny}",
+                ],
+            )
+        )
     with pytest.raises(ConfigError, match="num_classes"):
         build_from_config(load_config(None, [*common, "data.num_classes=1"]))
 
@@ -264,6 +279,54 @@ def test_evaluation_has_per_class_rows_and_their_mean() -> None:
             False,
             window=SlidingWindow((4, 8, 8)),
         )
+
+
+def test_label_files_with_every_label_give_the_model_evaluation_per_class_table(tmp_path: Path) -> None:
+    gt, sample = _class_volume()
+    other_gt = gt.copy()
+    other_gt[other_gt == 2] = 0  # a second case without class 2 in the ground truth or prediction
+    meta = dict(sample.meta)
+    other = Sample(
+        other_gt.astype(np.float32)[None], {"expert": other_gt}, "expert", sample.spacing, "w", meta=meta
+    )
+    result, predictions = evaluate_model(
+        ClassFromIntensity(3),
+        [sample, other],
+        (0, 0),
+        "none",
+        EvalConfig(),
+        torch.device("cpu"),
+        False,
+        window=SlidingWindow((4, 8, 8)),
+    )
+    values = np.array([0, 3, 5], np.int16)  # the label values the files hold
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    for name, labels in (("v", gt), ("w", other_gt)):
+        _write(tmp_path / "gt" / f"{name}.nrrd", values[labels])
+        _write(tmp_path / "pred" / f"{name}.nrrd", values[predictions[name]])
+    files = evaluate_files(tmp_path / "pred", tmp_path / "gt", EvalConfig(), labels="all")
+    columns = [
+        "case",
+        "class_index",
+        "class_value",
+        "class_name",
+        "dice",
+        "iou",
+        "hd95_mm",
+        "nsd",
+        "volume_pred_ml",
+        "volume_gt_ml",
+        "empty_gt",
+        "empty_pred",
+        "note",
+    ]
+    assert files.per_class is not None and result.per_class is not None
+    pd.testing.assert_frame_equal(files.per_class[columns], result.per_class[columns], check_dtype=False)
+    absent = files.per_class.set_index(["case", "class_value"]).loc[("w", 5)]
+    assert absent["dice"] == 1.0 and absent["note"] == "both empty"  # filled in: absent from both
+    assert files.summary["per_class"] == result.summary["per_class"]
+    np.testing.assert_allclose(files.per_case["dice"], result.per_patient["dice"])
 
 
 def test_class_indices_map_back_to_label_values() -> None:

@@ -62,7 +62,7 @@ class DataConfig:
     # z spacing above this multiple of the in-plane spacing makes a volume anisotropic: its 3D
     # augmentation then rotates and scales in-plane only (no out-of-plane rotation, no z scaling)
     anisotropy_ratio: float = 2.0
-    # null: binary segmentation (one sigmoid logit channel). K ≥ 2: multi-class (3D path): K
+    # null: binary segmentation (one sigmoid logit channel). K ≥ 2: multi-class (2D or 3D): K
     # softmax logit channels (the model's out_channels), masks are class indices 0..K-1 (e.g. the
     # folder source's `labels` option gives K = len(labels) + 1), losses `ce` / `dice`
     num_classes: int | None = None
@@ -206,16 +206,14 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def check_num_classes(num_classes: object, spatial_dims: int) -> int | None:
-    """``data.num_classes`` validated: ``None`` (binary) or an integer K ≥ 2 on the 3D path."""
+def check_num_classes(num_classes: object) -> int | None:
+    """``data.num_classes`` validated: ``None`` (binary) or an integer K ≥ 2 (2D or 3D path)."""
     if num_classes is None:
         return None
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 2 <= num_classes <= 256:
         raise ConfigError(
             f"data.num_classes must be null (binary) or an integer in [2, 256], got {num_classes!r}"
         )
-    if spatial_dims != 3:
-        raise ConfigError("data.num_classes (multi-class) needs the 3D path: set data.spatial_dims: 3")
     return num_classes
 
 

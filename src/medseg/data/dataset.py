@@ -3,6 +3,13 @@
 An item is ``{"image": C×H×W, "target": 1×H×W, "masks": {annotator: 1×H×W}, "spacing": (2,),
 "case_id": str, "slice_index": int, "annotator_present": {annotator: bool}}``; the default collate
 turns it into the batch that models and losses receive (losses read every annotator from ``batch["masks"]``).
+
+Multi-class (``num_classes`` = K ≥ 2): the masks are class indices 0..K−1, resized and augmented by
+nearest neighbour (so they stay class indices), and ``"target"`` is the class-index target of the
+``ce`` / ``dice`` losses. A sample that declares ``meta["num_classes"]`` needs the same K;
+``class_values`` (class index → label value) is kept for prediction, and
+:meth:`SegmentationDataset.foreground_classes` tells the foreground oversampling which classes
+each item holds.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import torch
 from monai.transforms import Compose
 from torch.utils.data import Dataset
 
+from medseg.data.classes import check_sample_classes, common_class_values, present_classes
 from medseg.data.sample import Sample
 from medseg.data.transforms import Intensity, mask_key, preprocess_transform
 from medseg.errors import DataError
@@ -56,8 +64,13 @@ class SegmentationDataset(Dataset):
         intensity: Intensity = "zscore",
         augment: Compose | None = None,
         annotators: Sequence[str] | None = None,
+        num_classes: int | None = None,
     ) -> None:
         slices = expand_to_slices(samples)
+        for sample in slices:
+            check_sample_classes(sample, num_classes)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.class_values = common_class_values(slices) if num_classes is not None else None
         self.annotators = list(annotators) if annotators is not None else all_annotators(slices)
         self.image_size = tuple(int(s) for s in image_size)
         self.augment = augment
@@ -95,6 +108,14 @@ class SegmentationDataset(Dataset):
         """Whether each item's target mask (at ``image_size``) has foreground (for oversampling)."""
         target = mask_key(self.annotators[0])
         return [bool(item[target].any()) for item in self.items]
+
+    def foreground_classes(self) -> list[list[int]] | None:
+        """Multi-class: the foreground classes in each item's target mask (at ``image_size``), for
+        oversampling every class; ``None`` for a binary data set."""
+        if self.num_classes is None:
+            return None
+        target = mask_key(self.annotators[0])
+        return [present_classes(item[target].numpy(), self.num_classes) for item in self.items]
 
     def set_epoch_seed(self, seed: int) -> None:
         """Seed of the next epoch's augmentation: item ``i`` draws from ``(seed, i)`` alone.

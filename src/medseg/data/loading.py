@@ -112,7 +112,7 @@ def build_datasets(cfg: Config, splits: DataSplits) -> tuple[Dataset, Dataset]:
     (:func:`validation_subset`)."""
     data = cfg.data
     val_samples = validation_subset(splits.val, cfg.train.val_cases)
-    num_classes = check_num_classes(data.num_classes, data.spatial_dims)
+    num_classes = check_num_classes(data.num_classes)
     train = to_training_grid(splits.train, data.target_spacing, data.crop_nonzero)
     val = to_training_grid(val_samples, data.target_spacing, data.crop_nonzero)
     if data.spatial_dims == 3:
@@ -139,11 +139,18 @@ def build_datasets(cfg: Config, splits: DataSplits) -> tuple[Dataset, Dataset]:
         return train_set, val_set
     if data.spatial_dims != 2:
         raise ConfigError(f"data.spatial_dims must be 2 or 3, got {data.spatial_dims}")
-    train_2d = SegmentationDataset(train, data.image_size, data.in_channels, data.intensity)
+    train_2d = SegmentationDataset(
+        train, data.image_size, data.in_channels, data.intensity, num_classes=num_classes
+    )
     # The augmentation needs the annotator keys, which the dataset finds while loading.
     train_2d.augment = augment_transform(train_2d.annotators, 2, cfg.augment)
     val_2d = SegmentationDataset(
-        val, data.image_size, data.in_channels, data.intensity, annotators=train_2d.annotators
+        val,
+        data.image_size,
+        data.in_channels,
+        data.intensity,
+        annotators=train_2d.annotators,
+        num_classes=num_classes,
     )
     return train_2d, val_2d
 

@@ -6,6 +6,11 @@ al. 2021, "Training pipeline"); :class:`ForegroundBatchSampler` does the same fo
 batch, :func:`foreground_count` items are drawn among the items that contain foreground and the
 rest uniformly among all items (which may contain foreground too).
 
+Multi-class (``item_classes``: the foreground classes each item holds): each forced item first
+draws a class uniformly among the classes that some item holds, then an item holding that class,
+as nnU-Net picks a class before a foreground voxel. A rare class is so shown as often as a common
+one, instead of in proportion to the slices that hold it.
+
 The sampler is a ``batch_sampler`` for a ``DataLoader``. Its draws depend on ``(seed, epoch)``
 alone, so every DDP rank computes the same global sequence of batches and takes its own share
 (batches ``rank, rank + R, ...``); call :meth:`ForegroundBatchSampler.set_epoch` each epoch.
@@ -48,9 +53,12 @@ class ForegroundBatchSampler(Sampler[list[int]]):
         num_batches: batches per epoch and rank; default ``ceil(N / (batch_size · num_replicas))``.
         seed: the run's seed; an epoch's batches come from ``numpy.random.default_rng([seed, epoch])``.
         num_replicas, rank: DDP world size and this process's rank.
+        item_classes: multi-class: the foreground classes of each item (module docstring); ``None``
+            for binary data.
 
     Within a batch, the forced items come first; items are distinct within each part of a batch
-    when the pool is large enough, else drawn with replacement.
+    when the pool is large enough, else drawn with replacement (class-first draws: always with
+    replacement).
     """
 
     def __init__(
@@ -62,6 +70,7 @@ class ForegroundBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
+        item_classes: Sequence[Sequence[int]] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -81,6 +90,15 @@ class ForegroundBatchSampler(Sampler[list[int]]):
                 "set foreground_share: 0"
             )
         self.n_items = int(flags.size)
+        self.class_pools: list[np.ndarray] = []
+        if item_classes is not None:
+            if len(item_classes) != flags.size:
+                raise DataError(f"{len(item_classes)} class lists for {flags.size} items")
+            by_class: dict[int, list[int]] = {}
+            for index, present in enumerate(item_classes):
+                for c in present:
+                    by_class.setdefault(int(c), []).append(index)
+            self.class_pools = [np.asarray(by_class[c]) for c in sorted(by_class)]
         self.num_replicas, self.rank, self.seed = int(num_replicas), int(rank), int(seed)
         self.num_batches = (
             int(num_batches)
@@ -110,10 +128,17 @@ class ForegroundBatchSampler(Sampler[list[int]]):
         rest = self.batch_size - self.n_foreground
         batches = []
         for _ in range(self.num_batches * self.num_replicas):
-            forced = self._draw(rng, self.foreground_indices, self.n_foreground) if self.n_foreground else []
+            forced = self._forced(rng) if self.n_foreground else []
             uniform = self._draw(rng, self.n_items, rest) if rest else []
             batches.append([int(i) for i in (*forced, *uniform)])
         return batches
+
+    def _forced(self, rng: np.random.Generator) -> np.ndarray:
+        """The batch's items that must contain foreground (class first when classes are known)."""
+        if not self.class_pools:
+            return self._draw(rng, self.foreground_indices, self.n_foreground)
+        classes = rng.integers(len(self.class_pools), size=self.n_foreground)
+        return np.asarray([self.class_pools[c][rng.integers(self.class_pools[c].size)] for c in classes])
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self.global_batches()[self.rank :: self.num_replicas]

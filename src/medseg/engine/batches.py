@@ -10,8 +10,9 @@ GPU is not starved and a CPU spends its cores on the model.
 The items of an epoch are a seeded permutation (``DistributedSampler(seed)``, rank r takes every
 W-th item) or, with ``data.foreground_share`` > 0 on the 2D path, batches in which that share of
 the items contains foreground (:class:`~medseg.data.sampling.ForegroundBatchSampler`, nnU-Net's
-oversampling). Both depend on (seed, epoch) alone, as does the augmentation of an item (``sample``)
-or of a micro-batch (``device``: a generator seeded by (seed + epoch, step, micro-batch)).
+oversampling; multi-class: a class drawn first, then an item holding it). Both depend on (seed,
+epoch) alone, as does the augmentation of an item (``sample``) or of a micro-batch (``device``: a
+generator seeded by (seed + epoch, step, micro-batch)).
 
 ``train.num_workers: auto`` gives 0 on the CPU (workers would take the cores the model step uses)
 and ``min(8, CPUs − 1)`` on CUDA. The loader is built once per run with persistent workers: each
@@ -144,6 +145,7 @@ class TrainBatches:
                 seed=tcfg.seed,
                 num_replicas=world_size,
                 rank=rank,
+                item_classes=dataset.foreground_classes(),  # multi-class: each class in turn
             )
             if share
             else DistributedSampler(

@@ -1,7 +1,8 @@
 """Validation during training: the mean loss and the per-case Dice of the validation set.
 
 2D (:func:`validate`): the slices of a case are predicted at the network resolution and their
-overlap counts summed per case, so a case's Dice is that of its whole volume. 3D
+overlap counts summed per case, so a case's Dice is that of its whole volume (multi-class: per
+foreground class on the argmax, then the mean over the classes, as in 3D). 3D
 (:func:`validate_volumes`): whole volumes predicted by sliding window, one Dice per volume on the
 model's mask channel (multi-class: the mean over the foreground classes of the argmax Dice).
 
@@ -70,7 +71,11 @@ def validate(
 ) -> tuple[float, float]:
     """Mean validation loss, and the mean per-case (per-volume) Dice at the network resolution.
 
-    A promptable model gets the tight box of each slice's ground truth (no jitter). ``case_dice``
+    A multi-class model (``model.num_classes`` = K) is scored on the argmax of its K class
+    channels: per case and foreground class the overlap counts of all its slices, then the mean
+    over the classes of their Dice (a class absent from both scores 1, as in
+    :func:`validate_volumes`). A promptable model gets the tight box of each slice's ground truth
+    (no jitter). ``case_dice``
     (if given) receives the Dice of every case. In a process group, rank r takes batches r, r + W,
     … of the single-process batches (no padding); the results are gathered and reduced in batch
     order, so every rank returns the single-process numbers.
@@ -79,6 +84,7 @@ def validate(
         return float("nan"), float("nan")
     model.eval()
     dtype = _float_dtype(model)
+    num_classes = getattr(model, "num_classes", None)
     batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
     mine = list(range(get_rank(), len(batches), get_world_size()))
     loader = DataLoader(dataset, batch_sampler=[batches[b] for b in mine])
@@ -91,13 +97,28 @@ def validate(
         else:
             logits = model(image, prompts.boxes(target, jitter=False)).to(dtype)
         loss = loss_fn(logits, target, batch).item() * image.shape[0]
-        records.append((b, loss, image.shape[0], _overlap_counts(logits, batch)))
+        overlap = (
+            _overlap_counts(logits, batch)
+            if num_classes is None
+            else _class_overlap_counts(logits, batch, num_classes)
+        )
+        records.append((b, loss, image.shape[0], overlap))
     total, n = 0.0, 0
     dice = CaseDice()
+    class_counts: dict[str, list[list[float]]] = {}  # multi-class: case → per class [|P∩G|, |P|+|G|]
     for _, loss, count, overlap in _gather_in_order(records):
         total += loss
         n += count
-        _add_overlap(dice, overlap)
+        if num_classes is None:
+            _add_overlap(dice, overlap)
+        else:
+            for case_id, counts in overlap:
+                summed = class_counts.setdefault(case_id, [[0.0, 0.0] for _ in counts])
+                for acc, (inter, both) in zip(summed, counts, strict=True):
+                    acc[0] += inter
+                    acc[1] += both
+    for case_id, counts in class_counts.items():
+        dice.add_score(case_id, sum(dice_from_counts(i, t) for i, t in counts) / len(counts))
     if case_dice is not None:
         case_dice.update(dice.aggregate())
     return total / max(1, n), dice.mean()
@@ -186,6 +207,22 @@ def _overlap_counts(logits: torch.Tensor, batch: dict[str, Any]) -> list[tuple[s
     inter = (pred * target).flatten(1).sum(1)
     total = pred.flatten(1).sum(1) + target.flatten(1).sum(1)
     return list(zip(batch["case_id"], inter.tolist(), total.tolist(), strict=True))
+
+
+def _class_overlap_counts(
+    logits: torch.Tensor, batch: dict[str, Any], num_classes: int
+) -> list[tuple[str, list[tuple[float, float]]]]:
+    """``(case_id, [(|P ∩ G|, |P| + |G|) per foreground class])`` per item, on the argmax."""
+    pred = class_logits(logits, num_classes).argmax(1)
+    target = batch["target"][:, 0].to(pred.device).round().long()
+    counts = []
+    for c in range(1, num_classes):
+        p, t = pred == c, target == c
+        inter = (p & t).flatten(1).sum(1).double()
+        total = p.flatten(1).sum(1).double() + t.flatten(1).sum(1).double()
+        counts.append(list(zip(inter.tolist(), total.tolist(), strict=True)))
+    per_item = [list(items) for items in zip(*counts, strict=True)]  # B × (K − 1)
+    return list(zip(batch["case_id"], per_item, strict=True))
 
 
 def _add_overlap(dice: CaseDice, overlap: list[tuple[str, float, float]]) -> None:

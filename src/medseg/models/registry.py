@@ -38,7 +38,7 @@ def build_from_config(cfg: Config, spatial_dims: int | None = None) -> nn.Module
     spatial_dims = cfg.data.spatial_dims if spatial_dims is None else spatial_dims
     if spatial_dims not in (2, 3):
         raise ConfigError(f"data.spatial_dims must be 2 or 3, got {spatial_dims}")
-    num_classes = check_num_classes(cfg.data.num_classes, spatial_dims)
+    num_classes = check_num_classes(cfg.data.num_classes)
     options = dict(cfg.model.options)
     out_channels = options.pop("out_channels", num_classes or 1)
     if num_classes is not None and out_channels != num_classes:
