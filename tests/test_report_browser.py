@@ -83,3 +83,44 @@ def test_report_in_chromium_is_offline_error_free_and_sortable(tmp_path: Path) -
             browser.close()
     assert not errors, errors
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(CHROMIUM is None or _playwright() is None, reason="needs chromium and playwright")
+def test_multi_class_report_in_chromium_opens_on_the_result(tmp_path: Path) -> None:
+    from test_report_classes import _cases, _write
+
+    from medseg.config import EvalConfig
+    from medseg.engine.evaluate import evaluate_files, write_evaluation
+
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    for name, gt, pred in _cases(8):
+        _write(tmp_path / "gt" / f"{name}.nrrd", gt)
+        _write(tmp_path / "pred" / f"{name}.nrrd", pred)
+    result = evaluate_files(tmp_path / "pred", tmp_path / "gt", EvalConfig(), labels="all")
+    write_evaluation(result, tmp_path / "eval")
+    report = build_report([tmp_path / "eval"], tmp_path / "report.html", n_worst=4, timestamp="t")
+    errors: list[str] = []
+    sync_api = _playwright()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(report.resolve().as_uri())
+            page.wait_for_load_state("load")
+            # the first screen shows the result: the per-class summary, not the provenance
+            assert page.locator("table.class-summary").is_visible()
+            assert page.locator("table.class-summary").bounding_box()["y"] < 900
+            assert page.locator("#provenance").bounding_box()["y"] > 900
+            assert page.locator("#class-table tbody tr").count() == 16
+            page.locator("#class-table th", has_text="Dice").first.click()
+            values = [
+                float(v) for v in page.locator("#class-table tbody tr td:nth-child(3)").all_inner_texts()
+            ]
+            assert values == sorted(values)
+            page.screenshot(path=str(tmp_path / "report.png"))
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert (tmp_path / "report.png").stat().st_size > 10_000

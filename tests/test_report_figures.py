@@ -11,11 +11,15 @@ import pytest
 from PIL import Image
 
 from medseg.report.figures import (
+    CLASS_RGB,
     GT_RGB,
     HARD_RGB,
     PRED_RGB,
     TRAINING_PANELS,
     OverlayPanel,
+    class_legend,
+    class_overlay,
+    class_rgb,
     distribution_png,
     hex_color,
     overlay_png,
@@ -158,3 +162,44 @@ def test_figure_helpers_return_png_bytes() -> None:
         uncertainty_png(calib),
     ):
         assert png.startswith(b"\x89PNG") and b"Software" not in png
+
+
+def test_class_colours_are_okabe_ito_then_tab20() -> None:
+    assert [class_rgb(i) for i in range(7)] == list(CLASS_RGB)
+    assert class_rgb(7) not in CLASS_RGB and class_rgb(7) == class_rgb(27)  # tab20 cycles
+    assert len({class_rgb(i) for i in range(27)}) == 27
+    with pytest.raises(ValueError, match=">= 0"):
+        class_rgb(-1)
+    assert class_legend(["anterior", "posterior"]).startswith("anterior: orange, posterior: sky blue")
+
+
+def test_class_overlay_fills_the_prediction_and_outlines_the_ground_truth() -> None:
+    gt = np.zeros((40, 40), np.uint8)
+    gt[5:20, 5:20], gt[22:38, 22:38] = 3, 5
+    pred = np.zeros_like(gt)
+    pred[22:38, 22:38] = 5  # class 3 missed: its outline alone
+    image = np.full((40, 40), 100, np.uint8)
+    with Image.open(io.BytesIO(class_overlay(image, gt, pred, [3, 5]))) as png:
+        assert png.mode == "P"
+        rgb = np.asarray(png.convert("RGB")).astype(int)
+    orange, sky = CLASS_RGB[0], CLASS_RGB[1]
+    assert _near(rgb[5], orange, 2)[5:20].all()  # the outline of class 3, in its own colour
+    assert not _near(rgb[12, 8:16], orange).any()  # no fill where nothing was predicted
+    blended = np.round(0.55 * 100 + 0.45 * np.asarray(sky))
+    assert (np.abs(rgb[30, 26:34] - blended) <= 3).all()  # class 5 filled at 45 % over the image
+    assert _near(rgb[22], sky, 2)[22:38].all()  # and outlined in the same colour
+    # through overlay_png: the label values of a case slice, resized by nearest neighbour
+    item = CaseSlice(image, gt, pred, (1.0, 1.0))
+    with Image.open(io.BytesIO(overlay_png(item, size=80, classes=[3, 5]))) as png:
+        assert png.size == (80, 80)
+
+
+def test_multi_class_overlay_figure(tmp_path: Path) -> None:
+    gt = np.zeros((30, 30), np.uint8)
+    gt[3:12, 3:12], gt[15:27, 15:27] = 1, 2
+    path = save_overlay(
+        np.zeros((1, 30, 30)), gt, gt, tmp_path / "o.png", classes=[1, 2], class_names=["a", "b"]
+    )
+    with Image.open(path) as png:
+        rgb = np.asarray(png.convert("RGB")).astype(int)
+    assert _near(rgb, CLASS_RGB[0], 30).any() and _near(rgb, CLASS_RGB[1], 30).any()

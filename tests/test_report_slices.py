@@ -61,3 +61,18 @@ def test_volumes_keep_a_shared_slice_that_depends_on_the_ground_truth_alone(tmp_
         old = {k: data[k] for k in data.files if not k.startswith("shared")}
     np.savez(tmp_path / "old.npz", **old)
     assert read_case_slices(tmp_path / "old.npz")["v"].shared is None
+
+
+def test_label_maps_keep_their_values_and_the_slice_where_labels_differ(tmp_path: Path) -> None:
+    gt = np.zeros((3, 6, 6), np.uint8)
+    gt[:, 1:5, 1:5] = 3
+    pred = gt.copy()
+    pred[2, 1:5, 1:3] = 5  # slice 2: same foreground, another label: the error is there
+    item = case_slice(None, gt, pred, (2.0, 1.0, 1.0))
+    assert item.slice_index == 2 and set(np.unique(item.pred).tolist()) == {0, 3, 5}
+    wide = case_slice(None, gt[0].astype(np.int32) * 100, gt[0], (1.0, 1.0))  # label 300
+    assert wide.gt.dtype == np.uint16 and wide.gt.max() == 300
+    back = read_case_slices(write_case_slices({"v": item, "w": wide}, tmp_path / "s.npz"))
+    assert np.array_equal(back["v"].pred, item.pred) and back["w"].gt.max() == 300
+    with pytest.raises(ValueError, match="label values"):
+        case_slice(None, -gt[0].astype(np.int16), gt[0], (1.0, 1.0))

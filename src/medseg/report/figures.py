@@ -185,8 +185,15 @@ def class_overlay(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, classes: 
     return buffer.getvalue()
 
 
-def distribution_png(runs: Mapping[str, pd.DataFrame], metrics: Sequence[str], seed: int = 0) -> bytes:
-    """Box + strip plot of the usable values of each metric, one box per run; mean ◆, median —."""
+def distribution_png(
+    runs: Mapping[str, pd.DataFrame],
+    metrics: Sequence[str],
+    seed: int = 0,
+    colors: Sequence[str] | None = None,
+) -> bytes:
+    """Box + strip plot of the usable values of each metric, one box per run (or class); mean ◆,
+    median —. Points take ``colors`` (one per box; default :data:`RUN_COLORS`)."""
+    colors = list(colors) if colors is not None else list(RUN_COLORS)
     columns = min(4, len(metrics))
     rows = math.ceil(len(metrics) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 3.0 * rows), squeeze=False)
@@ -213,7 +220,7 @@ def distribution_png(runs: Mapping[str, pd.DataFrame], metrics: Sequence[str], s
             if not v.size:
                 continue
             jitter = rng.uniform(-0.18, 0.18, size=v.size)
-            color = RUN_COLORS[i % len(RUN_COLORS)]
+            color = colors[i % len(colors)]
             ax.scatter(positions[i] + jitter, v, s=7, alpha=0.5, color=color, linewidths=0)
             ax.scatter([positions[i]], [v.mean()], marker="D", s=36, color="white", edgecolors="k", zorder=3)
         if not any(v.size for v in values):

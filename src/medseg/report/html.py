@@ -1,8 +1,10 @@
 """``medseg report``: one self-contained HTML file from a run or evaluation folder (or several, compared).
 
-The page is built from small per-section context builders (:func:`_render` merges them): the
-provenance, the summary statistics, the per-case table, the overlays, the comparison
-(:mod:`medseg.report.paired`), the training curves and the calibration. Reading a folder is
+The page opens on the result and ends with where it came from: the summary statistics (per class
+first for a multi-class result, :mod:`medseg.report.classes`), one figure, the worst cases, then the
+comparison (:mod:`medseg.report.paired`), the per-case (and per-class) tables, the other overlays,
+the training curves, the calibration, and the provenance last. The page is built from small
+per-section context builders (:func:`_render` merges them). Reading a folder is
 :mod:`medseg.report.results`, every PNG is drawn by :mod:`medseg.report.figures`, and which values
 count is :func:`medseg.metrics.evaluation.unusable_reason`.
 
@@ -29,6 +31,7 @@ from medseg.errors import DataError
 from medseg.io_utils import write_text_atomic
 from medseg.metrics.evaluation import METRIC_NAMES, case_reason, unusable_reason
 from medseg.provenance import file_sha256, git_commit
+from medseg.report.classes import class_legend, classes_section
 from medseg.report.figures import (
     BOTH_RGB,
     GT_RGB,
@@ -167,7 +170,11 @@ def select_overlay_cases(
 
 
 def _overlays(
-    result: ResultDir, cases: pd.DataFrame, chosen: Mapping[str, str], size: int
+    result: ResultDir,
+    cases: pd.DataFrame,
+    chosen: Mapping[str, str],
+    size: int,
+    classes: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     ranks = {c: i + 1 for i, c in enumerate(cases["case"])}
     by_case = cases.set_index("case")
@@ -186,7 +193,7 @@ def _overlays(
             {
                 "case": case,
                 "anchor": anchor("overlay", index, case),
-                "src": data_uri(overlay_png(item, size)),
+                "src": data_uri(overlay_png(item, size, classes)),
                 "group": group,
                 "rank": ranks[case],
                 "caption": caption,
@@ -357,12 +364,16 @@ def _render(
 ) -> str:
     """The report's HTML text (see :func:`build_report`): the sections' contexts, merged."""
     main = results[0]
+    classes = _class_values(main)
+    cases = _cases_section(main, n_worst, n_median, n_best, overlay_size, classes)
+    anchors = {o["case"]: o["anchor"] for o in cases["overlays"]}
     context = {
         **_header_section(results, command, timestamp, title),
         **_provenance_section(results),
         **_summary_section(results),
-        **_cases_section(main, n_worst, n_median, n_best, overlay_size),
-        **_compare_section(results, n_compare, tie_tolerance, seed, overlay_size),
+        **cases,
+        **classes_section(main.per_class, anchors, seed),
+        **_compare_section(results, n_compare, tie_tolerance, seed, overlay_size, classes),
         "distribution": _distribution_section(results, seed),
         "training": _training_section(results),
         "calibration": _calibration_section(results),
@@ -372,6 +383,13 @@ def _render(
         "both_color": hex_color(BOTH_RGB),
     }
     return _environment().get_template("report.html.j2").render(**context)
+
+
+def _class_values(result: ResultDir) -> list[int] | None:
+    """The label values of a multi-class result's classes, in class order (None: binary)."""
+    if result.per_class is None or result.per_class.empty:
+        return None
+    return [item["value"] for item in class_legend(result.per_class)]
 
 
 def _header_section(
@@ -419,16 +437,22 @@ def _summary_section(results: Sequence[ResultDir]) -> dict[str, Any]:
 
 
 def _cases_section(
-    main: ResultDir, n_worst: int, n_median: int, n_best: int, overlay_size: int
+    main: ResultDir,
+    n_worst: int,
+    n_median: int,
+    n_best: int,
+    overlay_size: int,
+    classes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """The per-case table (worst Dice first) of the first folder, and its overlays."""
+    """The per-case table (worst Dice first) of the first folder, and its overlays (``classes``:
+    the label values that get a colour each)."""
     cases = main.cases.copy()
     order = cases.assign(_dice=cases["dice"].astype(float).fillna(np.inf)).sort_values(
         ["_dice", "case"], kind="mergesort"
     )
     cases = cases.loc[order.index].reset_index(drop=True)  # worst first by Dice
     chosen = select_overlay_cases(cases, n_worst, n_median, n_best) if main.slices else {}
-    overlays = _overlays(main, cases, chosen, overlay_size)
+    overlays = _overlays(main, cases, chosen, overlay_size, classes)
     anchors = {o["case"]: o["anchor"] for o in overlays}
     extra = {
         c: {"anchor": anchors.get(c, ""), "note": case_reason(r)}
@@ -446,13 +470,18 @@ def _cases_section(
 
 
 def _compare_section(
-    results: Sequence[ResultDir], n_compare: int, tie_tolerance: float, seed: int, overlay_size: int
+    results: Sequence[ResultDir],
+    n_compare: int,
+    tie_tolerance: float,
+    seed: int,
+    overlay_size: int,
+    classes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The paired comparison (:mod:`medseg.report.paired`); ``compare`` is None for one folder."""
     compare = None
     if len(results) > 1:
         paired = paired_table(results, tie_tolerance, seed)
-        cmp_overlays = compare_overlays(results, paired["shared"], n_compare, overlay_size)
+        cmp_overlays = compare_overlays(results, paired["shared"], n_compare, overlay_size, classes)
         cmp_anchors = {o["case"]: o["anchor"] for o in cmp_overlays}
         paired_rows = sorted(
             paired["rows"],

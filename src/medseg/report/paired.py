@@ -151,10 +151,15 @@ def config_table(results: Sequence[ResultDir]) -> list[dict[str, Any]]:
 
 
 def compare_overlays(
-    results: Sequence[ResultDir], shared: Sequence[str], n: int, size: int
+    results: Sequence[ResultDir],
+    shared: Sequence[str],
+    n: int,
+    size: int,
+    classes: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """The ``n`` shared cases with the largest |ΔDice| against the reference, every folder's overlay
-    side by side (empty unless every folder has case slices)."""
+    side by side (empty unless every folder has case slices); ``classes`` (label values) colours
+    a multi-class result's classes."""
     if n <= 0 or not all(r.slices for r in results):
         return []
     dice = [dict(zip(r.cases["case"], r.cases["dice"].astype(float), strict=True)) for r in results]
@@ -178,7 +183,7 @@ def compare_overlays(
             panels.append(
                 {
                     "run": r.name,
-                    "src": data_uri(overlay_png(item, size)),
+                    "src": data_uri(overlay_png(item, size, classes)),
                     "caption": f"{r.name}: Dice {fmt(value)}{where}",
                 }
             )

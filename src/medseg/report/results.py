@@ -1,7 +1,8 @@
 """Reading a run or evaluation folder for the report (:func:`load_result_dir`).
 
 The file names come from the code that writes them: ``metrics.csv`` / ``summary.json``
-(:mod:`medseg.metrics.evaluation`), ``case_slices.npz`` (:mod:`medseg.report.slices`) and the
+(:mod:`medseg.metrics.evaluation`), ``metrics_per_class.csv`` (:mod:`medseg.metrics.per_class`),
+``case_slices.npz`` (:mod:`medseg.report.slices`) and the
 calibration files (:mod:`medseg.metrics.calibration`). ``history.csv``, ``config.yaml`` and
 ``best.pt`` are written by ``medseg.engine.train``, which the report does not import (the report
 reads folders, it does not run models): their names are below.
@@ -26,6 +27,7 @@ from medseg.metrics.calibration import (
     RELIABILITY_FILE,
 )
 from medseg.metrics.evaluation import METRICS_FILE, SUMMARY_FILE
+from medseg.metrics.per_class import PER_CLASS_FILE
 from medseg.report.slices import CASE_SLICES_FILE, CaseSlice, CaseSliceFile
 
 _BIN_EDGES = ("lower", "upper")  # optional in reliability.csv (older files lack them)
@@ -51,6 +53,8 @@ class ResultDir:
     reliability: pd.DataFrame | None = None
     calibration_cases: pd.DataFrame | None = None
     calibration: dict[str, Any] | None = None
+    # multi-class: metrics_per_class.csv, the rows of the same level as ``cases``
+    per_class: pd.DataFrame | None = None
 
 
 def report_level(table: pd.DataFrame) -> str | None:
@@ -117,6 +121,14 @@ def load_result_dir(path: str | Path, level: str | None = None, name: str | None
     history = None
     if (path / HISTORY_FILE).is_file():
         history = _read_csv(path / HISTORY_FILE, ("epoch",))
+    per_class = None
+    if (path / PER_CLASS_FILE).is_file():
+        per_class = _read_csv(
+            path / PER_CLASS_FILE, ("case", "class_index", "class_value", "class_name", "dice")
+        )
+        if chosen is not None and "level" in per_class:
+            per_class = per_class[per_class["level"].astype(str) == chosen].reset_index(drop=True)
+        per_class["case"] = per_class["case"].astype(str)
     slices = CaseSliceFile(path / CASE_SLICES_FILE) if (path / CASE_SLICES_FILE).is_file() else {}
     reliability = calibration_cases = calibration = None
     if (path / RELIABILITY_FILE).is_file():
@@ -141,6 +153,7 @@ def load_result_dir(path: str | Path, level: str | None = None, name: str | None
         reliability=reliability,
         calibration_cases=calibration_cases,
         calibration=calibration,
+        per_class=per_class,
     )
 
 
