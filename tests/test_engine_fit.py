@@ -24,8 +24,16 @@ GIB = 2**30
 
 def test_fit_plans_trains_validates_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "fit"
+    typed = f"medseg fit --source phantom --root /data/R --minutes 0.05 --out {out}"
     result = fit(
-        "phantom", PHANTOM, minutes=0.05, out=out, device="cpu", memory_bytes=2 * GIB, progress=False
+        "phantom",
+        PHANTOM,
+        minutes=0.05,
+        out=out,
+        device="cpu",
+        memory_bytes=2 * GIB,
+        progress=False,
+        command=typed,
     )
     for name in (
         "plan.yaml",
@@ -43,7 +51,33 @@ def test_fit_plans_trains_validates_and_reports(tmp_path: Path) -> None:
     assert state["history"][-1]["lr"] == 0.0  # the schedule ended with the 3 s budget
     assert state["config"]["train"]["checkpoint_selection"] == "ema"
     assert result.evaluation.summary["per_patient"]["n"] == 1  # 20 % of 5 patients validate
-    assert "medseg fit --source phantom" in (out / "report.html").read_text()
+    assert typed in (out / "report.html").read_text()  # the command as typed, not rebuilt
+
+
+def test_the_cli_passes_the_command_as_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    import medseg.engine.fit
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(medseg.engine.fit, "fit", lambda *args, **kwargs: seen.update(kwargs))
+    args = [
+        "fit",
+        "--source",
+        "msd",
+        "--root",
+        "/data/hippocampus mr",
+        "--minutes",
+        "15",
+        "--out",
+        str(tmp_path),
+    ]
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/medseg", *args])
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen["command"] == (
+        f"medseg fit --source msd --root '/data/hippocampus mr' --minutes 15 --out {tmp_path}"
+    )
 
 
 def test_plan_source_fingerprints_the_training_cases_only(tmp_path: Path) -> None:

@@ -726,6 +726,7 @@ def fit(
 ) -> None:
     """Plan → train for --minutes → validate → OUT/report.html; OUT/best.pt is for medseg predict."""
     from medseg.engine.fit import fit as run_fit
+    from medseg.provenance import command_line
 
     try:
         run_fit(
@@ -741,6 +742,7 @@ def fit(
             config_overrides=set_,
             modality=modality,
             overwrite=overwrite,
+            command=command_line(),  # the report quotes the command as typed
         )
     except (MedsegError, KeyError, TypeError) as exc:
         _fail(exc)

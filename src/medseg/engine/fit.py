@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,12 +200,15 @@ def fit(
     config_overrides: list[str] | None = None,
     modality: str | None = None,
     overwrite: bool = False,
+    command: str | None = None,
 ) -> FitResult:
     """Plan, train for ``minutes``, validate and report into ``out`` (see the module docstring).
 
     ``config_overrides`` (``key=value``, as ``medseg train --set``) edit the planned config;
     ``modality`` as in :func:`plan_source`. An existing non-empty ``out`` is an error unless
     ``overwrite``, which replaces it as a whole (:func:`~medseg.output_dirs.prepare_output_dir`).
+    ``command`` is the command line the report quotes, as the user typed it (``medseg fit`` passes
+    its own; default: this Python call).
     """
     from medseg.config import apply_overrides
     from medseg.report.html import build_report
@@ -234,19 +236,8 @@ def fit(
         f"selected by {cfg.train.checkpoint_selection})"
     )
     evaluation = evaluate_checkpoint(out / "best.pt", out, split="val", device=device, progress=progress)
-    command = "medseg fit " + shlex.join(
-        [
-            "--source",
-            source,
-            *[f"-o{k}={v}" for k, v in options.items()],
-            *(["--modality", modality] if modality else []),
-            "--minutes",
-            f"{minutes:g}",
-            "--out",
-            str(out),
-        ]
-    )
-    build_report([out], out / "report.html", command=command)
+    call = f"medseg.engine.fit.fit({source!r}, {options!r}, minutes={minutes:g}, out={str(out)!r})"
+    build_report([out], out / "report.html", command=command or call)
     patients = evaluation.summary["per_patient"]
     console.print(
         f"validation ({patients['n']} patients): Dice mean {patients['dice']['mean']:.4f}, "
