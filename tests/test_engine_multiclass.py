@@ -75,5 +75,7 @@ def test_evaluation_classes_from_the_samples() -> None:
         ClassSpec(2, 2, "posterior"),
     ]
     assert evaluation_classes([sample({"class_values": [0, 7]})], 2) == [ClassSpec(1, 7, "label 7")]
+    # data.label_names when the source names nothing
+    assert evaluation_classes([sample({})], 2, ["bg", "tumour"]) == [ClassSpec(1, 1, "tumour")]
     with pytest.raises(DataError, match="different label values"):
         evaluation_classes([sample({"class_values": [0, 7]}), sample({"class_values": [0, 8]})], 2)

@@ -87,6 +87,7 @@ def evaluate_model(
     tta_flips: bool = False,
     target_spacing: Sequence[float] | None = None,
     crop_nonzero: bool = False,
+    label_names: Sequence[str] | None = None,
 ) -> tuple[EvaluationResult, dict[str, np.ndarray]]:
     """Score ``model`` on ``samples``; also returns the predicted masks by sample key.
 
@@ -97,7 +98,8 @@ def evaluate_model(
     ``image_size`` is then unused and every sample must be a volume. ``tta_flips`` mirrors a 2D
     model's inputs (``inference.tta_flips``; a 3D window carries its own). A multi-class model
     (``model.num_classes``) is scored per class (module docstring); its predictions are the
-    argmax class-index maps.
+    argmax class-index maps; its classes are named by the samples' ``label_names``, else by
+    ``label_names`` (``data.label_names``).
 
     ``target_spacing`` / ``crop_nonzero`` (the training config's ``data`` keys) crop and resample
     each sample as in training (``predictor`` sees it so); the prediction is taken back onto the
@@ -113,7 +115,7 @@ def evaluate_model(
     if num_classes is not None:
         if "microsegnet" in cfg.protocols:
             raise ValueError("the microsegnet protocol is binary; drop it for a multi-class model")
-        classes = evaluation_classes(samples, num_classes)
+        classes = evaluation_classes(samples, num_classes, label_names)
 
     metrics = segmentation_metrics(cfg, num_classes, classes)
     predictions: dict[str, np.ndarray] = {}
@@ -421,13 +423,15 @@ def evaluate_checkpoint(
         tta_flips=cfg.inference.tta_flips,
         target_spacing=cfg.data.target_spacing,
         crop_nonzero=cfg.data.crop_nonzero,
+        label_names=cfg.data.label_names,
     )
     result.summary["provenance"] = provenance(checkpoint, split, torch_device)
     write_evaluation(result, out_dir)
     save_config(cfg, Path(out_dir) / "config.yaml")  # the checkpoint's recipe, for the report
     if collector is not None:
         collector.write(result, out_dir)
-    save_overlays_for(samples, predictions, Path(out_dir) / "overlays.png", eval_cfg.n_overlays)
+    overlays = Path(out_dir) / "overlays.png"
+    save_overlays_for(samples, predictions, overlays, eval_cfg.n_overlays, cfg.data.label_names)
     return result
 
 
@@ -452,7 +456,11 @@ def annotator_disagreement(sample: Sample) -> np.ndarray | None:
 
 
 def save_overlays_for(
-    samples: Sequence[Sample], predictions: dict[str, np.ndarray], path: Path, n_overlays: int
+    samples: Sequence[Sample],
+    predictions: dict[str, np.ndarray],
+    path: Path,
+    n_overlays: int,
+    label_names: Sequence[str] | None = None,
 ) -> Path:
     """Overlay grid of the slice with the largest GT area of each case (up to ``n_overlays``).
 
@@ -472,7 +480,7 @@ def save_overlays_for(
     any_hard = False
     assign_keys(samples)
     num_classes = next((s.meta["num_classes"] for s in samples if s.meta.get("num_classes")), None)
-    classes = evaluation_classes(samples, int(num_classes)) if num_classes is not None else None
+    classes = None if num_classes is None else evaluation_classes(samples, int(num_classes), label_names)
     indices = None if classes is None else [c.index for c in classes]
     for sample in samples[:n_overlays]:
         key = sample.key

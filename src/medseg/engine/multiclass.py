@@ -86,14 +86,17 @@ def predict_classes(
     return labels_on_input(classes, change), values_on_input(foreground, change)
 
 
-def evaluation_classes(samples: Sequence[Sample], num_classes: int) -> list[ClassSpec]:
+def evaluation_classes(
+    samples: Sequence[Sample], num_classes: int, label_names: Sequence[str] | None = None
+) -> list[ClassSpec]:
     """The foreground classes of an evaluation: label values from the samples' ``class_values``,
-    names from their ``label_names`` (``label <value>`` when a source names none)."""
+    names from their ``label_names``, else from ``label_names`` (``data.label_names``: classes
+    0..K−1), else ``label <value>``."""
     values = {tuple(s.meta["class_values"]) for s in samples if s.meta.get("class_values") is not None}
     if len(values) > 1:
         raise DataError(f"the cases map classes to different label values: {sorted(values)}")
-    names = next(
-        (list(s.meta["label_names"]) for s in samples if len(s.meta.get("label_names") or ()) == num_classes),
-        None,
-    )
+    named = [
+        list(s.meta["label_names"]) for s in samples if len(s.meta.get("label_names") or ()) == num_classes
+    ]
+    names = named[0] if named else (list(label_names) if label_names else None)
     return class_specs(num_classes, list(values.pop()) if values else None, names)
