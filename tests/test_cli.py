@@ -105,3 +105,19 @@ def test_errors_exit_with_message(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "missing.yaml" in result.output
     result = runner.invoke(app, ["evaluate", "--pred", "x", "--gt", "y", "--hd95", "bogus"])
     assert result.exit_code == 2
+
+
+def test_evaluate_every_label_prints_and_writes_the_per_class_table(tmp_path: Path) -> None:
+    gt = np.zeros((20, 20), np.uint8)
+    gt[2:8, 2:8], gt[10:18, 10:18] = 1, 2
+    pred = gt.copy()
+    pred[10:18, 10:14] = 0  # label 2: half found
+    Image.fromarray(gt).save(tmp_path / "gt.png")
+    Image.fromarray(pred).save(tmp_path / "pred.png")
+    args = ["evaluate", "--pred", str(tmp_path / "pred.png"), "--gt", str(tmp_path / "gt.png")]
+    result = runner.invoke(
+        app, [*args, "--labels", "all", "--spacing", "0.5,0.5", "--out", str(tmp_path / "e")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "label 1: Dice 1.0000 (n 1)" in result.output and "label 2: Dice 0.6667" in result.output
+    assert (tmp_path / "e" / "metrics_per_class.csv").is_file()

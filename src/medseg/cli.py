@@ -281,6 +281,7 @@ def evaluate(
                 f"{summary['dice']['median']:.4f}), HD95 {summary['hd95_mm']['mean']:.2f} mm; "
                 f"wrote {csv_path}"
             )
+            _print_classes(result.summary)
             return
         if checkpoint is None:
             _fail(ValueError("give a CHECKPOINT, or --pred and --gt"))
@@ -293,11 +294,23 @@ def evaluate(
             checkpoint, out, split=split, device=device, eval_cfg=cfg, calibration=calib, tta_flips=mirror
         )
         console.print(results_table(result, title=f"{checkpoint} on {split}"))
+        _print_classes(result.summary)
         console.print(f"wrote {out}/metrics.csv and summary.json")
         if calib is not None:
             console.print(f"wrote {out}/reliability.csv, calibration_cases.csv and calibration.json")
     except MedsegError as exc:
         _fail(exc)
+
+
+def _print_classes(summary: dict) -> None:
+    """Multi-class: each class's mean Dice and HD95 over their usable values (metrics_per_class.csv)."""
+    for name, item in (summary.get("per_class") or {}).items():
+        dice, hd95 = item["dice"].get("mean"), item["hd95_mm"].get("mean")
+        shown = "—" if hd95 is None else f"{hd95:.2f} mm"
+        console.print(
+            f"  {name}: Dice {'—' if dice is None else f'{dice:.4f}'} (n {item['dice']['n']}), HD95 {shown}",
+            highlight=False,
+        )
 
 
 def _evaluate_labels(label: int | None, labels: str | None) -> list[int] | str | None:

@@ -319,7 +319,9 @@ def predict_uncertainty(
                 stats = _sliding_statistics(statistics, sample, intensity, device, window)
             else:
                 if num_classes is not None:
-                    raise DataError("a multi-class model is predicted on volumes by sliding window (3D only)")
+                    raise DataError(
+                        "uncertainty maps of a 2D multi-class model are not available; predict without them"
+                    )
                 stats = _resized_statistics(statistics, sample, image_size, intensity, device, batch_size)
     return maps_from_statistics(stats, num_classes, options.merge, statistics.n_samples)
 
