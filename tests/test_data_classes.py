@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medseg.data.classes import check_sample_classes, common_class_values, present_classes
+from medseg.data.classes import check_sample_classes, common_class_values, common_label_names, present_classes
 from medseg.data.sample import Sample
 from medseg.errors import DataError
 
@@ -33,6 +33,13 @@ def test_common_class_values() -> None:
     assert common_class_values([_sample({"class_values": [0, 3, 5]}), _sample({})]) == [0, 3, 5]
     with pytest.raises(DataError, match="different label values"):
         common_class_values([_sample({"class_values": [0, 3]}), _sample({"class_values": [0, 4]})])
+
+
+def test_common_label_names() -> None:
+    named = _sample({"label_names": ["background", "tumour"]})
+    assert common_label_names([named, _sample({})]) == ["background", "tumour"]
+    assert common_label_names([named, _sample({"label_names": ["bg", "lesion"]})]) is None  # disagree
+    assert common_label_names([_sample({})]) is None
 
 
 def test_present_classes() -> None:

@@ -70,6 +70,8 @@ def _class_slices(num_classes: int | None = 4) -> list[Sample]:
     first, second = np.zeros((24, 20), np.uint8), np.zeros((24, 20), np.uint8)
     first[2:10, 2:10], first[12:20, 10:18], second[4:16, 4:16] = 1, 2, 3
     meta = {} if num_classes is None else {"num_classes": num_classes, "class_values": [0, 3, 5, 9]}
+    if num_classes is not None:
+        meta["label_names"] = ["background", "a", "b", "c"]
     image = np.zeros((1, 24, 20), np.float32)
     return [
         Sample(image, {"expert": m}, "expert", (1.0, 1.0), f"c{i}", meta=dict(meta))
@@ -80,6 +82,7 @@ def _class_slices(num_classes: int | None = 4) -> list[Sample]:
 def test_multi_class_items_keep_class_indices_and_know_their_classes() -> None:
     ds = SegmentationDataset(_class_slices(), (12, 10), in_channels=1, num_classes=4)
     assert ds.num_classes == 4 and ds.class_values == [0, 3, 5, 9]
+    assert ds.label_names == ["background", "a", "b", "c"]
     assert set(ds[0]["target"].unique().tolist()) == {0.0, 1.0, 2.0}  # resized by nearest
     assert ds.foreground_classes() == [[1, 2], [3]]
     binary = SegmentationDataset([_volume("a")], (16, 16), in_channels=1)

@@ -40,6 +40,13 @@ def common_class_values(samples: Sequence[Sample]) -> list[int] | None:
     return [int(v) for v in found.pop()] if found else None
 
 
+def common_label_names(samples: Sequence[Sample]) -> list[str] | None:
+    """The samples' common ``meta["label_names"]`` (class index → name); None when none has them or
+    they disagree (names only label outputs, so a disagreement is no reason to stop training)."""
+    found = {tuple(s.meta["label_names"]) for s in samples if s.meta.get("label_names") is not None}
+    return [str(n) for n in found.pop()] if len(found) == 1 else None
+
+
 def present_classes(mask: np.ndarray, num_classes: int) -> list[int]:
     """The foreground classes 1..K−1 present in a class-index mask, ascending."""
     counts = np.bincount(np.asarray(mask, dtype=np.int64).ravel(), minlength=num_classes)

@@ -6,8 +6,8 @@ turns it into the batch that models and losses receive (losses read every annota
 
 Multi-class (``num_classes`` = K ≥ 2): the masks are class indices 0..K−1, resized and augmented by
 nearest neighbour (so they stay class indices), and ``"target"`` is the class-index target of the
-``ce`` / ``dice`` losses. A sample that declares ``meta["num_classes"]`` needs the same K;
-``class_values`` (class index → label value) is kept for prediction, and
+``dice_ce`` / ``ce`` / ``dice`` losses. A sample that declares ``meta["num_classes"]`` needs the same
+K; ``class_values`` (class index → label value) and ``label_names`` are kept for prediction, and
 :meth:`SegmentationDataset.foreground_classes` tells the foreground oversampling which classes
 each item holds.
 """
@@ -22,7 +22,12 @@ import torch
 from monai.transforms import Compose
 from torch.utils.data import Dataset
 
-from medseg.data.classes import check_sample_classes, common_class_values, present_classes
+from medseg.data.classes import (
+    check_sample_classes,
+    common_class_values,
+    common_label_names,
+    present_classes,
+)
 from medseg.data.sample import Sample
 from medseg.data.transforms import Intensity, mask_key, preprocess_transform
 from medseg.errors import DataError
@@ -71,6 +76,7 @@ class SegmentationDataset(Dataset):
             check_sample_classes(sample, num_classes)
         self.num_classes = None if num_classes is None else int(num_classes)
         self.class_values = common_class_values(slices) if num_classes is not None else None
+        self.label_names = common_label_names(slices) if num_classes is not None else None
         self.annotators = list(annotators) if annotators is not None else all_annotators(slices)
         self.image_size = tuple(int(s) for s in image_size)
         self.augment = augment

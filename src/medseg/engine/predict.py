@@ -330,7 +330,7 @@ def predict_files(
         if save_overlays:
             overlay_path = out / f"{base}_overlay.png"
             values = None if num_classes is None else list(class_values or range(num_classes))[1:]
-            names = cfg.data.label_names[1:] if cfg.data.label_names and values else None
+            names = label_names[1:] if label_names and values else None
             save_overlay(image, None, mask, overlay_path, spacing, stem, values, names)
         results.append(PredictedFile(path, mask_path, prob_path, overlay_path, map_paths))
     append_measurements(out / MEASUREMENTS_FILE, pd.DataFrame(measured))
