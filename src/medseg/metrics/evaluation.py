@@ -115,11 +115,9 @@ class SegmentationMetrics:
         self.hd95_mode = hd95_mode
         self.nsd_tolerance_mm = nsd_tolerance_mm
         self.num_classes = num_classes
-        self.classes = (
-            list(classes)
-            if classes is not None
-            else (class_specs(num_classes) if num_classes is not None else None)
-        )
+        if classes is None and num_classes is not None:
+            classes = class_specs(num_classes)
+        self.classes = None if classes is None else list(classes)
         self.workers = workers
         self.rows: list[dict[str, Any]] = []
         # per case scored by class (but slices): its ids, spatial dims and class rows
