@@ -139,7 +139,7 @@ def test_complete_classes_fills_absent_classes_and_numbers_label_values() -> Non
         return {"class_index": None, "class_value": value, "class_name": f"label {value}", "dice": dice}
 
     cases = [
-        ({"case": "a"}, 3, [row(5, 0.5), row(3, 0.7)]),
+        ({"case": "a", "missing_pred": True}, 3, [row(5, 0.5), row(3, 0.7)]),
         ({"case": "b"}, 2, [row(3, 0.9)]),
         ({"case": "c"}, 2, []),  # no label anywhere
     ]
@@ -155,6 +155,7 @@ def test_complete_classes_fills_absent_classes_and_numbers_label_values() -> Non
     filled = table.set_index(["case", "class_value"]).loc[("b", 5)]
     assert filled["dice"] == 1.0 and bool(filled["empty_gt"]) and filled["area_gt_mm2"] == 0.0
     assert table.set_index(["case", "class_value"]).loc[("a", 5), "dice"] == 0.5
+    assert set(table[table["case"] == "a"]["note"]) == {"missing prediction"}  # the case's flag counts
 
 
 def test_summarize_classes_counts_and_macro_mean() -> None:

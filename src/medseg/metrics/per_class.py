@@ -162,6 +162,7 @@ def complete_classes(
             row = {**ids, **row}
             if row["class_index"] is None:
                 row["class_index"] = ranks[value]
+            row["note"] = case_reason(row)  # the case's flags count too (a missing prediction)
             table.append(row)
     return table
 
