@@ -182,7 +182,8 @@ def test_evaluation_scores_the_prediction_on_the_samples_own_grid() -> None:
         target_spacing=(1.0, 1.0, 1.0),
     )
     assert predicted[multi.key].shape == labels.shape
-    assert scored.per_patient["dice_c1"].iloc[0] > 0.9 and scored.per_patient["dice_c2"].iloc[0] > 0.9
+    assert scored.per_class is not None and (scored.per_class["dice"] > 0.9).all()  # classes 1 and 2
+    assert list(scored.per_class["class_index"]) == [1, 2]
 
 
 def test_classes_go_back_through_their_probabilities() -> None:
