@@ -28,10 +28,10 @@ TRIAL_MIN_MINUTES = 60.0
 TRIAL_SHARE = 0.05
 
 
-def trial_applies(
-    fingerprint: Fingerprint, minutes: float, min_minutes: float = TRIAL_MIN_MINUTES
-) -> str | None:
-    """Why no trial runs (``None``: it runs): 2D data, or a budget under ``min_minutes``."""
+def trial_applies(fingerprint: Fingerprint, minutes: float, min_minutes: float | None = None) -> str | None:
+    """Why no trial runs (``None``: it runs): 2D data, or a budget under ``min_minutes`` (default
+    :data:`TRIAL_MIN_MINUTES`, read when called)."""
+    min_minutes = TRIAL_MIN_MINUTES if min_minutes is None else min_minutes
     if fingerprint.spatial_dims != 3:
         return "the data are 2D: no 3D candidate"
     if minutes < min_minutes:
