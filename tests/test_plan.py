@@ -212,8 +212,15 @@ def test_plan_to_config_carries_out_the_plan(tmp_path: Path) -> None:
     assert cfg.data.split.seed == 3 and cfg.data.image_size == plan.patch_size
     assert cfg.data.foreground_share == pytest.approx(1 / 3) and cfg.data.in_channels == 1
     assert cfg.model.name == "resenc_unet" and "in_channels" not in cfg.model.options
-    assert cfg.optim.name == "sgd" and cfg.optim.options == {"momentum": 0.99, "nesterov": True}
+    # a 10-minute CPU budget buys few steps: AdamW (the optimizer rule)
+    assert cfg.optim.name == "adamw" and cfg.optim.lr == 3e-3 and cfg.optim.options == {}
     assert cfg.optim.scheduler == "budget" and cfg.train.max_time_minutes == 2.0
+    long = make_plan(
+        _fingerprint(), Budget(memory_bytes=4 * GIB, minutes=600, device="cuda", step_seconds=0.1)
+    )
+    long.data = plan.data
+    sgd = plan_to_config(long, tmp_path / "long")
+    assert sgd.optim.name == "sgd" and sgd.optim.options == {"momentum": 0.99, "nesterov": True}
     assert cfg.train.checkpoint_selection == "ema" and cfg.train.augment_on == "device"
     assert cfg.train.seed == 5 and cfg.train.batch_size == plan.batch_size
     assert cfg.loss.options == {"batch_dice": True}
@@ -256,8 +263,8 @@ def test_memory_too_small_is_a_clear_error() -> None:
 
 def test_every_decision_has_a_reason_and_the_model_builds() -> None:
     plan = make_plan(
-        _fingerprint(), Budget(memory_bytes=4 * GIB, minutes=10, device="cuda", step_seconds=0.1)
-    )
+        _fingerprint(), Budget(memory_bytes=4 * GIB, minutes=20, device="cuda", step_seconds=0.1)
+    )  # 10,800 steps: nnU-Net's SGD
     assert set(plan.reasons) >= {
         "spatial_dims", "target_spacing", "normalization", "patch_size", "batch_size", "network_depth",
         "model", "total_steps", "optimizer", "scheduler", "foreground_share",

@@ -12,11 +12,13 @@ from medseg.data.fingerprint import ClassStats, Fingerprint, IntensityStats
 from medseg.plan import Budget, make_plan, mirror_flips, plan_to_config
 from medseg.plan.rules import (
     MIN_VALIDATION_CASES,
+    SGD_MIN_STEPS,
     Classes,
     classes_rule,
     foreground_share_rule,
     loss_rule,
     mirror_axes_rule,
+    optimizer_rule,
     validation_cases_rule,
 )
 from medseg.plan.timing import StepTimer
@@ -169,3 +171,11 @@ def test_a_slow_timer_narrows_3d_before_falling_back_to_2d() -> None:
 
     plan_2d = make_plan(_hippocampus_like(), Budget(memory_bytes=8 * GIB, minutes=15, step_timer=hopeless))
     assert plan_2d.spatial_dims == 2 and "narrowest 3D network" in plan_2d.reasons["spatial_dims"]
+
+
+def test_optimizer_is_adamw_for_short_budgets_and_sgd_for_long_ones() -> None:
+    short = optimizer_rule(1500)
+    assert short.value == {"name": "adamw", "lr": 3e-3, "weight_decay": 3e-5}
+    assert "1500 steps < 10000" in short.reason
+    long = optimizer_rule(SGD_MIN_STEPS)
+    assert long.value["name"] == "sgd" and long.value["momentum"] == 0.99 and long.value["nesterov"]

@@ -50,8 +50,11 @@ step time       A few real training steps timed on the      So the schedule and 
                 device (``medseg plan``/``fit``), else      clock (a FLOP count misses memory traffic,
                 FLOPs / device throughput.                  data loading and augmentation).
 steps           ⌊minutes·60·(1 − validation share) / step⌋. The schedule ends when the budget does.
-optimizer       SGD, Nesterov momentum 0.99, lr 0.01,       nnU-Net's default; robust without tuning.
-                weight decay 3e-5; poly (0.9) to 0.
+optimizer       ≥ 10,000 steps: SGD, Nesterov momentum      nnU-Net's default for long runs. Momentum
+                0.99, lr 0.01, weight decay 3e-5. Fewer:    0.99 needs thousands of steps to leave the
+                AdamW, lr 3e-3. Poly (0.9) to 0 at the end  all-background start; AdamW learns in
+                of the budget.                              hundreds (Hippocampus: 0.84 vs 0.00 Dice
+                                                            after 300 steps).
 oversampling    A third of every batch is centred on        nnU-Net: small, rare structures are
                 foreground; its class is drawn uniformly    otherwise rarely seen; rare classes as often
                 among the classes of the case.              as common ones.

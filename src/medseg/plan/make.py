@@ -186,7 +186,7 @@ def make_plan(
         spacing = spacing[-2:]
     seconds_per_case = _validation_seconds_per_case(fingerprint, network, sized.step.value, dims)
     validation = validation_cases_rule(n_validation_cases, seconds_per_case, budget)
-    optimizer, scheduler = optimizer_rule(), scheduler_rule(budget)
+    optimizer, scheduler = optimizer_rule(int(steps)), scheduler_rule(budget)
     full_width = width.value
     reasons.update(
         normalization=normalization.reason,
