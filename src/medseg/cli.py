@@ -184,6 +184,9 @@ def evaluate(
             help="with a checkpoint: mirroring test-time augmentation (default: its inference.tta_flips)",
         ),
     ] = None,
+    postprocess: Annotated[
+        bool, typer.Option(help="with a checkpoint: apply its postprocessing (largest components)")
+    ] = True,
 ) -> None:
     """Score a checkpoint on its test/val data, or score --pred against --gt made by any tool.
 
@@ -251,7 +254,14 @@ def evaluate(
 
         calib = calibration_options(calibration, bins, region_margin, uncertainty, samples, tta_merge)
         result = evaluate_checkpoint(
-            checkpoint, out, split=split, device=device, eval_cfg=cfg, calibration=calib, tta_flips=mirror
+            checkpoint,
+            out,
+            split=split,
+            device=device,
+            eval_cfg=cfg,
+            calibration=calib,
+            tta_flips=mirror,
+            postprocess=postprocess,
         )
         console.print(results_table(result, title=f"{checkpoint} on {split}"))
         console.print(f"wrote {out}/metrics.csv and summary.json")
@@ -325,6 +335,9 @@ def predict(
         str,
         typer.Option("--format", help="mask format: 'auto' (the input's; NIfTI for DICOM) or 'dicom-seg'"),
     ] = "auto",
+    postprocess: Annotated[
+        bool, typer.Option(help="apply the checkpoint's postprocessing (largest connected components)")
+    ] = True,
 ) -> None:
     """Segment images or volumes; masks keep the input geometry (NIfTI affine preserved).
 
@@ -363,6 +376,7 @@ def predict(
                 backend=backend,
                 overwrite=overwrite,
                 output_format=format_,
+                postprocess=postprocess,
             )
             for item in results:
                 console.print(f"{item.input} → {item.mask}")

@@ -35,18 +35,21 @@ from medseg.data.pairs import read_mask_pair
 from medseg.data.sample import Sample, assign_keys
 from medseg.data.transforms import Intensity
 from medseg.engine.calibrate import CalibrationCollector, CalibrationOptions
+from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.inference import (
     SlidingWindow,
-    load_model,
+    model_from_state,
     predict_volume_classes,
     resolve_device,
     sliding_window_from_config,
 )
+from medseg.engine.postprocess import postprocess_labels, stored_postprocessing
 from medseg.engine.predict import predict_probabilities
 from medseg.errors import DataError
 from medseg.metrics import PROTOCOLS, microsegnet_protocol, summarize
 from medseg.metrics.evaluation import MetricTables, SegmentationMetrics, summarize_table, write_metric_tables
 from medseg.metrics.measurements import measurement_rows, summarize_measurements
+from medseg.metrics.postprocess import PostprocessingDecision
 from medseg.provenance import code_provenance, file_sha256
 from medseg.report.slices import CASE_SLICES_FILE, case_slice, write_case_slices
 
@@ -78,6 +81,7 @@ def evaluate_model(
     window: SlidingWindow | None = None,
     predictor: Callable[[Sample], np.ndarray] | None = None,
     tta_flips: bool = False,
+    postprocessing: PostprocessingDecision | None = None,
 ) -> tuple[EvaluationResult, dict[str, np.ndarray]]:
     """Score ``model`` on ``samples``; also returns the predicted masks by sample key.
 
@@ -88,7 +92,8 @@ def evaluate_model(
     ``image_size`` is then unused and every sample must be a volume. ``tta_flips`` mirrors a 2D
     model's inputs (``inference.tta_flips``; a 3D window carries its own). A multi-class model
     (``model.num_classes``) is scored per class (module docstring); its predictions are the
-    argmax class-index maps.
+    argmax class-index maps. ``postprocessing`` (a checkpoint's, :mod:`medseg.engine.postprocess`)
+    is applied to every prediction before it is scored.
     """
     if not samples:
         raise DataError("nothing to evaluate: the evaluation set is empty")
@@ -122,6 +127,7 @@ def evaluate_model(
             assert window is not None
             pred, _ = predict_volume_classes(model, sample, intensity, device, window, num_classes)
             gt = sample.target_mask
+        pred = postprocess_labels(pred, postprocessing)
         key = sample.key
         predictions[key] = pred.astype(np.uint8)
         report_key = sample.case_id if sample.ndim == 3 else key  # the `case` of its report-level row
@@ -172,6 +178,8 @@ def evaluate_model(
         "threshold": cfg.threshold,
         "protocol": "volumetric: 3D per patient at header spacing, empty masks by the documented policy",
     }
+    if postprocessing is not None:
+        summary["postprocessing"] = postprocessing.summary()
     if num_classes is not None:
         summary["num_classes"] = num_classes
         summary["class_metric"] = "per foreground class on the argmax; plain columns: mean over classes"
@@ -320,11 +328,13 @@ def evaluate_checkpoint(
     progress: bool = True,
     calibration: CalibrationOptions | None = None,
     tta_flips: bool | None = None,
+    postprocess: bool = True,
 ) -> EvaluationResult:
     """Evaluate a training checkpoint on the ``test`` source of its config (or its ``val`` split).
 
     ``tta_flips`` overrides the checkpoint's ``inference.tta_flips`` (mirroring test-time
-    augmentation) when given.
+    augmentation) when given. The checkpoint's postprocessing (:mod:`medseg.engine.postprocess`)
+    applies to the predictions unless ``postprocess`` is false.
 
     Writes ``metrics.csv``, ``summary.json`` (with :func:`provenance`), ``case_slices.npz``,
     ``config.yaml`` (the checkpoint's config) and ``overlays.png`` into ``out_dir``.
@@ -334,7 +344,9 @@ def evaluate_checkpoint(
     that of the sampled (TTA / MC-dropout) mean prediction.
     """
     torch_device = resolve_device(device)
-    model, cfg = load_model(checkpoint, torch_device)
+    state = load_checkpoint(checkpoint)
+    model, cfg = model_from_state(state, torch_device)
+    postprocessing = stored_postprocessing(state, checkpoint) if postprocess else None
     if tta_flips is not None:
         cfg.inference.tta_flips = tta_flips
     eval_cfg = eval_cfg or cfg.eval
@@ -359,6 +371,7 @@ def evaluate_checkpoint(
         window=window,
         predictor=collector,
         tta_flips=cfg.inference.tta_flips,
+        postprocessing=postprocessing,
     )
     result.summary["provenance"] = provenance(checkpoint, split, torch_device)
     write_evaluation(result, out_dir)

@@ -49,6 +49,7 @@ from medseg.engine.inference import (
     sliding_window_from_config,
 )
 from medseg.engine.output_paths import check_not_overwriting, output_bases
+from medseg.engine.postprocess import postprocess_labels, stored_postprocessing
 from medseg.engine.uncertainty import UncertaintyOptions, predict_sample_uncertainty, write_uncertainty_maps
 from medseg.errors import DataError
 from medseg.export.runtime import load_predictor
@@ -170,6 +171,7 @@ def predict_files(
     backend: str = "auto",
     overwrite: bool = False,
     output_format: str = "auto",
+    postprocess: bool = True,
 ) -> list[PredictedFile]:
     """Segment image files or volumes; masks keep the input geometry (NIfTI affine preserved).
 
@@ -192,6 +194,10 @@ def predict_files(
     the series (:mod:`medseg.data.dicom_seg`; segment names from ``data.label_names`` /
     ``data.segments``). ``measurements.csv`` next to the masks has each mask's volume (mL) or area
     (mm²), longest in-plane diameter and component count (:mod:`medseg.metrics.measurements`).
+
+    The checkpoint's postprocessing (largest connected components where they raised the validation
+    Dice, :mod:`medseg.engine.postprocess`) applies to every mask unless ``postprocess`` is false;
+    probabilities are left as predicted.
     """
     check_output_format(output_format)
     torch_device = resolve_device(device)
@@ -200,6 +206,7 @@ def predict_files(
     thr = cfg.eval.threshold if threshold is None else threshold
     num_classes = model.num_classes
     class_values = state.get("class_values")  # class index → label value (multi-class)
+    postprocessing = stored_postprocessing(state, checkpoint) if postprocess else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = _expand_inputs(inputs)
@@ -238,11 +245,13 @@ def predict_files(
             mask, probs, maps = predict_sample_uncertainty(
                 model, sample, cfg, torch_device, window, uncertainty, thr, class_values
             )
+            class_map = maps.classes is not None
+            classes = maps.classes if class_map else mask
         elif num_classes is not None and window is not None:
             classes, probs = predict_volume_classes(
                 model, sample, cfg.data.intensity, torch_device, window, num_classes
             )
-            mask = class_index_to_value(classes, class_values)
+            class_map = True
         else:
             probs = predict_probabilities(
                 model,
@@ -253,7 +262,9 @@ def predict_files(
                 window=window,
                 tta_flips=cfg.inference.tta_flips,
             )
-            mask = (probs >= thr).astype(np.uint8)
+            classes, class_map = (probs >= thr).astype(np.uint8), False
+        classes = postprocess_labels(classes, postprocessing)  # class indices (binary: 0/1)
+        mask = class_index_to_value(classes, class_values) if class_map else classes
         stem = strip_extension(path.name)
         where = out / base.parent
         where.mkdir(parents=True, exist_ok=True)
