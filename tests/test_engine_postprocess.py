@@ -179,3 +179,19 @@ def test_evaluation_scores_the_postprocessed_prediction(multiclass: Path) -> Non
     assert plain.per_patient["dice"].iloc[0] < 1.0 and "postprocessing" not in plain.summary
     assert processed.summary["postprocessing"] == decision.summary()
     np.testing.assert_array_equal(next(iter(predictions.values())), truth)
+
+
+def test_predict_mirroring_is_switchable(multiclass: Path, tmp_path: Path) -> None:
+    volume = tmp_path / "ct.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(image()), str(volume))
+    model, cfg = load_model(multiclass)
+    assert cfg.inference.tta_flips is False
+    cfg.inference.tta_flips = True
+    mirrored = predict_label_map(model, cfg, sample(0, np.zeros(SHAPE, np.uint8), 3), torch.device("cpu"))
+    assert not np.array_equal(mirrored, raw_classes(multiclass))  # a random model is not flip-invariant
+    done = CliRunner().invoke(
+        app, ["predict", str(multiclass), str(volume), "--out", str(tmp_path / "m"), "--mirror"]
+    )
+    assert done.exit_code == 0, done.output
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "m" / "ct_mask.nrrd")))
+    np.testing.assert_array_equal(written, np.array([0, 3, 5])[mirrored])

@@ -338,6 +338,12 @@ def predict(
     postprocess: Annotated[
         bool, typer.Option(help="apply the checkpoint's postprocessing (largest connected components)")
     ] = True,
+    mirror: Annotated[
+        bool | None,
+        typer.Option(
+            "--mirror/--no-mirror", help="mirroring test-time augmentation (default: the checkpoint's)"
+        ),
+    ] = None,
 ) -> None:
     """Segment images or volumes; masks keep the input geometry (NIfTI affine preserved).
 
@@ -377,6 +383,7 @@ def predict(
                 overwrite=overwrite,
                 output_format=format_,
                 postprocess=postprocess,
+                tta_flips=mirror,
             )
             for item in results:
                 console.print(f"{item.input} → {item.mask}")

@@ -172,6 +172,7 @@ def predict_files(
     overwrite: bool = False,
     output_format: str = "auto",
     postprocess: bool = True,
+    tta_flips: bool | None = None,
 ) -> list[PredictedFile]:
     """Segment image files or volumes; masks keep the input geometry (NIfTI affine preserved).
 
@@ -197,11 +198,14 @@ def predict_files(
 
     The checkpoint's postprocessing (largest connected components where they raised the validation
     Dice, :mod:`medseg.engine.postprocess`) applies to every mask unless ``postprocess`` is false;
-    probabilities are left as predicted.
+    probabilities are left as predicted. ``tta_flips`` overrides the checkpoint's
+    ``inference.tta_flips`` (mirroring) when given.
     """
     check_output_format(output_format)
     torch_device = resolve_device(device)
     model, cfg, state = load_predictor(checkpoint, torch_device, backend)
+    if tta_flips is not None:
+        cfg.inference.tta_flips = tta_flips
     window = sliding_window_from_config(cfg)
     thr = cfg.eval.threshold if threshold is None else threshold
     num_classes = model.num_classes
