@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from medseg.engine.inference import (
     SlidingWindow,
+    argmax_and_foreground,
+    evaluation_mode,
     sliding_window_classes,
     sliding_window_predict,
     window_predictor,
@@ -169,6 +171,32 @@ def test_class_map_equals_argmax_of_the_logits() -> None:
     np.testing.assert_array_equal(labels, expected.argmax(1)[0].numpy())
     np.testing.assert_allclose(foreground, 1 - torch.softmax(expected, 1)[0, 0].numpy(), atol=1e-6)
     assert labels.dtype == np.uint8 and foreground.dtype == np.float32
+
+
+def test_argmax_and_foreground_by_hand() -> None:
+    logits = torch.tensor([[0.0, 2.0, 1.0, 30.0], [0.0, 1.0, 3.0, 0.0], [0.0, 2.0, 0.0, 0.0]])  # K×4
+    labels, foreground = argmax_and_foreground(logits)
+    assert labels.tolist() == [0, 0, 1, 0]  # ties go to the first class, as torch.argmax
+    e = np.exp
+    expected = [
+        2 / 3,
+        (e(-1) + 1) / (1 + e(-1) + 1),
+        (1 + e(-3)) / (e(-2) + 1 + e(-3)),
+        2 * e(-30) / (1 + 2 * e(-30)),
+    ]
+    np.testing.assert_allclose(foreground.numpy(), expected, rtol=1e-6)
+    assert foreground[3].item() > 0  # 1 − softmax would round to 0 here
+
+
+def test_evaluation_mode_restores_every_module_and_takes_plain_functions() -> None:
+    model = nn.Sequential(nn.Dropout(0.5), nn.Linear(2, 2))
+    model.train()
+    model[1].eval()
+    with evaluation_mode(model):
+        assert not any(m.training for m in model.modules()) and not torch.is_grad_enabled()
+    assert model.training and model[0].training and not model[1].training
+    with evaluation_mode(torch.relu):
+        assert not torch.is_grad_enabled()
 
 
 def test_wrong_output_size_is_a_clear_error() -> None:
