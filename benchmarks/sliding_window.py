@@ -25,10 +25,12 @@ activations). Allocations from 1 MiB are mapped (``MALLOC_MMAP_THRESHOLD_``), so
 freed buffers back and the RSS is what is alive. The table gives the peak also in units of one
 ``K×volume`` float32 copy of the logits. The arms save their outputs in a temporary folder and
 the parent compares them with MONAI's: max abs difference of the logits and of the foreground
-probability, and the voxels whose label differs (ties broken by rounding). Throughput is voxels
-of the volume per second of wall clock; the ratios are medseg ÷ MONAI for the same output (speed
-> 1 and memory < 1: medseg better). CPU timings on a shared machine are noisy; compare the
-ratios of one run (``--repeats N``: N rounds, the arms taking turns, medians reported).
+probability, and the voxels whose label differs (ties broken by rounding). Throughput and the
+speed ratio are per second of the process's CPU time (all its threads): on a shared machine the
+wall clock of an arm depends on what else runs meanwhile, its CPU time much less (the wall clock
+is in the table too). The ratios are MONAI ÷ medseg time and medseg ÷ MONAI memory for the same
+output (speed > 1 and memory < 1: medseg better), from one run (``--repeats N``: N rounds, the
+arms taking turns, medians reported).
 
 The table is printed and (not with ``--quick``, unless ``--out`` is given) written to
 ``benchmarks/results/sliding_window.md``.
@@ -126,11 +128,12 @@ def arm_function(
 
 
 def run_arm(arm: str, args: argparse.Namespace, save: Path) -> dict[str, float]:
-    """One arm in this process: seconds, peak RSS added (MiB); its outputs saved under ``save``.
+    """One arm in this process: wall and CPU seconds and the peak RSS added (MiB), for its first
+    output (``logits_…``) and for all (``…``); its outputs saved under ``save``.
 
     The arm first runs on a volume of one window (first-call set-up: thread pools, kernels), then
     on the volume, measured. MONAI's arm then makes the label map and the foreground probability
-    from its logits, measured apart.
+    from its logits.
     """
     model = build_model(args.classes, args.features)
     volume = build_volume(args.shape)
@@ -138,18 +141,22 @@ def run_arm(arm: str, args: argparse.Namespace, save: Path) -> dict[str, float]:
     run(build_volume(args.roi))
     rss_before = _status_kib("VmRSS")
     reset_peak_rss()
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
+
+    def measured(prefix: str) -> dict[str, float]:
+        return {
+            f"{prefix}seconds": time.perf_counter() - wall,
+            f"{prefix}cpu_seconds": time.process_time() - cpu,
+            f"{prefix}peak_mib": (_status_kib("VmHWM") - rss_before) / 1024,
+        }
+
     logits, labels, foreground = run(volume)
-    result = {
-        "logits_seconds": time.perf_counter() - start,
-        "logits_peak_mib": (_status_kib("VmHWM") - rss_before) / 1024,
-    }
+    result = measured("logits_")
     if arm == "monai":  # the label map and the probability from the full logits, as a caller would
         assert logits is not None
         labels = logits.argmax(1)[0].to(torch.uint8).numpy()
         foreground = (1.0 - torch.softmax(logits, dim=1)[0, 0]).numpy()
-    result["seconds"] = time.perf_counter() - start
-    result["peak_mib"] = (_status_kib("VmHWM") - rss_before) / 1024
+    result.update(measured(""))
     if logits is not None:
         np.save(save / f"{arm}_logits.npy", logits.numpy()[0])
     if labels is not None:
@@ -191,44 +198,29 @@ def table(results: dict[str, dict[str, float]], diffs: dict[str, str], args: arg
     voxels = float(np.prod(args.shape))
     copy_mib = args.classes * voxels * 4 / 2**20  # one K×volume float32 copy of the logits
     monai, logits, classes = results["monai"], results["medseg_logits"], results["medseg_classes"]
-    reference = {
-        "logits": (monai["logits_seconds"], monai["logits_peak_mib"]),
-        "label map + foreground": (monai["seconds"], monai["peak_mib"]),
-    }
-    entries = [
-        ("MONAI sliding_window_inference", "logits", *reference["logits"], "(reference)"),
-        (
-            "medseg sliding_window_predict",
-            "logits",
-            logits["logits_seconds"],
-            logits["logits_peak_mib"],
-            diffs["logits"],
-        ),
-        (
-            "MONAI, then argmax and softmax",
-            "label map + foreground",
-            monai["seconds"],
-            monai["peak_mib"],
-            "(reference)",
-        ),
-        (
-            "medseg sliding_window_classes",
-            "label map + foreground",
-            classes["seconds"],
-            classes["peak_mib"],
-            diffs["classes"],
-        ),
+    logit_keys, all_keys = (
+        ("logits_seconds", "logits_cpu_seconds", "logits_peak_mib"),
+        ("seconds", "cpu_seconds", "peak_mib"),
+    )
+    entries = [  # method, output, its measurements, MONAI's for the same output, difference
+        ("MONAI sliding_window_inference", "logits", monai, logit_keys, "(reference)"),
+        ("medseg sliding_window_predict", "logits", logits, logit_keys, diffs["logits"]),
+        ("MONAI, then argmax and softmax", "label map + foreground", monai, all_keys, "(reference)"),
+        ("medseg sliding_window_classes", "label map + foreground", classes, all_keys, diffs["classes"]),
     ]
     rows = []
-    for name, output, seconds, peak, difference in entries:
-        monai_seconds, monai_peak = reference[output]
+    for name, output, measured, keys, difference in entries:
+        seconds, cpu, peak = (measured[k] for k in keys)
+        reference_keys = logit_keys if output == "logits" else all_keys
+        monai_cpu, monai_peak = monai[reference_keys[1]], monai[reference_keys[2]]
         rows.append(
             {
                 "method": name,
                 "output": output,
-                "seconds": f"{seconds:.1f}",
-                "Mvoxel/s": f"{voxels / seconds / 1e6:.2f}",
-                "speed × MONAI": f"{monai_seconds / seconds:.2f}",
+                "wall s": f"{seconds:.2f}",
+                "CPU s": f"{cpu:.2f}",
+                "Mvoxel per CPU s": f"{voxels / cpu / 1e6:.3f}",
+                "speed × MONAI": f"{monai_cpu / cpu:.2f}",
                 "peak RSS added (MiB)": f"{peak:.0f}",
                 "in logit copies": f"{peak / copy_mib:.2f}",
                 "memory × MONAI": f"{peak / monai_peak:.2f}",
@@ -249,7 +241,12 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--sw-batch-size", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="rounds of the three arms (medians reported)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: no spin-waiting in the CPU time; 0: torch's)",
+    )
     parser.add_argument("--out", type=Path, default=None, help=f"markdown table (default {RESULTS})")
     parser.add_argument("--quick", action="store_true", help="20×48×40, window 16×32×32, no results file")
     parser.add_argument("--worker", choices=ARMS, help=argparse.SUPPRESS)
@@ -271,7 +268,11 @@ def main() -> None:
                 command = worker_command(arm, args, save)
                 done = subprocess.run(command, check=True, capture_output=True, text=True, env=WORKER_ENV)
                 rounds[arm].append(json.loads(done.stdout.strip().splitlines()[-1]))
-                print(f"{LABELS[arm]}: {rounds[arm][-1]['seconds']:.1f} s", file=sys.stderr)
+                done_arm = rounds[arm][-1]
+                print(
+                    f"{LABELS[arm]}: {done_arm['seconds']:.1f} s, {done_arm['cpu_seconds']:.1f} CPU s",
+                    file=sys.stderr,
+                )
         logits_diff = max_abs_difference(save / "monai_logits.npy", save / "medseg_logits_logits.npy")
         foreground_diff = max_abs_difference(
             save / "monai_foreground.npy", save / "medseg_classes_foreground.npy"
@@ -289,7 +290,8 @@ def main() -> None:
         f"({cpu}, {threads} torch threads): window {'×'.join(map(str, args.roi))}, overlap {args.overlap:g}, "
         f"Gaussian blending (σ = 0.125 × window), {args.sw_batch_size} windows per forward pass, K = "
         f"{args.classes} classes; model: resenc_unet (3D, features {args.features}, random weights). "
-        f"Memory: the peak RSS the call adds; one K×volume float32 copy of the logits is "
+        f"Time: CPU seconds of the process (speed × MONAI from them) and wall seconds on a shared "
+        f"machine. Memory: the peak RSS the call adds; one K×volume float32 copy of the logits is "
         f"{args.classes * np.prod(args.shape) * 4 / 2**20:.0f} MiB. "
         f"{'Median of ' + str(args.repeats) + ' rounds.' if args.repeats > 1 else 'One round.'} "
         f"`python benchmarks/sliding_window.py{' --quick' if args.quick else ''}`"
