@@ -6,9 +6,11 @@ Usage::
     .venv/bin/python benchmarks/sliding_window.py --quick    # 20×48×40, window 16×32×32: seconds
     .venv/bin/python benchmarks/sliding_window.py --shape 200 512 512 --features 8 16 --repeats 3
 
-One random ``1×1×D×H×W`` float32 volume and one small random 3D U-Net (medseg's ``resenc_unet``,
-``--features`` channels per stage, K = ``--classes`` logit channels, eval mode), the same in every
-arm (seeded). Both sides use the same windows: Gaussian blending (σ = 0.125 × window),
+One random ``1×1×D×H×W`` float32 volume and, in turn, two models with K = ``--classes`` logit
+channels, the same in every arm (seeded): a small random 3D U-Net (medseg's ``resenc_unet``,
+``--features`` channels per stage, eval mode), and ``pointwise`` (K channels ``a·x + b``, which
+costs nothing: what the arms cost then is the sliding window itself, and the memory is the
+buffers and outputs alone). Both sides use the same windows: Gaussian blending (σ = 0.125 × window),
 ``--overlap``, ``--sw-batch-size`` windows per forward pass, zero padding; no mirroring. Arms:
 
 * ``MONAI``: ``monai.inferers.sliding_window_inference`` → ``K×volume`` logits; then the label map
@@ -59,6 +61,7 @@ from medseg.report.tables import markdown_table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sliding_window.md"
 ARMS = ("monai", "medseg_logits", "medseg_classes")
+MODELS = ("resenc_unet", "pointwise")
 # allocations from 1 MiB are mapped, so glibc returns what is freed and the RSS is what is alive
 WORKER_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**20)}
 Outputs = tuple[torch.Tensor | None, np.ndarray | None, np.ndarray | None]
@@ -79,8 +82,24 @@ def reset_peak_rss() -> None:
         handle.write("5")
 
 
-def build_model(classes: int, features: list[int], seed: int = 0) -> torch.nn.Module:
-    """The random 3D U-Net every arm runs (eval mode, no deep-supervision heads)."""
+class Pointwise(torch.nn.Module):
+    """K logit channels ``a_k·x + b_k`` of the input, voxel by voxel: a model that costs (almost)
+    nothing, so that what the arms cost is the sliding window itself."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.linspace(-1.0, 1.0, classes).view(1, -1, 1, 1, 1))
+        self.register_buffer("shift", torch.linspace(0.0, 0.5, classes).view(1, -1, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1] * self.scale + self.shift
+
+
+def build_model(name: str, classes: int, features: list[int], seed: int = 0) -> torch.nn.Module:
+    """The model every arm runs: a random 3D ``resenc_unet`` (eval mode, no deep-supervision heads)
+    or the :class:`Pointwise` stand-in."""
+    if name == "pointwise":
+        return Pointwise(classes).eval()
     torch.manual_seed(seed)
     blocks = [0] + [1] * (len(features) - 1)  # a stem at full resolution, one block per lower stage
     model = ResEncUNet(1, classes, 3, features=features, blocks=blocks, deep_supervision=False)
@@ -135,7 +154,7 @@ def run_arm(arm: str, args: argparse.Namespace, save: Path) -> dict[str, float]:
     on the volume, measured. MONAI's arm then makes the label map and the foreground probability
     from its logits.
     """
-    model = build_model(args.classes, args.features)
+    model = build_model(args.model, args.classes, args.features)
     volume = build_volume(args.shape)
     run = arm_function(arm, args, model)
     run(build_volume(args.roi))
@@ -181,7 +200,7 @@ def differing_labels(a_path: Path, b_path: Path) -> int:
 
 
 def worker_command(arm: str, args: argparse.Namespace, save: Path) -> list[str]:
-    command = [sys.executable, __file__, "--worker", arm, "--save", str(save)]
+    command = [sys.executable, __file__, "--worker", arm, "--save", str(save), "--model", args.model]
     command += ["--shape", *map(str, args.shape), "--roi", *map(str, args.roi)]
     command += ["--features", *map(str, args.features), "--classes", str(args.classes)]
     command += ["--overlap", str(args.overlap), "--sw-batch-size", str(args.sw_batch_size)]
@@ -193,16 +212,16 @@ def median_results(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.median([r[key] for r in rounds])) for key in rounds[0]}
 
 
-def table(results: dict[str, dict[str, float]], diffs: dict[str, str], args: argparse.Namespace) -> str:
-    """One row per method and output; ratios against MONAI's row with the same output."""
+def table_rows(
+    model: str, results: dict[str, dict[str, float]], diffs: dict[str, str], args: argparse.Namespace
+) -> list[dict[str, str]]:
+    """One row per method and output of one model; ratios against MONAI's row with the same output."""
     voxels = float(np.prod(args.shape))
     copy_mib = args.classes * voxels * 4 / 2**20  # one K×volume float32 copy of the logits
     monai, logits, classes = results["monai"], results["medseg_logits"], results["medseg_classes"]
-    logit_keys, all_keys = (
-        ("logits_seconds", "logits_cpu_seconds", "logits_peak_mib"),
-        ("seconds", "cpu_seconds", "peak_mib"),
-    )
-    entries = [  # method, output, its measurements, MONAI's for the same output, difference
+    logit_keys = ("logits_seconds", "logits_cpu_seconds", "logits_peak_mib")
+    all_keys = ("seconds", "cpu_seconds", "peak_mib")
+    entries = [  # method, output, its measurements, their keys, max difference
         ("MONAI sliding_window_inference", "logits", monai, logit_keys, "(reference)"),
         ("medseg sliding_window_predict", "logits", logits, logit_keys, diffs["logits"]),
         ("MONAI, then argmax and softmax", "label map + foreground", monai, all_keys, "(reference)"),
@@ -211,10 +230,10 @@ def table(results: dict[str, dict[str, float]], diffs: dict[str, str], args: arg
     rows = []
     for name, output, measured, keys, difference in entries:
         seconds, cpu, peak = (measured[k] for k in keys)
-        reference_keys = logit_keys if output == "logits" else all_keys
-        monai_cpu, monai_peak = monai[reference_keys[1]], monai[reference_keys[2]]
+        _, monai_cpu, monai_peak = (monai[k] for k in keys)
         rows.append(
             {
+                "model": model,
                 "method": name,
                 "output": output,
                 "wall s": f"{seconds:.2f}",
@@ -227,7 +246,34 @@ def table(results: dict[str, dict[str, float]], diffs: dict[str, str], args: arg
                 "max abs difference vs MONAI": difference,
             }
         )
-    return markdown_table(rows)
+    return rows
+
+
+def run_model(args: argparse.Namespace) -> list[dict[str, str]]:
+    """The three arms on ``args.model``, ``args.repeats`` rounds, compared: its table rows."""
+    rounds: dict[str, list[dict[str, float]]] = {arm: [] for arm in ARMS}
+    with tempfile.TemporaryDirectory(prefix="sliding_window_") as tmp:
+        save = Path(tmp)
+        for _ in range(args.repeats):  # the arms take turns, so a load that drifts hits them alike
+            for arm in ARMS:
+                command = worker_command(arm, args, save)
+                done = subprocess.run(command, check=True, capture_output=True, text=True, env=WORKER_ENV)
+                rounds[arm].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                last = rounds[arm][-1]
+                print(
+                    f"{args.model}, {LABELS[arm]}: {last['seconds']:.1f} s, {last['cpu_seconds']:.1f} CPU s",
+                    file=sys.stderr,
+                )
+        logits_diff = max_abs_difference(save / "monai_logits.npy", save / "medseg_logits_logits.npy")
+        foreground_diff = max_abs_difference(
+            save / "monai_foreground.npy", save / "medseg_classes_foreground.npy"
+        )
+        labels_differ = differing_labels(save / "monai_labels.npy", save / "medseg_classes_labels.npy")
+    diffs = {
+        "logits": f"{logits_diff:.1e}",
+        "classes": f"foreground {foreground_diff:.1e}; labels differ at {labels_differ} voxels",
+    }
+    return table_rows(args.model, {arm: median_results(rounds[arm]) for arm in ARMS}, diffs, args)
 
 
 def main() -> None:
@@ -236,6 +282,7 @@ def main() -> None:
     )
     parser.add_argument("--shape", nargs=3, type=int, default=[300, 512, 512], help="volume D H W")
     parser.add_argument("--roi", nargs=3, type=int, default=[64, 128, 128], help="window D H W")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--features", nargs="+", type=int, default=[4, 8], help="U-Net channels per stage")
     parser.add_argument("--classes", type=int, default=3, help="K, logit channels")
     parser.add_argument("--overlap", type=float, default=0.5)
@@ -250,6 +297,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help=f"markdown table (default {RESULTS})")
     parser.add_argument("--quick", action="store_true", help="20×48×40, window 16×32×32, no results file")
     parser.add_argument("--worker", choices=ARMS, help=argparse.SUPPRESS)
+    parser.add_argument("--model", choices=MODELS, default=MODELS[0], help=argparse.SUPPRESS)
     parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick and not args.worker:
@@ -260,43 +308,26 @@ def main() -> None:
         print(json.dumps(run_arm(args.worker, args, args.save)))
         return
 
-    rounds: dict[str, list[dict[str, float]]] = {arm: [] for arm in ARMS}
-    with tempfile.TemporaryDirectory(prefix="sliding_window_") as tmp:
-        save = Path(tmp)
-        for _ in range(args.repeats):  # the arms take turns, so a load that drifts hits them alike
-            for arm in ARMS:
-                command = worker_command(arm, args, save)
-                done = subprocess.run(command, check=True, capture_output=True, text=True, env=WORKER_ENV)
-                rounds[arm].append(json.loads(done.stdout.strip().splitlines()[-1]))
-                done_arm = rounds[arm][-1]
-                print(
-                    f"{LABELS[arm]}: {done_arm['seconds']:.1f} s, {done_arm['cpu_seconds']:.1f} CPU s",
-                    file=sys.stderr,
-                )
-        logits_diff = max_abs_difference(save / "monai_logits.npy", save / "medseg_logits_logits.npy")
-        foreground_diff = max_abs_difference(
-            save / "monai_foreground.npy", save / "medseg_classes_foreground.npy"
-        )
-        labels_differ = differing_labels(save / "monai_labels.npy", save / "medseg_classes_labels.npy")
-    results = {arm: median_results(rounds[arm]) for arm in ARMS}
-    diffs = {
-        "logits": f"{logits_diff:.1e}",
-        "classes": f"foreground {foreground_diff:.1e}; labels differ at {labels_differ} voxels",
-    }
+    rows = []
+    for model in args.models:
+        args.model = model
+        rows += run_model(args)
     threads = args.threads or torch.get_num_threads()
     cpu = platform.processor() or platform.machine()
     header = (
         f"Sliding-window inference of a {'×'.join(map(str, args.shape))} float32 volume on the CPU "
-        f"({cpu}, {threads} torch threads): window {'×'.join(map(str, args.roi))}, overlap {args.overlap:g}, "
-        f"Gaussian blending (σ = 0.125 × window), {args.sw_batch_size} windows per forward pass, K = "
-        f"{args.classes} classes; model: resenc_unet (3D, features {args.features}, random weights). "
-        f"Time: CPU seconds of the process (speed × MONAI from them) and wall seconds on a shared "
-        f"machine. Memory: the peak RSS the call adds; one K×volume float32 copy of the logits is "
+        f"({cpu}, {threads} torch thread{'s' if threads > 1 else ''}): "
+        f"window {'×'.join(map(str, args.roi))}, "
+        f"overlap {args.overlap:g}, Gaussian blending (σ = 0.125 × window), {args.sw_batch_size} windows "
+        f"per forward pass, K = {args.classes} classes. Models: `resenc_unet` (3D, features "
+        f"{args.features}, random weights); `pointwise` (K channels a·x + b, no cost: the sliding window "
+        "alone). Time: CPU seconds of the process (speed × MONAI from them) and wall seconds on a shared "
+        "machine. Memory: the peak RSS the call adds; one K×volume float32 copy of the logits is "
         f"{args.classes * np.prod(args.shape) * 4 / 2**20:.0f} MiB. "
         f"{'Median of ' + str(args.repeats) + ' rounds.' if args.repeats > 1 else 'One round.'} "
         f"`python benchmarks/sliding_window.py{' --quick' if args.quick else ''}`"
     )
-    text = header + "\n\n" + table(results, diffs, args) + "\n"
+    text = header + "\n\n" + markdown_table(rows) + "\n"
     print("\n" + text)
     out = args.out or (None if args.quick else RESULTS)
     if out is not None:
