@@ -51,6 +51,11 @@ def test_fit_plans_trains_validates_and_reports(tmp_path: Path) -> None:
     assert state["history"][-1]["lr"] == 0.0  # the schedule ended with the 3 s budget
     assert state["config"]["train"]["checkpoint_selection"] == "ema"
     assert result.evaluation.summary["per_patient"]["n"] == 1  # 20 % of 5 patients validate
+    # postprocessing decided on the validation patient, stored in best.pt, applied by the evaluation
+    decision = load_checkpoint(out / "best.pt")["postprocessing"]
+    assert decision["n_cases"] == 1 and [s["step"] for s in decision["steps"]] == ["class 1"]
+    assert result.evaluation.summary["postprocessing"].startswith("class 1: ")
+    assert "medseg fit --source phantom" in (out / "report.html").read_text()
     assert typed in (out / "report.html").read_text()  # the command as typed, not rebuilt
 
 

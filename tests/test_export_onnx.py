@@ -50,6 +50,7 @@ from medseg.export.runtime import (
     sam_graph_paths,
     session_metadata,
 )
+from medseg.metrics.postprocess import PostprocessingDecision
 from medseg.models import build_from_config
 from medseg.provenance import file_sha256
 
@@ -213,7 +214,11 @@ def test_multiclass_3d_export_and_sliding_window_predict(tmp_path: Path) -> None
         "data.num_classes=3",
         "model.options={features: [4, 8]}",
     ]
-    ckpt = make_checkpoint(tmp_path / "unet3d.pt", overrides, {"class_values": [0, 3, 7]})
+    # the postprocessing decision travels with the export, so both backends apply it
+    decision = PostprocessingDecision(3, True, (2,)).to_dict()
+    ckpt = make_checkpoint(
+        tmp_path / "unet3d.pt", overrides, {"class_values": [0, 3, 7], "postprocessing": decision}
+    )
     result = export_onnx(ckpt, tmp_path / "unet3d.onnx", check=True)
     assert result.dynamic_spatial and result.parity is not None and result.parity.passed
     assert {tuple(c.input_shape[2:]) for c in result.parity.cases} == {
@@ -223,6 +228,7 @@ def test_multiclass_3d_export_and_sliding_window_predict(tmp_path: Path) -> None
     }
     model, _, state = load_onnx_model(tmp_path / "unet3d.onnx")
     assert model.num_classes == 3 and state["class_values"] == [0, 3, 7]
+    assert state["postprocessing"] == decision
     meta = {k: json.loads(v) for k, v in session_metadata(model.session).items()}
     assert meta["activation"] == "softmax" and meta["class_names"] == ["background", "label 3", "label 7"]
     assert meta["patch_size"] == [16, 16, 16] and meta["input_size"] == [16, 16, 16]

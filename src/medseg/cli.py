@@ -221,6 +221,9 @@ def evaluate(
             help="with a checkpoint: mirroring test-time augmentation (default: its inference.tta_flips)",
         ),
     ] = None,
+    postprocess: Annotated[
+        bool, typer.Option(help="with a checkpoint: apply its postprocessing (largest components)")
+    ] = True,
 ) -> None:
     """Score a checkpoint on its test/val data, or score --pred against --gt made by any tool.
 
@@ -291,7 +294,14 @@ def evaluate(
 
         calib = calibration_options(calibration, bins, region_margin, uncertainty, samples, tta_merge)
         result = evaluate_checkpoint(
-            checkpoint, out, split=split, device=device, eval_cfg=cfg, calibration=calib, tta_flips=mirror
+            checkpoint,
+            out,
+            split=split,
+            device=device,
+            eval_cfg=cfg,
+            calibration=calib,
+            tta_flips=mirror,
+            postprocess=postprocess,
         )
         console.print(results_table(result, title=f"{checkpoint} on {split}"))
         _print_classes(result.summary)
@@ -385,6 +395,15 @@ def predict(
     dry_run: Annotated[
         bool, typer.Option(help="with --dicomweb: write the SEG to --out, store nothing")
     ] = False,
+    postprocess: Annotated[
+        bool, typer.Option(help="apply the checkpoint's postprocessing (largest connected components)")
+    ] = True,
+    mirror: Annotated[
+        bool | None,
+        typer.Option(
+            "--mirror/--no-mirror", help="mirroring test-time augmentation (default: the checkpoint's)"
+        ),
+    ] = None,
 ) -> None:
     """Segment images or volumes; masks keep the input geometry (NIfTI affine preserved).
 
@@ -432,6 +451,8 @@ def predict(
                 backend=backend,
                 overwrite=overwrite,
                 output_format=format_,
+                postprocess=postprocess,
+                tta_flips=mirror,
             )
             for item in results:
                 console.print(f"{item.input} → {item.mask}")

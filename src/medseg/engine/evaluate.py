@@ -36,15 +36,17 @@ from medseg.data.plausibility import check_labels_present
 from medseg.data.sample import Sample, assign_keys
 from medseg.data.transforms import Intensity
 from medseg.engine.calibrate import CalibrationCollector, CalibrationOptions
+from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.inference import (
     SlidingWindow,
     class_index_to_value,
-    load_model,
+    model_from_state,
     resolve_device,
     sliding_window_from_config,
 )
 from medseg.engine.model_grid import on_model_grid, values_on_input
 from medseg.engine.multiclass import evaluation_classes, predict_classes
+from medseg.engine.postprocess import postprocess_labels, stored_postprocessing
 from medseg.engine.predict import predict_probabilities
 from medseg.errors import DataError
 from medseg.io_utils import write_csv_atomic
@@ -52,6 +54,7 @@ from medseg.metrics import PROTOCOLS, microsegnet_protocol, summarize
 from medseg.metrics.evaluation import MetricTables, SegmentationMetrics, summarize_table, write_metric_tables
 from medseg.metrics.measurements import measurement_rows, summarize_measurements
 from medseg.metrics.per_class import ClassSpec, default_name
+from medseg.metrics.postprocess import PostprocessingDecision
 from medseg.provenance import code_provenance, file_sha256
 from medseg.report.slices import CASE_SLICES_FILE, case_slice, write_case_slices
 
@@ -88,6 +91,7 @@ def evaluate_model(
     target_spacing: Sequence[float] | None = None,
     crop_nonzero: bool = False,
     label_names: Sequence[str] | None = None,
+    postprocessing: PostprocessingDecision | None = None,
 ) -> tuple[EvaluationResult, dict[str, np.ndarray]]:
     """Score ``model`` on ``samples``; also returns the predicted masks by sample key.
 
@@ -104,6 +108,8 @@ def evaluate_model(
     ``target_spacing`` / ``crop_nonzero`` (the training config's ``data`` keys) crop and resample
     each sample as in training (``predictor`` sees it so); the prediction is taken back onto the
     sample's own grid (:mod:`medseg.engine.model_grid`), where it is scored.
+    ``postprocessing`` (a checkpoint's, :mod:`medseg.engine.postprocess`) is applied to every
+    prediction before it is scored.
     """
     if not samples:
         raise DataError("nothing to evaluate: the evaluation set is empty")
@@ -139,6 +145,7 @@ def evaluate_model(
                 model, on_grid, image_size, intensity, device, num_classes, window, tta_flips, change
             )
             gt = sample.target_mask
+        pred = postprocess_labels(pred, postprocessing)
         key = sample.key
         predictions[key] = pred.astype(np.uint8)
         report_key = sample.case_id if sample.ndim == 3 else key  # the `case` of its report-level row
@@ -194,6 +201,8 @@ def evaluate_model(
         "threshold": cfg.threshold,
         "protocol": "volumetric: 3D per patient at header spacing, empty masks by the documented policy",
     }
+    if postprocessing is not None:
+        summary["postprocessing"] = postprocessing.summary()
     if num_classes is not None:
         summary["num_classes"] = num_classes
         summary["class_metric"] = (
@@ -382,11 +391,13 @@ def evaluate_checkpoint(
     progress: bool = True,
     calibration: CalibrationOptions | None = None,
     tta_flips: bool | None = None,
+    postprocess: bool = True,
 ) -> EvaluationResult:
     """Evaluate a training checkpoint on the ``test`` source of its config (or its ``val`` split).
 
     ``tta_flips`` overrides the checkpoint's ``inference.tta_flips`` (mirroring test-time
-    augmentation) when given.
+    augmentation) when given. The checkpoint's postprocessing (:mod:`medseg.engine.postprocess`)
+    applies to the predictions unless ``postprocess`` is false.
 
     Writes ``metrics.csv``, ``summary.json`` (with :func:`provenance`), ``case_slices.npz``,
     ``config.yaml`` (the checkpoint's config) and ``overlays.png`` into ``out_dir``.
@@ -396,7 +407,9 @@ def evaluate_checkpoint(
     that of the sampled (TTA / MC-dropout) mean prediction.
     """
     torch_device = resolve_device(device)
-    model, cfg = load_model(checkpoint, torch_device)
+    state = load_checkpoint(checkpoint)
+    model, cfg = model_from_state(state, torch_device)
+    postprocessing = stored_postprocessing(state, checkpoint) if postprocess else None
     if tta_flips is not None:
         cfg.inference.tta_flips = tta_flips
     eval_cfg = eval_cfg or cfg.eval
@@ -424,6 +437,7 @@ def evaluate_checkpoint(
         target_spacing=cfg.data.target_spacing,
         crop_nonzero=cfg.data.crop_nonzero,
         label_names=cfg.data.label_names,
+        postprocessing=postprocessing,
     )
     result.summary["provenance"] = provenance(checkpoint, split, torch_device)
     write_evaluation(result, out_dir)

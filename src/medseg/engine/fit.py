@@ -7,7 +7,8 @@
    plans for the machine (:func:`plan_for`: device, its memory, the minutes) → ``DIR/plan.yaml``;
 3. trains the plan (:func:`~medseg.plan.plan_to_config` → ``DIR/config.yaml``); the lr anneals to its
    end value when the minutes are spent, and ``DIR/best.pt`` is the epoch with the best moving
-   average of the validation Dice;
+   average of the validation Dice; keeping the largest connected component (per class) is decided
+   on the validation cases and stored in ``best.pt`` (:mod:`medseg.engine.choose_postprocessing`);
 4. scores ``best.pt`` on the validation cases (``DIR/metrics.csv``, ``summary.json``) and writes
    ``DIR/report.html``.
 
@@ -36,6 +37,7 @@ from medseg.engine.budget_checks import (
     check_trainable_shape,
     memory_error,
 )
+from medseg.engine.choose_postprocessing import choose_postprocessing
 from medseg.engine.dims_trial import TRIAL_SHARE, choose_by_trial, run_dims_trial, trial_applies
 from medseg.engine.evaluate import EvaluationResult, evaluate_checkpoint
 from medseg.engine.inference import resolve_device
@@ -235,6 +237,8 @@ def fit(
         f"{result.best_epoch} (validation Dice {result.best_dice:.4f}, "
         f"selected by {cfg.train.checkpoint_selection})"
     )
+    postprocessing = choose_postprocessing(out / "best.pt", device=device, progress=progress)  # into best.pt
+    console.print(f"postprocessing (validation Dice): {postprocessing.summary()}")
     evaluation = evaluate_checkpoint(out / "best.pt", out, split="val", device=device, progress=progress)
     call = f"medseg.engine.fit.fit({source!r}, {options!r}, minutes={minutes:g}, out={str(out)!r})"
     build_report([out], out / "report.html", command=command or call)

@@ -58,6 +58,7 @@ from medseg.engine.output_paths import (
     check_not_overwriting,
     output_bases,
 )
+from medseg.engine.postprocess import postprocess_labels, stored_postprocessing
 from medseg.engine.uncertainty import UncertaintyOptions, predict_sample_uncertainty, write_uncertainty_maps
 from medseg.errors import DataError
 from medseg.export.runtime import load_predictor
@@ -181,6 +182,8 @@ def predict_files(
     backend: str = "auto",
     overwrite: bool = False,
     output_format: str = "auto",
+    postprocess: bool = True,
+    tta_flips: bool | None = None,
 ) -> list[PredictedFile]:
     """Segment image files or volumes; masks keep the input geometry (NIfTI affine preserved).
 
@@ -205,16 +208,24 @@ def predict_files(
     records the model name, the checkpoint's SHA-256 and medseg's version). ``measurements.csv``
     next to the masks has each mask's volume (mL) or area (mm²), longest in-plane diameter and
     component count (:mod:`medseg.metrics.measurements`).
+
+    The checkpoint's postprocessing (largest connected components where they raised the validation
+    Dice, :mod:`medseg.engine.postprocess`) applies to every mask unless ``postprocess`` is false;
+    probabilities are left as predicted. ``tta_flips`` overrides the checkpoint's
+    ``inference.tta_flips`` (mirroring) when given.
     """
     check_output_format(output_format)
     torch_device = resolve_device(device)
     model, cfg, state = load_predictor(checkpoint, torch_device, backend)
+    if tta_flips is not None:
+        cfg.inference.tta_flips = tta_flips
     window = sliding_window_from_config(cfg)
     thr = cfg.eval.threshold if threshold is None else threshold
     num_classes = model.num_classes
     class_values = state.get("class_values")  # class index → label value (multi-class)
     label_names = cfg.data.label_names or state.get("label_names")  # the training data's names
     algorithm = checkpoint_algorithm(checkpoint, cfg.model.name) if output_format == "dicom-seg" else None
+    postprocessing = stored_postprocessing(state, checkpoint) if postprocess else None
     out = make_dir(Path(out_dir), "--out")
     paths = _expand_inputs(inputs)
     if not paths:
@@ -259,6 +270,8 @@ def predict_files(
                 model, sample, cfg, torch_device, window, uncertainty, thr, class_values
             )
             mask, probs, maps = uncertainty_on_input(mask, maps, change, thr)
+            class_map = maps.classes is not None
+            classes = maps.classes if class_map else mask
         elif num_classes is not None:
             classes, probs = predict_classes(
                 model,
@@ -271,7 +284,7 @@ def predict_files(
                 cfg.inference.tta_flips,
                 change,
             )
-            mask = class_index_to_value(classes, class_values)
+            class_map = True
         else:
             probs = predict_probabilities(
                 model,
@@ -283,7 +296,9 @@ def predict_files(
                 tta_flips=cfg.inference.tta_flips,
             )
             probs = values_on_input(probs, change)
-            mask = (probs >= thr).astype(np.uint8)
+            classes, class_map = (probs >= thr).astype(np.uint8), False
+        classes = postprocess_labels(classes, postprocessing)  # class indices (binary: 0/1)
+        mask = class_index_to_value(classes, class_values) if class_map else classes
         stem = strip_extension(path.name)
         where = out / base.parent
         where.mkdir(parents=True, exist_ok=True)

@@ -247,6 +247,7 @@ def export_metadata(
         "class_names": class_names,
         "mask_channel": model.mask_channel,
         "threshold": cfg.eval.threshold,
+        "postprocessing": state.get("postprocessing"),  # the checkpoint's, applied by predict
         "opset": opset,
     }
     if model.promptable:

@@ -5,8 +5,8 @@ onnxruntime) and returns ``(model, config, state)``: ``model`` is a ``torch.nn.M
 cases (for ONNX, :class:`OnnxSegmenter` or :class:`OnnxPromptableSAM`, which call an
 ``InferenceSession`` with numpy arrays and hand torch tensors back), ``config`` is the medseg
 :class:`~medseg.config.Config` (rebuilt from the ONNX metadata, :mod:`medseg.export.onnx`), and
-``state`` holds ``config`` and ``class_values`` as a checkpoint does. The engine's pre- and
-post-processing and sliding window therefore run unchanged on either backend.
+``state`` holds ``config``, ``class_values`` and ``postprocessing`` as a checkpoint does. The
+engine's pre- and post-processing and sliding window therefore run unchanged on either backend.
 """
 
 from __future__ import annotations
@@ -197,7 +197,11 @@ def load_onnx_model(
         cfg = config_from_dict(config)
     except (ConfigError, TypeError, KeyError) as exc:
         raise DataError(f"ONNX model metadata holds an invalid medseg config ({exc})", path) from exc
-    state = {"config": config, "class_values": metadata.get("class_values")}
+    state = {
+        "config": config,
+        "class_values": metadata.get("class_values"),
+        "postprocessing": metadata.get("postprocessing"),
+    }
     if metadata.get("graph") in ("encoder", "decoder"):
         encoder = session if metadata["graph"] == "encoder" else open_session(encoder_path, threads, device)
         decoder = session if metadata["graph"] == "decoder" else open_session(decoder_path, threads, device)
