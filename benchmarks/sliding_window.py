@@ -54,12 +54,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medseg.engine.inference import SlidingWindow, sliding_window_classes, sliding_window_predict
-from medseg.io_utils import atomic_write
-from medseg.models.resenc_unet import ResEncUNet
-from medseg.report.tables import markdown_table
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-RESULTS = Path(__file__).resolve().parent / "results" / "sliding_window.md"
+from bench_results import publish  # noqa: E402
+
+from medseg.engine.inference import SlidingWindow, sliding_window_classes, sliding_window_predict  # noqa: E402
+from medseg.io_utils import write_text_atomic  # noqa: E402
+from medseg.models.resenc_unet import ResEncUNet  # noqa: E402
+from medseg.report.tables import markdown_table  # noqa: E402
+
 ARMS = ("monai", "medseg_logits", "medseg_classes")
 MODELS = ("resenc_unet", "pointwise")
 # allocations from 1 MiB are mapped, so glibc returns what is freed and the RSS is what is alive
@@ -294,8 +297,12 @@ def main() -> None:
         default=1,
         help="torch CPU threads (1: no spin-waiting in the CPU time; 0: torch's)",
     )
-    parser.add_argument("--out", type=Path, default=None, help=f"markdown table (default {RESULTS})")
-    parser.add_argument("--quick", action="store_true", help="20×48×40, window 16×32×32, no results file")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="markdown table (default benchmarks/results/sliding_window.md)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="20×48×40, window 16×32×32 (sliding_window_quick.md)"
+    )
     parser.add_argument("--worker", choices=ARMS, help=argparse.SUPPRESS)
     parser.add_argument("--model", choices=MODELS, default=MODELS[0], help=argparse.SUPPRESS)
     parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)
@@ -329,12 +336,11 @@ def main() -> None:
     )
     text = header + "\n\n" + markdown_table(rows) + "\n"
     print("\n" + text)
-    out = args.out or (None if args.quick else RESULTS)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out) as handle:
-            handle.write(text)
-        print(f"wrote {out}")
+    if args.out is not None:
+        write_text_atomic(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        publish("sliding_window", text, args.quick)  # --quick: sliding_window_quick.md
 
 
 if __name__ == "__main__":
