@@ -39,7 +39,8 @@ depth/pooling   Per axis: pool while the deepest map keeps  nnU-Net: the deepest
                 each axis' stride product.
 width           32 channels at full resolution on a GPU,    A CPU is FLOP-bound: half the width is ¼ of
                 16 on a CPU; ×2 per stage, capped at 320;   the FLOPs, so 4× the steps in a budget.
-                narrower (to 8) while too few steps.
+                narrower (to 8) while too few steps (3D:
+                below half of ``min_steps``).
 patch size      2D: the median in-plane image. 3D: the      nnU-Net: the patch covers the median image
                 median volume, shrunk along its largest     when memory allows.
                 axis until batch 2 fits.

@@ -2,8 +2,8 @@
 
 The data rules (dimensionality, spacing, normalisation, classes, loss, mirroring, oversampling)
 are independent. The network is then sized in a loop, cheapest change first, until the budget
-buys enough optimizer steps: a smaller batch, then a narrower network, then (3D) a 2D network, then
-(2D) a coarser in-plane resolution.
+buys enough optimizer steps: a smaller batch, then a narrower network (3D: only below half of
+``min_steps``), then (3D) a 2D network, then (2D) a coarser in-plane resolution.
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ from medseg.plan.rules import (
 )
 from medseg.plan.schema import Plan
 
-#: A 3D network is kept down to this share of ``Budget.min_steps`` (narrower first); below it, 2D.
+#: A 3D network keeps its width down to this share of ``Budget.min_steps`` (Hippocampus: AdamW
+#: reaches Dice 0.84 in 300 steps of a 16-wide 3D network), then narrows;
+NARROW_3D_STEP_SHARE = 0.5
+#: below this share even at the narrowest width, the plan is 2D.
 MIN_3D_STEP_SHARE = 0.25
 
 
@@ -152,7 +155,8 @@ def make_plan(
         sized = _sized(fingerprint, dims, spacing, base_width, channels, budget)
         steps = sized.steps.value
         too_few = budget.adapts and steps < budget.min_steps
-        if dims == 3 and too_few and base_width > MIN_BASE_WIDTH:
+        few_3d = dims == 3 and budget.adapts and steps < NARROW_3D_STEP_SHARE * budget.min_steps
+        if few_3d and base_width > MIN_BASE_WIDTH:
             base_width //= 2  # a narrower 3D network (¼ of the FLOPs) before giving up 3D context
             continue
         if (
