@@ -105,14 +105,20 @@ def log_overlay(
     step: int,
     n: int = 4,
 ) -> None:
-    """TensorBoard image: image grey, GT in green, prediction in red, for the first ``n`` slices."""
+    """TensorBoard image: image grey, GT in green, prediction in red, for the first ``n`` slices
+    (a multi-class model: its foreground, every class together)."""
     if len(dataset) == 0:
         return
     idx = np.linspace(0, len(dataset) - 1, min(n, len(dataset))).astype(int)
     items = [dataset[int(i)] for i in idx]
     image = torch.stack([it["image"] for it in items]).to(device)
-    pred = (main_output(model(image)) > 0).float().cpu()
-    target = torch.stack([it["target"] for it in items])
+    logits = main_output(model(image))
+    num_classes = getattr(model, "num_classes", None)
+    # multi-class: the foreground (any class but the background); binary: the mask channel > 0
+    channel = getattr(model, "mask_channel", 0)
+    mask = logits[:, channel : channel + 1] > 0
+    pred = (logits.argmax(1, keepdim=True) > 0 if num_classes else mask).float().cpu()
+    target = (torch.stack([it["target"] for it in items]) > 0).float()
     writer.add_images("val/overlay_gt_green_pred_red", overlay_rgb(image[:, :1].cpu(), target, pred), step)
 
 
