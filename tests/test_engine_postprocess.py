@@ -195,3 +195,31 @@ def test_predict_mirroring_is_switchable(multiclass: Path, tmp_path: Path) -> No
     assert done.exit_code == 0, done.output
     written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "m" / "ct_mask.nrrd")))
     np.testing.assert_array_equal(written, np.array([0, 3, 5])[mirrored])
+
+
+def test_a_2d_multiclass_checkpoint_gets_a_label_map_on_the_input_grid(tmp_path: Path) -> None:
+    # the 2D multi-class path predicts slice by slice; it used to be refused as "3D only"
+    cfg = load_config(
+        None,
+        [
+            "model.name=unet",
+            "model.options={features: [4, 8]}",
+            "data.num_classes=3",
+            "data.image_size=[32, 32]",
+        ],
+    )
+    torch.manual_seed(0)
+    model = build_from_config(cfg).eval()
+    path = save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict()}, tmp_path / "2d.pt")
+    loaded, loaded_cfg = load_model(path)
+    shape = (5, 40, 36)
+    case = Sample(
+        image(0)[None, :5, :40, :36],
+        {"expert": np.zeros(shape, np.uint8)},
+        "expert",
+        (1.0, 1.0, 1.0),
+        "case0",
+        meta={"num_classes": 3},
+    )
+    labels = predict_label_map(loaded, loaded_cfg, case, torch.device("cpu"))
+    assert labels.shape == shape and set(np.unique(labels)) <= {0, 1, 2}

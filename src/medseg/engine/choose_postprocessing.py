@@ -22,15 +22,11 @@ from medseg.config import Config
 from medseg.data.loading import load_splits
 from medseg.data.sample import Sample
 from medseg.engine.checkpoint import load_checkpoint
-from medseg.engine.inference import (
-    model_from_state,
-    predict_volume_classes,
-    resolve_device,
-    sliding_window_from_config,
-)
+from medseg.engine.inference import model_from_state, resolve_device, sliding_window_from_config
+from medseg.engine.model_grid import on_model_grid, values_on_input
+from medseg.engine.multiclass import predict_classes
 from medseg.engine.postprocess import store_postprocessing
 from medseg.engine.predict import predict_probabilities
-from medseg.errors import DataError
 from medseg.metrics.postprocess import PostprocessingDecision, decide_postprocessing
 from medseg.models import SegmentationModel
 
@@ -38,25 +34,33 @@ from medseg.models import SegmentationModel
 def predict_label_map(
     model: SegmentationModel, cfg: Config, sample: Sample, device: torch.device
 ) -> np.ndarray:
-    """The label map ``predict`` makes of ``sample`` before postprocessing: class indices
-    (multi-class, 3D) or the probability ≥ ``eval.threshold`` as 0/1 (binary)."""
+    """The label map ``predict`` makes of ``sample`` before postprocessing, on the sample's own grid
+    (cropped and resampled like the training cases, then mapped back, as ``predict`` does): class
+    indices (multi-class, 2D or 3D) or the probability ≥ ``eval.threshold`` as 0/1 (binary)."""
     window = sliding_window_from_config(cfg)
+    on_grid, change = on_model_grid(sample, cfg.data.target_spacing, cfg.data.crop_nonzero)
     if model.num_classes is None:
         probabilities = predict_probabilities(
             model,
-            sample,
+            on_grid,
             cfg.data.image_size,
             cfg.data.intensity,
             device,
             window=window,
             tta_flips=cfg.inference.tta_flips,
         )
-        return (probabilities >= cfg.eval.threshold).astype(np.uint8)
-    if window is None:
-        raise DataError(
-            "a multi-class model is predicted on volumes by sliding window (3D only)", sample.case_id
-        )
-    classes, _ = predict_volume_classes(model, sample, cfg.data.intensity, device, window, model.num_classes)
+        return (values_on_input(probabilities, change) >= cfg.eval.threshold).astype(np.uint8)
+    classes, _ = predict_classes(
+        model,
+        on_grid,
+        cfg.data.image_size,
+        cfg.data.intensity,
+        device,
+        model.num_classes,
+        window,
+        cfg.inference.tta_flips,
+        change,
+    )
     return classes
 
 
