@@ -66,6 +66,27 @@ CLASSES = {1: "anterior", 2: "posterior"}
 MONAI_PATCH = (48, 64, 48)
 
 
+QUICK_CASES = 6
+
+
+def small_decathlon(root: Path, n_cases: int, dest: Path) -> Path:
+    """A Decathlon folder at ``dest`` holding the first ``n_cases`` training cases of ``root``
+    (links to its files, and its ``dataset.json`` cut to those cases)."""
+    import json
+
+    description = json.loads((root / "dataset.json").read_text())
+    training = description["training"][:n_cases]
+    for entry in training:
+        for key in ("image", "label"):
+            link = dest / entry[key]
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to((root / entry[key]).resolve())
+    description.update(training=training, numTraining=len(training), test=[], numTest=0)
+    (dest / "dataset.json").write_text(json.dumps(description, indent=2))
+    return dest
+
+
 def run_medseg_fit(
     options: dict[str, Any],
     splits: DataSplits,
@@ -290,13 +311,15 @@ def main() -> None:
     options = {"root": str(root)}
     console = Console()
     cases = None
+    out = Path(args.out)
     if args.quick:
         from medseg.data.sources import build as build_source
 
         args.minutes, args.also_minutes = 0.1, []
         args.arms = "medseg,monai" if args.arms == ",".join(ARMS) else args.arms
-        cases = build_source("msd", **options).case_ids()[:6]
-    out = Path(args.out)
+        # fit plans on (and fingerprints) every case of its root: give it a root of these six only
+        options = {"root": str(small_decathlon(root, QUICK_CASES, out / "data"))}
+        cases = build_source("msd", **options).case_ids()
     splits = splits_for("msd", options, args.seed, cases)
     arms = args.arms.split(",")
     results: list[tuple[str, ArmResult]] = []

@@ -60,6 +60,8 @@ def test_win_tie_loss_and_direction() -> None:
     assert win_tie_loss(delta, tie_tolerance=1e-3, higher_better=False) == (1, 3, 1)
     assert win_tie_loss([0.5, 0.5, -0.5], 0.0, higher_better=False) == (1, 0, 2)
     assert higher_is_better("dice") and not higher_is_better("hd95_mm")
+    assert higher_is_better("dice_anterior") and higher_is_better("nsd_mm")
+    assert not any(map(higher_is_better, ["hd95", "hd95_anterior", "assd_mm", "hd_mm"]))
     with pytest.raises(ValueError, match="tie_tolerance"):
         win_tie_loss([0.1], -1.0)
 

@@ -12,6 +12,7 @@ Paired comparison of run B against run A on the same cases (Δ = B − A per cas
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,11 +27,14 @@ PAIRED_BOOTSTRAP_RESAMPLES = 2000
 # Metrics where a smaller value is better (distances in mm); every other metric: larger is better.
 LOWER_IS_BETTER = frozenset({"hd_mm", "hd95_mm", "assd_mm"})
 DEFAULT_TIE_TOLERANCE = 1e-3
+# Hausdorff (hd, hd95), average surface distances: the first word of a distance metric's name
+DISTANCE_NAMES = re.compile(r"^(hd\d*|assd|asd|masd)$")
 
 
 def higher_is_better(metric: str) -> bool:
-    """True for overlap metrics (Dice, IoU, NSD, …), False for distances in mm."""
-    return metric not in LOWER_IS_BETTER
+    """True for overlap metrics (Dice, IoU, NSD, …), False for distances in mm, per class too
+    (``hd95_mm``, ``hd95``, ``hd95_anterior``, ``assd_mm`` …)."""
+    return metric not in LOWER_IS_BETTER and not DISTANCE_NAMES.match(metric.lower().split("_")[0])
 
 
 def _finite(values: ArrayLike) -> np.ndarray:
