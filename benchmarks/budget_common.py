@@ -1,4 +1,4 @@
-"""Shared part of the budget benchmarks (issue #14): three arms, one split, one clock, one scorer.
+"""Shared part of the budget benchmarks: three arms, one split, one clock, one scorer.
 
 Arms, each trained for the same wall-clock minutes on the same patient split of one source:
 
@@ -140,9 +140,11 @@ def run_medseg(
         cfg, ["train.progress=false", "train.tensorboard=false", *_split_overrides(splits), *extra]
     )
     features = plan.model["options"]["features"]
+    name = plan.optimizer["name"]
+    optimizer = {"sgd": "SGD", "adamw": "AdamW", "adam": "Adam"}.get(name, name)
     recipe = (
         f"ResEnc U-Net {features[0]}…{features[-1]}, {'×'.join(map(str, plan.patch_size))}, "
-        f"batch {plan.batch_size}, SGD 0.01 poly to the budget"
+        f"batch {plan.batch_size}, {optimizer} {plan.optimizer['lr']:g} poly to the budget"
     )
     return _run_config(cfg, "medseg", minutes, recipe, console)
 

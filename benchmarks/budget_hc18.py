@@ -1,5 +1,5 @@
 """Accuracy per compute on HC18 fetal-head ultrasound: medseg's planned default against MONAI's
-UNet and nnU-Net v2, each trained for the same wall-clock minutes (issue #14).
+UNet and nnU-Net v2, each trained for the same wall-clock minutes.
 
 The 300 training images of HC18 (``$MEDSEG_SHARED_DATA/hc18_us``) with their pixel sizes; one seeded split by
 *subject* (a subject's several images stay on one side; 20 % of the subjects validate, as

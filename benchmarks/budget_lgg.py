@@ -1,5 +1,5 @@
 """Accuracy per compute on Kaggle LGG brain MRI (paper 004's data): medseg's planned default
-against MONAI's UNet and nnU-Net v2, each trained for the same wall-clock minutes (issue #14).
+against MONAI's UNet and nnU-Net v2, each trained for the same wall-clock minutes.
 
 30 patients of Kaggle LGG (``$MEDSEG_SHARED_DATA/lgg_mri/kaggle_3m``), one seeded patient split (24 train / 6
 validation, as ``medseg fit`` makes it), every arm scored per volume (a patient: 3D Dice over all

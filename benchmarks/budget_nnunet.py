@@ -1,4 +1,4 @@
-"""The nnU-Net v2 arm of the budget benchmarks (issue #14): nnU-Net through its own CLI, same clock.
+"""The nnU-Net v2 arm of the budget benchmarks: nnU-Net through its own CLI, same clock.
 
 :func:`run_nnunet` takes medseg's train / val samples and a budget in minutes and:
 

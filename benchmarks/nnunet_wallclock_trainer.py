@@ -1,4 +1,4 @@
-"""``nnUNetTrainer_WallClock``: nnU-Net v2's default trainer under a wall-clock budget (issue #14).
+"""``nnUNetTrainer_WallClock``: nnU-Net v2's default trainer under a wall-clock budget.
 
 nnU-Net finds trainers only inside ``nnunetv2/training/nnUNetTrainer/``, so
 ``budget_nnunet.run_nnunet`` copies this file there before calling ``nnUNetv2_train``. It must

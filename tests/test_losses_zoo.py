@@ -1,4 +1,4 @@
-"""The loss zoo of issue #4: hand-computed values, gradients, 2D/3D, empty masks, registry, sums."""
+"""The loss zoo: hand-computed values, gradients, 2D/3D, empty masks, registry, sums."""
 
 from __future__ import annotations
 

@@ -242,9 +242,12 @@ def fit(
     evaluation = evaluate_checkpoint(out / "best.pt", out, split="val", device=device, progress=progress)
     call = f"medseg.engine.fit.fit({source!r}, {options!r}, minutes={minutes:g}, out={str(out)!r})"
     build_report([out], out / "report.html", command=command or call)
-    patients = evaluation.summary["per_patient"]
+    cases = evaluation.summary["per_case"]
+    patients = evaluation.summary.get("per_patient", cases)
+    # a data set without subject ids (the Decathlon's) has one "patient" per case: call them cases
+    unit = "patients" if patients["n"] < cases["n"] else "cases"
     console.print(
-        f"validation ({patients['n']} patients): Dice mean {patients['dice']['mean']:.4f}, "
+        f"validation ({patients['n']} {unit}): Dice mean {patients['dice']['mean']:.4f}, "
         f"median {patients['dice']['median']:.4f}; wrote {out / 'report.html'}; "
         f"predict with: medseg predict {out / 'best.pt'} INPUT"
     )

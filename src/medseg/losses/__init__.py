@@ -6,7 +6,7 @@ returns: a loss wrapped in :class:`DeepSupervisionLoss` (one loss per scale for 
 outputs), or the loss itself when it is a :class:`ModelOutputsLoss` already (``ag_bce_ds``, and
 the U-MedSAM/LiteMedSAM losses that read a promptable model's ``{"logits", "iou"}`` dict).
 
-The loss zoo of issue #4 lives by family: ``distribution`` (wbce, balanced_ce), ``region``
+The loss zoo lives by family: ``distribution`` (wbce, balanced_ce), ``region``
 (jaccard, tversky, focal_tversky, logcosh_dice, sens_spec), ``boundary`` (shape_aware,
 hausdorff_dt, boundary) and ``compound_zoo`` (combo, exp_log).
 """

@@ -1,4 +1,4 @@
-"""Boundary-based losses of the loss zoo (issue #4): shape-aware CE, Hausdorff-DT (MONAI), boundary loss.
+"""Boundary-based losses of the loss zoo: shape-aware CE, Hausdorff-DT (MONAI), boundary loss.
 
 Each needs a distance map of the ground truth. Distance maps are computed from the target only,
 under ``torch.no_grad``, on the CPU with ``scipy.ndimage.distance_transform_edt``, one call per

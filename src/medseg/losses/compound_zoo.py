@@ -1,4 +1,4 @@
-"""Compound losses of the loss zoo (issue #4): Combo loss (Taghanaki 2019) and the exponential
+"""Compound losses of the loss zoo: Combo loss (Taghanaki 2019) and the exponential
 logarithmic loss (Wong et al. 2018).
 
 Both combine a cross-entropy and a Dice term in one formula, so they are classes rather than

@@ -1,4 +1,4 @@
-"""Distribution-based losses of the loss zoo (issue #4): weighted BCE (Res-UNet) and class-balanced BCE (HED).
+"""Distribution-based losses of the loss zoo: weighted BCE (Res-UNet) and class-balanced BCE (HED).
 
 Both are binary: ``B×1×spatial`` logits (one sigmoid channel), a target of the same shape, 2D or
 3D. The weights come from the target only (no gradient) and are computed on its device,

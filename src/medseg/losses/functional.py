@@ -406,7 +406,7 @@ def adaptive_focal(
 
 
 # --------------------------------------------------------------------------------------------
-# Shared by the loss zoo (issue #4): logits → probabilities and a dense target, AMP-safe.
+# Shared by the loss zoo: logits → probabilities and a dense target, AMP-safe.
 # --------------------------------------------------------------------------------------------
 
 ACTIVATIONS = ("auto", "sigmoid", "softmax", "none")

@@ -1,4 +1,4 @@
-"""Region-based losses of the loss zoo (issue #4): Jaccard, Tversky, focal Tversky, log-cosh Dice,
+"""Region-based losses of the loss zoo: Jaccard, Tversky, focal Tversky, log-cosh Dice,
 sensitivity–specificity.
 
 Every score is computed per sample and channel from soft probabilities (sums over the spatial
