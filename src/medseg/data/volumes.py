@@ -44,6 +44,7 @@ from monai.transforms import Compose
 from torch.utils.data import Dataset
 
 from medseg.config import AugmentConfig
+from medseg.data.classes import check_sample_classes, common_class_values, common_label_names
 from medseg.data.dataset import all_annotators
 from medseg.data.sample import Sample
 from medseg.data.transforms import Intensity, augment_transform, is_anisotropic, mask_key, normalize_intensity
@@ -92,37 +93,6 @@ def sample_patch_start(
             int(min(max(c - p // 2, 0), s - p)) for c, p, s in zip(centre, patch, shape, strict=True)
         )
     return tuple(int(rng.integers(0, s - p + 1)) for p, s in zip(patch, shape, strict=True))
-
-
-def _check_classes(sample: Sample, num_classes: int | None, where: str) -> None:
-    """A sample's declared class count (``meta["num_classes"]``) agrees with ``num_classes``."""
-    declared = sample.meta.get("num_classes")
-    if num_classes is None:
-        if declared is not None:
-            raise DataError(
-                f"the masks are class indices of {declared} classes (meta['num_classes']): "
-                f"set data.num_classes: {declared}",
-                where,
-            )
-        return
-    if declared is not None and int(declared) != num_classes:
-        raise DataError(f"data.num_classes is {num_classes} but the source gives {declared} classes", where)
-    # Sample.validate checked the values: class indices below `declared`, or binary {0, 1}
-
-
-def _class_values(samples: Sequence[Sample]) -> list[int] | None:
-    """The samples' common ``meta["class_values"]`` (None when none has them); a conflict raises."""
-    found = {tuple(s.meta["class_values"]) for s in samples if s.meta.get("class_values") is not None}
-    if len(found) > 1:
-        raise DataError(f"the volumes map classes to different label values: {sorted(found)}")
-    return [int(v) for v in found.pop()] if found else None
-
-
-def _label_names(samples: Sequence[Sample]) -> list[str] | None:
-    """The samples' common ``meta["label_names"]`` (class index → name); None when none has them or
-    they disagree (names only label outputs, so a disagreement is no reason to stop training)."""
-    found = {tuple(s.meta["label_names"]) for s in samples if s.meta.get("label_names") is not None}
-    return [str(n) for n in found.pop()] if len(found) == 1 else None
 
 
 def _to_tensor(value: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -182,7 +152,7 @@ class VolumeDataset(Dataset):
                     where,
                 )
             sample.validate()  # masks must still match the image (a Sample can be edited after init)
-            _check_classes(sample, num_classes, where)
+            check_sample_classes(sample, num_classes)
             if sample.image.shape[0] != in_channels:
                 raise DataError(
                     f"image has {sample.image.shape[0]} channel(s) but the model expects {in_channels} "
@@ -191,8 +161,8 @@ class VolumeDataset(Dataset):
                 )
         self.annotators = list(annotators) if annotators is not None else all_annotators(samples)
         self.num_classes = None if num_classes is None else int(num_classes)
-        self.class_values = _class_values(samples) if num_classes is not None else None
-        self.label_names = _label_names(samples) if num_classes is not None else None
+        self.class_values = common_class_values(samples) if num_classes is not None else None
+        self.label_names = common_label_names(samples) if num_classes is not None else None
         self.patch_size = None if patch_size is None else tuple(int(p) for p in patch_size)
         self.foreground_ratio = float(foreground_ratio)
         self.samples_per_volume = int(samples_per_volume) if patch_size is not None else 1
