@@ -140,8 +140,33 @@ def test_the_step_timer_times_real_steps_and_caches_them() -> None:
     }
     seconds = timer(candidate)
     assert seconds > 0 and timer(candidate) == seconds and len(timer.measured) == 1
-    with pytest.raises(ValueError, match="steps must be"):
-        StepTimer("cpu", steps=0)
+
+
+def test_a_slow_candidate_is_timed_on_one_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[float] = []  # a fake clock on which every step takes 5 s (two reads per step)
+
+    def clock() -> float:
+        reads.append(5.0 * len(reads))
+        return reads[-1]
+
+    monkeypatch.setattr("medseg.plan.timing.time.perf_counter", clock)
+    candidate = {
+        "model": {
+            "in_channels": 1,
+            "out_channels": 1,
+            "spatial_dims": 2,
+            "features": [4, 8],
+            "blocks": [0, 1],
+            "deep_supervision": False,
+        },
+        "patch": [8, 8],
+        "batch": 2,
+    }
+    assert StepTimer("cpu", steps=3, warmup=1, slow_step_seconds=2.0)(candidate) == 5.0
+    assert len(reads) == 2 * 2  # the warm-up step, then one timed step
+    reads.clear()
+    assert StepTimer("cpu", steps=3, warmup=1, slow_step_seconds=10.0)(candidate) == 5.0
+    assert len(reads) == 2 * 4  # the warm-up step, then all three timed steps
 
 
 def test_a_timed_plan_uses_the_timer_for_every_candidate() -> None:

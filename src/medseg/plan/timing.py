@@ -30,6 +30,9 @@ class StepTimer:
         device: ``cpu`` or ``cuda``.
         steps: timed steps (the median is returned) after ``warmup`` untimed ones.
         augment: the per-patch augmentation of 3D plans (``None``: the planned recipe's).
+        slow_step_seconds: a candidate whose first step takes longer gets one timed step, not
+            ``steps``: it buys few steps anyway, and a plan that tries several slow candidates
+            (large 3D networks on a CPU) would otherwise spend minutes timing them.
     """
 
     def __init__(
@@ -38,12 +41,14 @@ class StepTimer:
         steps: int = 3,
         warmup: int = 1,
         augment: AugmentConfig | None = None,
+        slow_step_seconds: float = 2.0,
     ) -> None:
         if steps < 1 or warmup < 0:
             raise ValueError(f"steps must be ≥ 1 and warmup ≥ 0, got {steps}, {warmup}")
         self.device = torch.device(device)
         self.steps, self.warmup = steps, warmup
         self.augment = augment
+        self.slow_step_seconds = slow_step_seconds
         self._cache: dict[str, float] = {}
         self.measured: list[dict[str, Any]] = []  # every timing, for the plan's log
 
@@ -70,8 +75,10 @@ class StepTimer:
         target = torch.randint(0, high, (batch, 1, *patch), generator=generator).float()
         augment = self._augmenter(len(patch))
         use_amp = self.device.type == "cuda"
-        times = []
-        for step in range(self.warmup + self.steps):
+        times: list[float] = []
+        n_steps = self.warmup + self.steps
+        step = 0
+        while step < n_steps:
             self._sync()
             start = time.perf_counter()
             if augment is not None:
@@ -84,8 +91,12 @@ class StepTimer:
             loss.backward()
             optimizer.step()
             self._sync()
+            seconds = time.perf_counter() - start
             if step >= self.warmup:
-                times.append(time.perf_counter() - start)
+                times.append(seconds)
+            if step == 0 and seconds > self.slow_step_seconds:
+                n_steps = min(n_steps, self.warmup + 1)
+            step += 1
         return float(statistics.median(times))
 
     def _augmenter(self, spatial_dims: int) -> Any:
